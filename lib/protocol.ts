@@ -1,0 +1,267 @@
+/**
+ * The Panda Breath WebSocket protocol: pure functions that turn device frames
+ * into typed reports and build command frames. No I/O here.
+ *
+ * Facts (see shared/reference/panda-breath-protocol.md): one JSON object per
+ * text frame; `work_on` arrives as the number 0/1 but is accepted only as a
+ * JSON boolean; `set_temp` is stored as an unclamped byte; writes are never
+ * acknowledged; the connect frame carries Wi-Fi and printer secrets.
+ */
+
+/** Largest frame the bridge parses; anything bigger is dropped unread. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+
+/** Largest target the device can store (`set_temp` is one byte). */
+export const DEVICE_MAX_TARGET = 255;
+
+/** Default upper bound for targets, as in the device's own web UI. */
+export const DEFAULT_MAX_TARGET = 60;
+
+/** Chamber temperatures outside this range are treated as garbage. */
+export const PLAUSIBLE_TEMPERATURE = { min: -40, max: 150 } as const;
+
+/** Names of the faults the device can report. */
+export type FaultName =
+  | "ptc_sensor_short"
+  | "ptc_sensor_open"
+  | "chamber_sensor_short"
+  | "chamber_sensor_open"
+  | "heater_no_heat";
+
+/** What each fault means, for logs and the Klipper console. */
+export const FAULT_DESCRIPTIONS: Readonly<Record<FaultName, string>> = {
+  ptc_sensor_short: "heater (PTC) temperature sensor short circuit",
+  ptc_sensor_open: "heater (PTC) temperature sensor open circuit",
+  chamber_sensor_short: "chamber temperature sensor short circuit",
+  chamber_sensor_open: "chamber temperature sensor open circuit",
+  heater_no_heat: "heater did not heat (about 60 s of heating without a rise)",
+};
+
+/** Meaning of `work_mode` on firmware V1.0.1 and later. */
+export const WORK_MODE_NAMES: Readonly<Record<number, string>> = {
+  1: "auto",
+  2: "always-on",
+  3: "drying",
+};
+
+/** The work mode that heats to `set_temp` on every firmware version. */
+export const ALWAYS_ON_MODE = 2;
+
+/**
+ * What one device frame said. Only fields present (and valid) in the frame
+ * are set; `faults` maps each fault field present to whether it is active.
+ */
+export interface DeviceReport {
+  /** Chamber temperature in °C (a calibrated field when present). */
+  temperature?: number;
+  workOn?: boolean;
+  workMode?: number;
+  setTemp?: number;
+  firmware?: string;
+  faults?: Partial<Record<FaultName, boolean>>;
+  /** The device's own printer link state (0 disconnected … 3 connected). */
+  printerState?: number;
+  /** The frame is the connect frame (carries `wifi`/`sta`/`ap` roots). */
+  isConnectFrame: boolean;
+  /** The frame carries the whole settings block (connect frame or a device push). */
+  isSettingsBlock: boolean;
+}
+
+/** Result of {@link parseDeviceFrame}: a report, and why anything was dropped. */
+export interface ParseResult {
+  /** `null` when the whole frame was unusable. */
+  report: DeviceReport | null;
+  /** One short reason per dropped frame or field; never contains frame content. */
+  dropped: string[];
+}
+
+type JsonObject = Record<string, unknown>;
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isIntegerIn(value: unknown, min: number, max: number): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
+}
+
+const TEMPERATURE_FIELDS_BY_PREFERENCE = [
+  "cal_warehouse_temp",
+  "chamber_temp",
+  "warehouse_temper",
+] as const;
+
+const FAULT_FIELDS: ReadonlyArray<{ field: string; codes: Record<number, FaultName> }> = [
+  { field: "ptc_sensor_status", codes: { 1: "ptc_sensor_short", 2: "ptc_sensor_open" } },
+  {
+    field: "warehouse_sensor_status",
+    codes: { 1: "chamber_sensor_short", 2: "chamber_sensor_open" },
+  },
+  { field: "ptc_heater_status", codes: { 1: "heater_no_heat" } },
+];
+
+function readTemperature(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
+  for (const field of TEMPERATURE_FIELDS_BY_PREFERENCE) {
+    if (!(field in settings)) continue;
+    const value = settings[field];
+    if (
+      typeof value === "number" && Number.isFinite(value) &&
+      value >= PLAUSIBLE_TEMPERATURE.min && value <= PLAUSIBLE_TEMPERATURE.max
+    ) {
+      report.temperature = value;
+      return;
+    }
+    dropped.push(`${field}: not a plausible temperature`);
+  }
+}
+
+function readWorkOn(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
+  if (!("work_on" in settings)) return;
+  const value = settings.work_on;
+  if (value === 0 || value === 1 || typeof value === "boolean") {
+    report.workOn = Boolean(value);
+  } else {
+    dropped.push("work_on: not 0/1 or a boolean");
+  }
+}
+
+function readByteField(
+  settings: JsonObject,
+  field: string,
+  dropped: string[],
+): number | undefined {
+  if (!(field in settings)) return undefined;
+  const value = settings[field];
+  if (isIntegerIn(value, 0, 255)) return value;
+  dropped.push(`${field}: not a whole number 0-255`);
+  return undefined;
+}
+
+function readFirmware(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
+  if (!("fw_version" in settings)) return;
+  const value = settings.fw_version;
+  if (typeof value === "string" && value.length <= 32 && /^[\x20-\x7e]*$/.test(value)) {
+    report.firmware = value;
+  } else {
+    dropped.push("fw_version: not a short printable string");
+  }
+}
+
+function readFaults(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
+  for (const { field, codes } of FAULT_FIELDS) {
+    if (!(field in settings)) continue;
+    const value = settings[field];
+    if (value === 0) {
+      for (const name of Object.values(codes)) (report.faults ??= {})[name] = false;
+      continue;
+    }
+    const name = typeof value === "number" ? codes[value] : undefined;
+    if (!name) {
+      dropped.push(`${field}: unknown fault code`);
+      continue;
+    }
+    for (const other of Object.values(codes)) (report.faults ??= {})[other] = other === name;
+  }
+}
+
+function readSettings(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
+  readTemperature(settings, report, dropped);
+  readWorkOn(settings, report, dropped);
+  const workMode = readByteField(settings, "work_mode", dropped);
+  if (workMode !== undefined) report.workMode = workMode;
+  const setTemp = readByteField(settings, "set_temp", dropped);
+  if (setTemp !== undefined) report.setTemp = setTemp;
+  readFirmware(settings, report, dropped);
+  readFaults(settings, report, dropped);
+  report.isSettingsBlock = report.workOn !== undefined;
+}
+
+/**
+ * Parses one frame from the device. Malformed, non-object, wrong-typed,
+ * non-finite or implausible values are dropped (listed in `dropped`), never
+ * passed on. Secrets in the frame (Wi-Fi, AP, printer credentials) are
+ * never read into the report.
+ */
+export function parseDeviceFrame(data: string | Uint8Array): ParseResult {
+  const dropped: string[] = [];
+  const size = typeof data === "string" ? data.length : data.byteLength;
+  if (size > MAX_FRAME_BYTES) {
+    return { report: null, dropped: [`frame of ${size} bytes exceeds ${MAX_FRAME_BYTES}`] };
+  }
+  let text: string;
+  try {
+    text = typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data);
+  } catch {
+    return { report: null, dropped: ["binary frame is not UTF-8"] };
+  }
+  let frame: unknown;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    return { report: null, dropped: ["frame is not JSON"] };
+  }
+  if (!isObject(frame)) return { report: null, dropped: ["frame is not a JSON object"] };
+
+  const report: DeviceReport = {
+    isConnectFrame: "wifi" in frame || "sta" in frame || "ap" in frame,
+    isSettingsBlock: false,
+  };
+  if ("settings" in frame) {
+    if (isObject(frame.settings)) readSettings(frame.settings, report, dropped);
+    else dropped.push("settings: not an object");
+  }
+  if (isObject(frame.printer) && "state" in frame.printer) {
+    const state = frame.printer.state;
+    if (isIntegerIn(state, 0, 255)) report.printerState = state;
+    else dropped.push("printer.state: not a whole number");
+  }
+  return { report, dropped };
+}
+
+/** The keepalive frame: harmless, and marks the socket as used on the device. */
+export const KEEPALIVE_FRAME = "{}";
+
+/** Turns the heater off. */
+export const OFF_FRAME = '{"settings":{"work_on":false}}';
+
+/**
+ * Turns the heater on in always-on mode at `target` °C, in one frame so the
+ * firmware applies every key together (`temp` is the V1.0.0 spelling).
+ * `target` must already be validated (see {@link validateTarget}).
+ */
+export function buildOnFrame(target: number): string {
+  if (!isIntegerIn(target, 1, DEVICE_MAX_TARGET)) {
+    throw new RangeError(`target must be a whole number 1-${DEVICE_MAX_TARGET}, got ${target}`);
+  }
+  return `{"settings":{"work_mode":${ALWAYS_ON_MODE},"set_temp":${target},"temp":${target},` +
+    `"isrunning":0,"work_on":true}}`;
+}
+
+/** The frame that asserts a desired target: OFF for 0, else ON at the target. */
+export function buildDesiredStateFrame(target: number): string {
+  return target === 0 ? OFF_FRAME : buildOnFrame(target);
+}
+
+/** A target check's outcome: a whole-degree target, or an error for the user. */
+export type TargetCheck =
+  | { ok: true; target: number }
+  | { ok: false; code: "invalid_params" | "out_of_range"; message: string };
+
+/**
+ * Checks a requested target: a finite number from 0 (off) to `maxTarget`,
+ * rounded to whole degrees as the device stores them. Never wraps.
+ */
+export function validateTarget(value: unknown, maxTarget: number): TargetCheck {
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    return { ok: false, code: "invalid_params", message: "target must be a finite number of °C" };
+  }
+  const target = Math.round(value);
+  if (value < 0 || target > maxTarget) {
+    return {
+      ok: false,
+      code: "out_of_range",
+      message: `target ${value} °C is out of range: use 0 (off) to ${maxTarget} °C`,
+    };
+  }
+  return { ok: true, target };
+}
