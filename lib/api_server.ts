@@ -1,0 +1,432 @@
+import type { Bridge, BridgeStatus } from "./bridge.ts";
+import { LineSplitter, writeAll } from "./lines.ts";
+import type { Logger } from "./log.ts";
+import { API_PROTOCOL_VERSION, VERSION } from "./version.ts";
+
+/** Caps on what socket clients may cost the bridge. */
+export interface ApiLimits {
+  maxLineBytes: number;
+  maxQueuedBytes: number;
+  maxClients: number;
+}
+
+/** The default caps (documented in the README). */
+export const API_LIMITS: Readonly<ApiLimits> = {
+  /** Longest request line, in bytes. */
+  maxLineBytes: 64 * 1024,
+  /** Bytes queued for a client that does not read before it is cut off. */
+  maxQueuedBytes: 256 * 1024,
+  /** Simultaneous clients; more are told so and closed. */
+  maxClients: 64,
+};
+
+/** Error codes of the socket API (see README). */
+export type ApiErrorCode =
+  | "parse_error"
+  | "invalid_request"
+  | "unknown_method"
+  | "invalid_params"
+  | "out_of_range"
+  | "line_too_long"
+  | "too_many_clients";
+
+/** Settings of an {@link ApiServer}. */
+export interface ApiServerOptions {
+  path: string;
+  bridge: Bridge;
+  logger: Logger;
+  /** File mode of the socket; 0o600 or 0o660. */
+  mode?: number;
+  limits?: Partial<ApiLimits>;
+}
+
+type Reply = { id: unknown; result: unknown } | {
+  id: unknown;
+  error: { code: ApiErrorCode; message: string };
+};
+
+const encoder = new TextEncoder();
+
+function encodeLine(message: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(message) + "\n");
+}
+
+function errorReply(id: unknown, code: ApiErrorCode, message: string): Reply {
+  return { id, error: { code, message } };
+}
+
+/** Thrown when the socket path cannot be taken (a live bridge, not a socket, no permission). */
+export class SocketInUseError extends Error {}
+
+async function isSocketAlive(path: string): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Makes `path` free for a new socket: refuses when a live bridge holds it
+ * or it is not a socket; removes a stale socket left by a killed bridge.
+ */
+async function claimSocketPath(path: string, logger: Logger): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (!info.isSocket) {
+    throw new SocketInUseError(`${path} exists and is not a socket; remove it or choose --socket`);
+  }
+  if (await isSocketAlive(path)) {
+    throw new SocketInUseError(
+      `another bridge is already running on ${path}; stop it first or choose another --socket`,
+    );
+  }
+  logger.warn("replacing stale socket left by a previous bridge", { path });
+  await Deno.remove(path);
+}
+
+function dirname(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash <= 0 ? "/" : path.slice(0, slash);
+}
+
+/** One connected socket client. */
+class ApiClientConnection {
+  readonly label: string;
+  subscribed = false;
+  controller = false;
+  #conn: Deno.UnixConn;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #writing = false;
+  #closed = false;
+  #maxQueuedBytes: number;
+  #onClose: () => void;
+
+  constructor(conn: Deno.UnixConn, label: string, maxQueuedBytes: number, onClose: () => void) {
+    this.#conn = conn;
+    this.label = label;
+    this.#maxQueuedBytes = maxQueuedBytes;
+    this.#onClose = onClose;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get conn(): Deno.UnixConn {
+    return this.#conn;
+  }
+
+  /** Queues bytes; returns false (and closes) when the client is too far behind. */
+  send(bytes: Uint8Array): boolean {
+    if (this.#closed) return false;
+    if (this.#queuedBytes + bytes.byteLength > this.#maxQueuedBytes) {
+      this.close();
+      return false;
+    }
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.byteLength;
+    if (!this.#writing) this.#pump();
+    return true;
+  }
+
+  async #pump(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        const chunk = this.#queue[0];
+        await writeAll(this.#conn, chunk);
+        this.#queue.shift();
+        this.#queuedBytes -= chunk.byteLength;
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  /** Sends what is queued (bounded by `timeoutMs`), then closes. */
+  async flushAndClose(timeoutMs = 200): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.#queue.length > 0 && !this.#closed && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    this.close();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queue = [];
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+    this.#onClose();
+  }
+}
+
+/**
+ * The local socket API: newline-delimited JSON over a Unix socket (see
+ * README, "Socket API"). Several clients at once; a slow client is cut off
+ * after a bounded queue and never blocks the others.
+ */
+export class ApiServer {
+  readonly path: string;
+  #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
+  #bridge: Bridge;
+  #logger: Logger;
+  #limits: ApiLimits;
+  #clients = new Set<ApiClientConnection>();
+  #tasks = new Set<Promise<void>>();
+  #nextClient = 1;
+  #unsubscribe: () => void;
+  #acceptLoop: Promise<void>;
+
+  private constructor(
+    listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>,
+    options: ApiServerOptions,
+  ) {
+    this.path = options.path;
+    this.#listener = listener;
+    this.#bridge = options.bridge;
+    this.#logger = options.logger;
+    this.#limits = { ...API_LIMITS, ...options.limits };
+    this.#unsubscribe = this.#bridge.subscribe((status) => this.#broadcast(status));
+    this.#acceptLoop = this.#accept();
+  }
+
+  /**
+   * Listens on `options.path` with the given mode. The socket is bound in a
+   * private directory, given its mode, then moved into place, so it is never
+   * reachable with looser permissions.
+   */
+  static async listen(options: ApiServerOptions): Promise<ApiServer> {
+    const mode = options.mode ?? 0o660;
+    if (mode !== 0o600 && mode !== 0o660) throw new RangeError("socket mode must be 0600 or 0660");
+    await claimSocketPath(options.path, options.logger);
+    const privateDir = await Deno.makeTempDir({ dir: dirname(options.path), prefix: ".pb-" });
+    const bindPath = `${privateDir}/s`;
+    let listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr> | undefined;
+    try {
+      listener = Deno.listen({ transport: "unix", path: bindPath });
+      await Deno.chmod(bindPath, mode);
+      await Deno.rename(bindPath, options.path);
+    } catch (error) {
+      listener?.close();
+      throw error;
+    } finally {
+      await Deno.remove(privateDir, { recursive: true }).catch(() => {});
+    }
+    options.logger.info("socket API listening", {
+      path: options.path,
+      mode: `0${mode.toString(8)}`,
+    });
+    return new ApiServer(listener, options);
+  }
+
+  /** Number of connected clients. */
+  get clientCount(): number {
+    return this.#clients.size;
+  }
+
+  /** Stops listening, closes every client and removes the socket file. */
+  async close(): Promise<void> {
+    this.#unsubscribe();
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#acceptLoop;
+    for (const client of this.#clients) client.close();
+    await Promise.all(this.#tasks);
+    await Deno.remove(this.path).catch(() => {});
+  }
+
+  async #accept(): Promise<void> {
+    while (true) {
+      let conn: Deno.UnixConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch {
+        return;
+      }
+      const label = `socket#${this.#nextClient++}`;
+      const client = new ApiClientConnection(
+        conn,
+        label,
+        this.#limits.maxQueuedBytes,
+        () => this.#onClientClosed(client),
+      );
+      if (this.#clients.size >= this.#limits.maxClients) {
+        this.#logger.limited("too-many-clients", 10_000, "warn", "socket client refused", {
+          reason: "too many clients",
+          max: this.#limits.maxClients,
+        });
+        client.send(encodeLine(errorReply(null, "too_many_clients", "too many clients")));
+        client.flushAndClose();
+        continue;
+      }
+      this.#clients.add(client);
+      this.#logger.debug("socket client connected", { client: label });
+      const task = this.#serve(client).finally(() => this.#tasks.delete(task));
+      this.#tasks.add(task);
+    }
+  }
+
+  #onClientClosed(client: ApiClientConnection): void {
+    if (!this.#clients.delete(client)) return;
+    if (client.controller) {
+      this.#logger.info("controller disconnected", { client: client.label });
+    } else {
+      this.#logger.debug("socket client disconnected", { client: client.label });
+    }
+  }
+
+  async #serve(client: ApiClientConnection): Promise<void> {
+    const splitter = new LineSplitter(this.#limits.maxLineBytes);
+    const buffer = new Uint8Array(16 * 1024);
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    try {
+      while (!client.closed) {
+        const n = await client.conn.read(buffer);
+        if (n === null) break;
+        const lines = splitter.push(buffer.subarray(0, n));
+        if (lines === null) {
+          this.#logger.limited(
+            "line-too-long",
+            10_000,
+            "warn",
+            "socket client sent an oversized line",
+            {
+              client: client.label,
+              max_bytes: this.#limits.maxLineBytes,
+            },
+          );
+          client.send(encodeLine(errorReply(
+            null,
+            "line_too_long",
+            `request lines are limited to ${this.#limits.maxLineBytes} bytes`,
+          )));
+          await client.flushAndClose();
+          break;
+        }
+        for (const line of lines) {
+          if (client.closed) break;
+          const reply = this.#handleLine(client, line, decoder);
+          if (reply) client.send(encodeLine(reply));
+        }
+      }
+    } catch {
+      // Reset by the peer or closed by us: nothing to answer.
+    } finally {
+      client.close();
+    }
+  }
+
+  #handleLine(client: ApiClientConnection, line: Uint8Array, decoder: TextDecoder): Reply | null {
+    let text: string;
+    try {
+      text = decoder.decode(line).trim();
+    } catch {
+      return errorReply(null, "parse_error", "request is not valid UTF-8");
+    }
+    if (text === "") return null;
+    let request: unknown;
+    try {
+      request = JSON.parse(text);
+    } catch {
+      return errorReply(null, "parse_error", "request is not valid JSON");
+    }
+    if (typeof request !== "object" || request === null || Array.isArray(request)) {
+      return errorReply(null, "parse_error", "request must be a JSON object");
+    }
+    const { id, method, params } = request as Record<string, unknown>;
+    const validId = typeof id === "string" || (typeof id === "number" && Number.isFinite(id));
+    if (!validId) {
+      return errorReply(null, "invalid_request", "request needs an id (number or string)");
+    }
+    if (typeof method !== "string") {
+      return errorReply(id, "invalid_request", "request needs a method");
+    }
+    if (
+      params !== undefined &&
+      (typeof params !== "object" || params === null || Array.isArray(params))
+    ) {
+      return errorReply(id, "invalid_params", "params must be an object");
+    }
+    return this.#dispatch(client, id, method, (params ?? {}) as Record<string, unknown>);
+  }
+
+  #dispatch(
+    client: ApiClientConnection,
+    id: unknown,
+    method: string,
+    params: Record<string, unknown>,
+  ): Reply {
+    const bridge = this.#bridge;
+    switch (method) {
+      case "hello":
+        return {
+          id,
+          result: {
+            protocol: API_PROTOCOL_VERSION,
+            bridge: VERSION,
+            failsafe_timeout: bridge.failsafeTimeout,
+            max_target: bridge.maxTarget,
+          },
+        };
+      case "status":
+        return { id, result: bridge.status() };
+      case "set_target":
+      case "off": {
+        const check = bridge.setTarget(method === "off" ? 0 : params.target, {
+          client: client.label,
+        });
+        return check.ok
+          ? { id, result: { target: check.target } }
+          : errorReply(id, check.code, check.message);
+      }
+      case "heartbeat":
+        if (!client.controller) {
+          client.controller = true;
+          this.#logger.info("controller connected", { client: client.label });
+        }
+        bridge.heartbeat();
+        return { id, result: { failsafe_timeout: bridge.failsafeTimeout } };
+      case "subscribe":
+        client.subscribed = true;
+        queueMicrotask(() =>
+          client.send(encodeLine({ method: "status", params: bridge.status() }))
+        );
+        return { id, result: { subscribed: true } };
+      default:
+        return errorReply(id, "unknown_method", `unknown method '${method.slice(0, 64)}'`);
+    }
+  }
+
+  #broadcast(status: BridgeStatus): void {
+    let line: Uint8Array | undefined;
+    for (const client of this.#clients) {
+      if (!client.subscribed) continue;
+      line ??= encodeLine({ method: "status", params: status });
+      if (!client.send(line)) {
+        this.#logger.warn("socket client cut off: not reading its notifications", {
+          client: client.label,
+          max_queued_bytes: this.#limits.maxQueuedBytes,
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,235 @@
+import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
+import type { Logger } from "./log.ts";
+import { KEEPALIVE_FRAME } from "./protocol.ts";
+
+/** Timing of the device link. All in milliseconds. */
+export interface LinkTimings {
+  /** A link with no frame for this long is dead (telemetry comes every ~500 ms). */
+  watchdogMs: number;
+  /** Interval of the `{}` keepalive that keeps the device from evicting the socket. */
+  keepaliveMs: number;
+  /** A handshake taking longer than this is abandoned. */
+  connectTimeoutMs: number;
+  /** How often the watchdog and keepalive are checked. */
+  tickMs: number;
+}
+
+/** Defaults: dead after 5 s of silence, keepalive every 15 s. */
+export const DEFAULT_LINK_TIMINGS: LinkTimings = {
+  watchdogMs: 5000,
+  keepaliveMs: 15000,
+  connectTimeoutMs: 5000,
+  tickMs: 500,
+};
+
+/** What the link tells its owner. */
+export interface LinkHandlers {
+  /** The WebSocket is open: assert the desired state now. */
+  onOpen(): void;
+  /** A frame arrived (text, or binary as bytes). */
+  onFrame(data: string | Uint8Array): void;
+  /** The link went down (closed, failed, or declared dead by the watchdog). */
+  onDown(reason: string): void;
+}
+
+/** Settings of a {@link DeviceLink}. */
+export interface DeviceLinkOptions {
+  url: string;
+  logger: Logger;
+  handlers: LinkHandlers;
+  timings?: Partial<LinkTimings>;
+  backoff?: BackoffOptions;
+}
+
+/** Counters of a link's life, for status and tests. */
+export interface LinkStats {
+  connects: number;
+  drops: number;
+  keepalives: number;
+}
+
+/**
+ * One persistent WebSocket to the device: reconnects forever with backoff
+ * and jitter, declares the link dead when frames stop (the device sends no
+ * pings and answers none), and sends a keepalive. Never more than one
+ * connection at a time.
+ */
+export class DeviceLink {
+  readonly url: string;
+  readonly stats: LinkStats = { connects: 0, drops: 0, keepalives: 0 };
+  #logger: Logger;
+  #handlers: LinkHandlers;
+  #timings: LinkTimings;
+  #backoff: Backoff;
+  #ws: WebSocket | null = null;
+  #open = false;
+  #healthy = false;
+  #openedAt = 0;
+  #lastFrameAt = 0;
+  #lastSendAt = 0;
+  #tick: ReturnType<typeof setInterval> | undefined;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #stopped = true;
+  #closing = new Set<Promise<void>>();
+
+  /** A link to `options.url`; call {@link start} to connect. */
+  constructor(options: DeviceLinkOptions) {
+    this.url = options.url;
+    this.#logger = options.logger;
+    this.#handlers = options.handlers;
+    this.#timings = { ...DEFAULT_LINK_TIMINGS, ...options.timings };
+    this.#backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
+  }
+
+  /** Whether the WebSocket is open. */
+  get connected(): boolean {
+    return this.#open;
+  }
+
+  /** Milliseconds since the last frame from the device, or null if none on this link. */
+  get lastFrameAgeMs(): number | null {
+    return this.#open && this.#lastFrameAt ? performance.now() - this.#lastFrameAt : null;
+  }
+
+  /** Starts connecting; reconnects until {@link stop}. */
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#tick = setInterval(() => this.#onTick(), this.#timings.tickMs);
+    this.#connect();
+  }
+
+  /** Closes the link and every timer; resolves once the socket is closed. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#tick);
+    clearTimeout(this.#retry);
+    this.#drop("bridge stopping", false);
+    await Promise.all(this.#closing);
+  }
+
+  /** Sends a text frame; returns false when the link is not open. */
+  send(text: string): boolean {
+    if (!this.#open || !this.#ws) return false;
+    try {
+      this.#ws.send(text);
+      this.#lastSendAt = performance.now();
+      return true;
+    } catch (error) {
+      this.#drop(`send failed: ${(error as Error).message}`);
+      return false;
+    }
+  }
+
+  #connect(): void {
+    if (this.#stopped) return;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (error) {
+      this.#logger.error("cannot open device WebSocket", {
+        url: this.url,
+        error: (error as Error).message,
+      });
+      this.#scheduleRetry();
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this.#ws = ws;
+    this.#open = false;
+    this.#healthy = false;
+    this.#openedAt = performance.now();
+    this.#lastFrameAt = 0;
+    ws.onopen = () => {
+      if (ws !== this.#ws) return;
+      this.#open = true;
+      this.#lastFrameAt = this.#lastSendAt = performance.now();
+      this.stats.connects++;
+      this.#handlers.onOpen();
+    };
+    ws.onmessage = (event: MessageEvent) => {
+      if (ws !== this.#ws) return;
+      this.#lastFrameAt = performance.now();
+      if (!this.#healthy) {
+        this.#healthy = true;
+        this.#backoff.reset();
+      }
+      const data = event.data;
+      this.#handlers.onFrame(typeof data === "string" ? data : new Uint8Array(data));
+    };
+    ws.onerror = (event: Event) => {
+      if (ws !== this.#ws) return;
+      const message = (event as ErrorEvent).message || "WebSocket error";
+      this.#drop(message);
+    };
+    ws.onclose = (event: CloseEvent) => {
+      if (ws !== this.#ws) return;
+      this.#drop(`closed by device (code ${event.code})`);
+    };
+  }
+
+  /** Abandons the current socket (if any) and schedules a reconnect. */
+  #drop(reason: string, reconnect = true): void {
+    const ws = this.#ws;
+    if (!ws) return;
+    this.#ws = null;
+    const wasOpen = this.#open;
+    this.#open = false;
+    this.#closeQuietly(ws);
+    if (wasOpen) {
+      this.stats.drops++;
+      this.#handlers.onDown(reason);
+    } else {
+      this.#logger.limited("connect-failed", 30000, "warn", "cannot reach device", {
+        url: this.url,
+        reason,
+      });
+    }
+    if (reconnect) this.#scheduleRetry();
+  }
+
+  #closeQuietly(ws: WebSocket): void {
+    ws.onopen = ws.onmessage = ws.onerror = null;
+    if (ws.readyState === WebSocket.CLOSED) return;
+    const closed = new Promise<void>((resolve) => {
+      ws.onclose = () => resolve();
+    });
+    const tracked = closed.finally(() => this.#closing.delete(tracked));
+    this.#closing.add(tracked);
+    try {
+      ws.close();
+    } catch {
+      // Already closing: the close event still arrives.
+    }
+  }
+
+  #scheduleRetry(): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#retry);
+    const delay = this.#backoff.next();
+    this.#logger.debug("reconnecting to device", {
+      in_ms: Math.round(delay),
+      attempt: this.#backoff.attempt,
+    });
+    this.#retry = setTimeout(() => this.#connect(), delay);
+  }
+
+  #onTick(): void {
+    const now = performance.now();
+    if (!this.#ws) return;
+    if (!this.#open) {
+      if (now - this.#openedAt > this.#timings.connectTimeoutMs) {
+        this.#drop(`no handshake within ${this.#timings.connectTimeoutMs} ms`);
+      }
+      return;
+    }
+    if (now - this.#lastFrameAt > this.#timings.watchdogMs) {
+      this.#drop(`no frame for ${this.#timings.watchdogMs} ms (watchdog)`);
+      return;
+    }
+    if (now - this.#lastSendAt >= this.#timings.keepaliveMs && this.send(KEEPALIVE_FRAME)) {
+      this.stats.keepalives++;
+    }
+  }
+}

@@ -1,0 +1,282 @@
+import assert from "node:assert/strict";
+import { ApiClient, ApiError } from "../lib/api_client.ts";
+import { type ApiLimits, ApiServer, SocketInUseError } from "../lib/api_server.ts";
+import { Bridge, type BridgeStatus } from "../lib/bridge.ts";
+import { Logger } from "../lib/log.ts";
+import { buildOnFrame } from "../lib/protocol.ts";
+import { FakeDevice } from "./fake_device.ts";
+
+interface Rig {
+  device: FakeDevice;
+  bridge: Bridge;
+  server: ApiServer;
+  path: string;
+  logs: string[];
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+async function rig(limits: Partial<ApiLimits> = {}, failsafeTimeoutMs = 60_000): Promise<Rig> {
+  const device = new FakeDevice();
+  const logs: string[] = [];
+  const logger = new Logger("debug", (line) => logs.push(line));
+  const bridge = new Bridge({
+    url: device.url,
+    logger,
+    failsafeTimeoutMs,
+    backoff: { initialMs: 40, maxMs: 200, factor: 2 },
+  });
+  const dir = await Deno.makeTempDir({ prefix: "pb-api-" });
+  const path = `${dir}/bridge.sock`;
+  const server = await ApiServer.listen({ path, bridge, logger, limits });
+  bridge.start();
+  return {
+    device,
+    bridge,
+    server,
+    path,
+    logs,
+    async [Symbol.asyncDispose]() {
+      await server.close();
+      await bridge.stop("test over", 200);
+      await device.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** A raw line-level connection, for what ApiClient would never send. */
+class RawClient {
+  conn!: Deno.UnixConn;
+  #buffer = "";
+  #decoder = new TextDecoder();
+
+  static async connect(path: string): Promise<RawClient> {
+    const raw = new RawClient();
+    raw.conn = await Deno.connect({ transport: "unix", path });
+    return raw;
+  }
+
+  async write(text: string | Uint8Array): Promise<void> {
+    const bytes = typeof text === "string" ? new TextEncoder().encode(text) : text;
+    let written = 0;
+    while (written < bytes.byteLength) written += await this.conn.write(bytes.subarray(written));
+  }
+
+  /** Next line as JSON, or null when the bridge closed the connection. */
+  async line(): Promise<Record<string, unknown> | null> {
+    const chunk = new Uint8Array(65536);
+    while (!this.#buffer.includes("\n")) {
+      const n = await this.conn.read(chunk).catch(() => null);
+      if (n === null) return null;
+      this.#buffer += this.#decoder.decode(chunk.subarray(0, n));
+    }
+    const newline = this.#buffer.indexOf("\n");
+    const line = this.#buffer.slice(0, newline);
+    this.#buffer = this.#buffer.slice(newline + 1);
+    return JSON.parse(line);
+  }
+
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // Closed by the bridge.
+    }
+  }
+}
+
+Deno.test("socket is created with mode 0660 and removed on close", async () => {
+  const r = await rig();
+  const info = await Deno.lstat(r.path);
+  assert.ok(info.isSocket);
+  assert.equal(info.mode! & 0o777, 0o660);
+  await r[Symbol.asyncDispose]().catch(() => {});
+  await assert.rejects(Deno.lstat(r.path), Deno.errors.NotFound);
+});
+
+Deno.test("hello, status, set_target, off over the socket", async () => {
+  await using r = await rig();
+  const client = await ApiClient.connect(r.path);
+  try {
+    const hello = await client.request("hello", { client: "test" }) as Record<string, unknown>;
+    assert.equal(hello.protocol, 1);
+    assert.equal(hello.max_target, 60);
+    assert.equal(hello.failsafe_timeout, 60);
+    assert.deepEqual(await client.request("set_target", { target: 39.5 }), { target: 40 });
+    await r.device.waitFor((t) => t === buildOnFrame(40));
+    const status = await client.request("status") as BridgeStatus;
+    assert.equal(status.target, 40);
+    assert.equal(status.heating, true);
+    assert.deepEqual(await client.request("off"), { target: 0 });
+    assert.equal((await client.request("status") as BridgeStatus).target, 0);
+  } finally {
+    await client.close();
+  }
+});
+
+Deno.test("bad requests get errors with codes, and the connection stays usable", async () => {
+  await using r = await rig();
+  const raw = await RawClient.connect(r.path);
+  const cases: [string, string][] = [
+    ["not json\n", "parse_error"],
+    ["[1,2]\n", "parse_error"],
+    ['{"method":"status"}\n', "invalid_request"],
+    ['{"id":1}\n', "invalid_request"],
+    ['{"id":{},"method":"status"}\n', "invalid_request"],
+    ['{"id":2,"method":"explode"}\n', "unknown_method"],
+    ['{"id":3,"method":"set_target","params":{"target":"45"}}\n', "invalid_params"],
+    ['{"id":4,"method":"set_target"}\n', "invalid_params"],
+    ['{"id":5,"method":"set_target","params":{"target":61}}\n', "out_of_range"],
+    ['{"id":6,"method":"set_target","params":{"target":-5}}\n', "out_of_range"],
+    ['{"id":7,"method":"status","params":[1]}\n', "invalid_params"],
+  ];
+  for (const [request, code] of cases) {
+    await raw.write(request);
+    const reply = await raw.line();
+    assert.equal((reply?.error as { code: string })?.code, code, request);
+  }
+  await raw.write(new Uint8Array([0xff, 0xfe, 0x0a]));
+  assert.equal(((await raw.line())?.error as { code: string }).code, "parse_error");
+  await raw.write('{"id":"x","method":"status"}\n');
+  assert.equal((await raw.line())?.id, "x");
+  assert.equal(r.bridge.target, 0);
+  raw.close();
+});
+
+Deno.test("requests split across writes and merged in one write are all answered", async () => {
+  await using r = await rig();
+  const raw = await RawClient.connect(r.path);
+  await raw.write('{"id":1,"meth');
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await raw.write('od":"hello"}\n{"id":2,"method":"status"}\n{"id":3,');
+  await raw.write('"method":"off"}\n');
+  assert.deepEqual([(await raw.line())?.id, (await raw.line())?.id, (await raw.line())?.id], [
+    1,
+    2,
+    3,
+  ]);
+  raw.close();
+});
+
+Deno.test("an oversized line gets line_too_long and the connection is closed", async () => {
+  await using r = await rig({ maxLineBytes: 1024 });
+  const raw = await RawClient.connect(r.path);
+  await raw.write("x".repeat(4096));
+  const reply = await raw.line();
+  assert.equal((reply?.error as { code: string }).code, "line_too_long");
+  assert.equal(await raw.line(), null);
+  raw.close();
+  const client = await ApiClient.connect(r.path);
+  assert.equal((await client.request("hello") as { protocol: number }).protocol, 1);
+  await client.close();
+});
+
+Deno.test("subscribe pushes a status at once and on every telemetry frame", async () => {
+  await using r = await rig();
+  const client = await ApiClient.connect(r.path);
+  const received: { at: number; status: BridgeStatus }[] = [];
+  await client.subscribe((status) => received.push({ at: performance.now(), status }));
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  await client.close();
+  assert.ok(received.length >= 5, `${received.length} notifications in 600 ms`);
+  assert.ok(received.some(({ status }) => status.temperature === 25));
+});
+
+Deno.test("a reply to set_target is followed only by statuses that reflect it", async () => {
+  await using r = await rig();
+  const client = await ApiClient.connect(r.path);
+  let replied = false;
+  const afterReply: number[] = [];
+  await client.subscribe((status) => {
+    if (replied) afterReply.push(status.target);
+  });
+  await client.request("set_target", { target: 33 });
+  replied = true;
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await client.close();
+  assert.ok(afterReply.length > 0);
+  assert.ok(afterReply.every((target) => target === 33));
+});
+
+Deno.test("heartbeat makes a controller; its disconnect is logged", async () => {
+  await using r = await rig();
+  const client = await ApiClient.connect(r.path);
+  assert.deepEqual(await client.request("heartbeat"), { failsafe_timeout: 60 });
+  assert.equal(r.bridge.status().failsafe.controller, true);
+  await client.close();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.ok(r.logs.some((l) => l.includes("controller disconnected")));
+});
+
+Deno.test("a client that never reads is cut off; others keep getting status", async () => {
+  await using r = await rig({ maxQueuedBytes: 32 * 1024 });
+  const lazy = await RawClient.connect(r.path);
+  await lazy.write('{"id":1,"method":"subscribe"}\n');
+  const reader = await ApiClient.connect(r.path);
+  let count = 0;
+  await reader.subscribe(() => count++);
+  for (let i = 0; i < 3000 && r.server.clientCount > 1; i++) {
+    r.device.sendAll('{"settings":{"warehouse_temper":26}}');
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  assert.equal(r.server.clientCount, 1);
+  assert.ok(r.logs.some((l) => l.includes("cut off")));
+  const before = count;
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.ok(count > before);
+  lazy.close();
+  await reader.close();
+});
+
+Deno.test("clients beyond the cap are refused with a reason", async () => {
+  await using r = await rig({ maxClients: 3 });
+  const held = await Promise.all([1, 2, 3].map(() => RawClient.connect(r.path)));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const extra = await RawClient.connect(r.path);
+  assert.equal(((await extra.line())?.error as { code: string }).code, "too_many_clients");
+  extra.close();
+  held.forEach((c) => c.close());
+});
+
+Deno.test("a live bridge on the socket path refuses a second one", async () => {
+  await using r = await rig();
+  await assert.rejects(
+    ApiServer.listen({ path: r.path, bridge: r.bridge, logger: new Logger("error", () => {}) }),
+    (error: Error) => error instanceof SocketInUseError && /already running/.test(error.message),
+  );
+  const client = await ApiClient.connect(r.path);
+  assert.equal((await client.request("hello") as { protocol: number }).protocol, 1);
+  await client.close();
+});
+
+Deno.test("a stale socket file is replaced; a regular file is not", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pb-stale-" });
+  const path = `${dir}/bridge.sock`;
+  // A process that bound the socket and died leaves the file behind.
+  const bind = `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(path)})`;
+  assert.equal((await new Deno.Command("python3", { args: ["-c", bind] }).output()).code, 0);
+  assert.ok((await Deno.lstat(path)).isSocket);
+  const logs: string[] = [];
+  const logger = new Logger("info", (line) => logs.push(line));
+  const bridge = new Bridge({ url: "ws://127.0.0.1:9/ws", logger });
+  const server = await ApiServer.listen({ path, bridge, logger });
+  assert.ok(logs.some((l) => l.includes("replacing stale socket")));
+  await server.close();
+  await Deno.writeTextFile(path, "precious");
+  await assert.rejects(
+    ApiServer.listen({ path, bridge, logger }),
+    /exists and is not a socket/,
+  );
+  assert.equal(await Deno.readTextFile(path), "precious");
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("ApiClient surfaces error replies as ApiError", async () => {
+  await using r = await rig();
+  const client = await ApiClient.connect(r.path);
+  await assert.rejects(
+    client.request("set_target", { target: 99 }),
+    (error: Error) => error instanceof ApiError && error.code === "out_of_range",
+  );
+  await client.close();
+});

@@ -1,0 +1,145 @@
+/**
+ * A scriptable stand-in device for bridge tests, on Deno's own server-side
+ * WebSocket (a second, independent WebSocket implementation beside the
+ * simulator's). Records every frame it receives and lets a test send frames,
+ * go silent, or drop connections.
+ */
+
+/** A frame the fake device received. */
+export interface Received {
+  at: number;
+  text: string;
+}
+
+/** Settings of a {@link FakeDevice}. */
+export interface FakeDeviceOptions {
+  /** Sent to each new client first; default: a small connect frame (off). */
+  connectFrame?: string | null;
+  /** Telemetry interval in ms; 0 disables telemetry. */
+  telemetryMs?: number;
+  temperature?: number;
+}
+
+/** Connect frame of a device that is off, with secrets a log must never show. */
+export const FAKE_SECRETS = ["fake-wifi-pass", "fake-ap-pass", "fake-access-code"];
+
+/** A connect frame with the given `work_on` and target. */
+export function connectFrame(workOn: 0 | 1 = 0, setTemp = 40): string {
+  return JSON.stringify({
+    wifi: { ssid: "home", password: FAKE_SECRETS[0], scan: 0 },
+    sta: { hostname: "PandaBreath" },
+    ap: { ssid: "PandaBreath", password: FAKE_SECRETS[1], ip: "192.168.254.1" },
+    settings: { fw_version: "V1.0.3", work_on: workOn, work_mode: 2, set_temp: setTemp },
+    printer: { name: "X1", access_code: FAKE_SECRETS[2], state: 3 },
+  });
+}
+
+/** A controllable fake Panda Breath on 127.0.0.1. */
+export class FakeDevice {
+  readonly received: Received[] = [];
+  readonly sockets = new Set<WebSocket>();
+  connections = 0;
+  temperature: number;
+  silent = false;
+  #server: Deno.HttpServer<Deno.NetAddr>;
+  #telemetry: ReturnType<typeof setInterval> | undefined;
+  #waiters = new Set<() => void>();
+  #options: FakeDeviceOptions;
+
+  /** Starts listening on a free port. */
+  constructor(options: FakeDeviceOptions = {}) {
+    this.#options = options;
+    this.temperature = options.temperature ?? 25;
+    this.#server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (request) => this.#handle(request),
+    );
+    const telemetryMs = options.telemetryMs ?? 100;
+    if (telemetryMs > 0) {
+      this.#telemetry = setInterval(() => {
+        if (!this.silent) this.sendAll(`{"settings":{"warehouse_temper":${this.temperature}}}`);
+      }, telemetryMs);
+    }
+  }
+
+  /** `HOST:PORT` for `--host`. */
+  get address(): string {
+    return `127.0.0.1:${this.#server.addr.port}`;
+  }
+
+  /** The WebSocket URL. */
+  get url(): string {
+    return `ws://${this.address}/ws`;
+  }
+
+  /** Sends `text` to every connected client. */
+  sendAll(text: string): void {
+    for (const socket of this.sockets) {
+      if (socket.readyState === WebSocket.OPEN) socket.send(text);
+    }
+  }
+
+  /** Closes every client connection. */
+  dropAll(): void {
+    for (const socket of this.sockets) socket.close();
+  }
+
+  /** Resolves with the first received frame after index `from` matching `predicate`. */
+  async waitFor(
+    predicate: (text: string) => boolean,
+    timeoutMs = 3000,
+    from = 0,
+  ): Promise<Received> {
+    const deadline = performance.now() + timeoutMs;
+    while (true) {
+      const found = this.received.slice(from).find((r) => predicate(r.text));
+      if (found) return found;
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`no matching frame within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, left);
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.#waiters.add(done);
+      });
+    }
+  }
+
+  /** Stops the server and every connection. */
+  async close(): Promise<void> {
+    clearInterval(this.#telemetry);
+    for (const waiter of this.#waiters) waiter();
+    const closed = [...this.sockets].map((socket) =>
+      new Promise<void>((resolve) => {
+        if (socket.readyState === WebSocket.CLOSED) return resolve();
+        socket.addEventListener("close", () => resolve());
+        socket.close();
+      })
+    );
+    await Promise.all(closed);
+    await this.#server.shutdown();
+  }
+
+  #handle(request: Request): Response {
+    if (new URL(request.url).pathname !== "/ws") return new Response("not found", { status: 404 });
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    this.connections++;
+    socket.onopen = () => {
+      this.sockets.add(socket);
+      const frame = this.#options.connectFrame === undefined
+        ? connectFrame()
+        : this.#options.connectFrame;
+      if (frame !== null) socket.send(frame);
+    };
+    socket.onmessage = (event) => {
+      this.received.push({ at: performance.now(), text: String(event.data) });
+      for (const waiter of this.#waiters) waiter();
+      this.#waiters.clear();
+    };
+    socket.onclose = () => this.sockets.delete(socket);
+    socket.onerror = () => this.sockets.delete(socket);
+    return response;
+  }
+}
