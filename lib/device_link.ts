@@ -177,10 +177,10 @@ export class DeviceLink {
     const wasOpen = this.#open;
     this.#open = false;
     this.#closeQuietly(ws);
-    if (wasOpen) {
+    if (wasOpen && reconnect) {
       this.stats.drops++;
       this.#handlers.onDown(reason);
-    } else {
+    } else if (!wasOpen && reconnect) {
       this.#logger.limited("connect-failed", 30000, "warn", "cannot reach device", {
         url: this.url,
         reason,

@@ -1,0 +1,402 @@
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { ApiClient, ApiError, DEFAULT_SOCKET_PATH } from "./api_client.ts";
+import { ApiServer, SocketInUseError } from "./api_server.ts";
+import { Bridge, BRIDGE_DEFAULTS, type BridgeStatus } from "./bridge.ts";
+import { isLogLevel, LOG_LEVELS, Logger, type LogLevel } from "./log.ts";
+import {
+  checkSocketPath,
+  deviceUrl,
+  parseNumber,
+  parseSocketMode,
+  parseWholeNumber,
+  UsageError,
+} from "./options.ts";
+import { DEVICE_MAX_TARGET, FAULT_DESCRIPTIONS } from "./protocol.ts";
+import { runSimulatorCli } from "./simulator.ts";
+import { runDemo } from "./demo.ts";
+import { VERSION } from "./version.ts";
+
+const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
+
+Usage: panda-breath <command> [options]
+
+Commands:
+  run       Run the bridge: device WebSocket <-> local socket for Klipper
+  status    Show the running bridge's status
+  set       Set the chamber target (°C; 0 = off)
+  off       Turn the heater off
+  simulate  Run a simulated Panda Breath device
+  demo      Run the simulator and the bridge together and watch it heat
+
+Options:
+  -h, --help     Show help (also after a command: panda-breath run --help)
+  -V, --version  Print the version
+
+Exit status: 0 ok, 1 failure (e.g. bridge unreachable), 2 bad usage.`;
+
+const SOCKET_HELP = `  --socket PATH   Bridge socket (default ${DEFAULT_SOCKET_PATH})`;
+
+const HELP: Record<string, string> = {
+  run: `Usage: panda-breath run --host HOST[:PORT] [options]
+
+Holds a WebSocket to the device, keeps the desired state and asserts it on
+every (re)connect, and serves the Klipper extra on a local Unix socket.
+On SIGINT/SIGTERM it turns the heater off, then exits.
+
+Options:
+  --host HOST[:PORT]        Device address, e.g. PandaBreath.local or 192.168.1.50 (port 80)
+${SOCKET_HELP}
+  --socket-mode MODE        0660 (default: owner and group) or 0600
+  --failsafe-timeout S      Turn heat off when no controller heartbeated for S seconds
+                            (default ${BRIDGE_DEFAULTS.failsafeTimeoutMs / 1000}, 1-600)
+  --max-target C            Highest accepted target in °C (default ${BRIDGE_DEFAULTS.maxTarget}, 1-${DEVICE_MAX_TARGET})
+  --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
+  -h, --help                Show this help`,
+  status: `Usage: panda-breath status [--socket PATH] [--json]
+
+Prints the running bridge's status. Exit status 1 when the bridge is unreachable.
+
+Options:
+${SOCKET_HELP}
+  --json          Print the raw status as JSON
+  -h, --help      Show this help`,
+  set: `Usage: panda-breath set CELSIUS [--socket PATH]
+
+Sets the chamber target through the running bridge (0 turns it off).
+The CLI is not a controller: unless Klipper (the panda_breath extra) is
+connected, the bridge's failsafe turns the heat off after its timeout.
+
+Options:
+${SOCKET_HELP}
+  -h, --help      Show this help`,
+  off: `Usage: panda-breath off [--socket PATH]
+
+Turns the heater off through the running bridge.
+
+Options:
+${SOCKET_HELP}
+  -h, --help      Show this help`,
+  simulate: `Usage: panda-breath simulate [--port N] [--hostname H] [--speed X]
+
+Runs a simulated Panda Breath (WebSocket at ws://H:N/ws, control endpoints
+under http://H:N/sim/). Prints "listening on ws://HOST:PORT/ws" on stdout.
+
+Options:
+  --port N        TCP port (default 8080; 0 picks a free one)
+  --hostname H    Address to listen on (default 127.0.0.1)
+  --speed X       Thermal model speed-up factor (default 1, 0.1-1000)
+  -h, --help      Show this help`,
+  demo: `Usage: panda-breath demo [--target C] [--speed X]
+
+Runs the simulator and the bridge in one process and shows the chamber
+heating live, then the failsafe switching it off when the controller stops.
+
+Options:
+  --target C      Chamber target in °C (default 45)
+  --speed X       Thermal model speed-up factor (default 30)
+  -h, --help      Show this help`,
+};
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+const HELP_OPTION: Options = { help: { type: "boolean", short: "h" } };
+const SOCKET_OPTION: Options = { socket: { type: "string" } };
+
+function parse(command: string, args: string[], options: Options, positionals = 0) {
+  try {
+    const parsed = parseArgs({
+      args,
+      options: { ...HELP_OPTION, ...options },
+      allowPositionals: positionals > 0,
+      strict: true,
+    });
+    if (!parsed.values.help && parsed.positionals.length > positionals) {
+      throw new UsageError(`unexpected argument '${parsed.positionals[positionals]}'`);
+    }
+    return parsed;
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    const message = (error as Error).message.replace(/\. To specify a positional.*$/s, "");
+    throw new UsageError(`${command}: ${message}`);
+  }
+}
+
+function socketOption(values: Record<string, unknown>): string {
+  return checkSocketPath((values.socket as string | undefined) ?? DEFAULT_SOCKET_PATH);
+}
+
+function print(line: string): void {
+  console.log(line);
+}
+
+async function withClient<T>(socket: string, use: (client: ApiClient) => Promise<T>): Promise<T> {
+  const client = await ApiClient.connect(socket);
+  try {
+    return await use(client);
+  } finally {
+    await client.close();
+  }
+}
+
+async function commandRun(args: string[]): Promise<number> {
+  const { values } = parse("run", args, {
+    host: { type: "string" },
+    ...SOCKET_OPTION,
+    "socket-mode": { type: "string" },
+    "failsafe-timeout": { type: "string" },
+    "max-target": { type: "string" },
+    "log-level": { type: "string" },
+  });
+  if (values.help) return printHelp("run");
+  if (values.host === undefined) throw new UsageError("run needs --host HOST[:PORT] (the device)");
+  const url = deviceUrl(values.host as string);
+  const socket = socketOption(values);
+  const mode = parseSocketMode((values["socket-mode"] as string | undefined) ?? "0660");
+  const failsafeS = parseNumber(
+    "failsafe-timeout",
+    (values["failsafe-timeout"] as string | undefined) ?? "10",
+    1,
+    600,
+    "seconds",
+  );
+  const maxTarget = parseWholeNumber(
+    "max-target",
+    (values["max-target"] as string | undefined) ?? String(BRIDGE_DEFAULTS.maxTarget),
+    1,
+    DEVICE_MAX_TARGET,
+  );
+  const level = (values["log-level"] as string | undefined) ?? "info";
+  if (!isLogLevel(level)) {
+    throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${level}'`);
+  }
+  return await runBridge({ url, socket, mode, failsafeMs: failsafeS * 1000, maxTarget, level });
+}
+
+interface RunSettings {
+  url: string;
+  socket: string;
+  mode: number;
+  failsafeMs: number;
+  maxTarget: number;
+  level: LogLevel;
+}
+
+async function runBridge(settings: RunSettings): Promise<number> {
+  const logger = new Logger(settings.level);
+  const bridge = new Bridge({
+    url: settings.url,
+    logger,
+    failsafeTimeoutMs: settings.failsafeMs,
+    maxTarget: settings.maxTarget,
+  });
+  let server: ApiServer;
+  try {
+    server = await ApiServer.listen({ path: settings.socket, bridge, logger, mode: settings.mode });
+  } catch (error) {
+    const message = error instanceof SocketInUseError
+      ? error.message
+      : `cannot listen on ${settings.socket}: ${(error as Error).message}`;
+    logger.error(message);
+    return 1;
+  }
+  const onUnexpected = (event: PromiseRejectionEvent | ErrorEvent) => {
+    event.preventDefault();
+    const error = "reason" in event ? event.reason : event.error;
+    logger.error("unexpected error (bridge keeps running)", {
+      error: error instanceof Error ? error.message : String(error),
+    });
+  };
+  globalThis.addEventListener("unhandledrejection", onUnexpected);
+  globalThis.addEventListener("error", onUnexpected);
+  bridge.start();
+  const signal = await waitForSignal(["SIGINT", "SIGTERM"]);
+  logger.info("shutting down", { signal });
+  await server.close();
+  await bridge.stop(`received ${signal}`);
+  globalThis.removeEventListener("unhandledrejection", onUnexpected);
+  globalThis.removeEventListener("error", onUnexpected);
+  logger.info("bridge stopped");
+  return 0;
+}
+
+/** Resolves with the first of `signals` received, then stops listening. */
+export function waitForSignal(signals: Deno.Signal[]): Promise<Deno.Signal> {
+  return new Promise((resolve) => {
+    const handlers = signals.map((signal) => {
+      const handler = () => {
+        handlers.forEach(([s, h]) => Deno.removeSignalListener(s, h));
+        resolve(signal);
+      };
+      Deno.addSignalListener(signal, handler);
+      return [signal, handler] as const;
+    });
+  });
+}
+
+function age(seconds: number | null): string {
+  return seconds === null ? "never" : `${seconds.toFixed(1)} s ago`;
+}
+
+/** A human-readable table of a status, as `panda-breath status` prints it. */
+export function formatStatus(status: BridgeStatus): string {
+  const device = status.device;
+  const rows: [string, string][] = [
+    [
+      "device link",
+      status.connected ? `connected (${status.link.url})` : `DOWN (${status.link.url})`,
+    ],
+    [
+      "temperature",
+      status.temperature === null
+        ? `unknown (last reading ${age(status.temperature_age)})`
+        : `${status.temperature} °C`,
+    ],
+    ["target", status.target === 0 ? "off" : `${status.target} °C`],
+    [
+      "device reports",
+      device.work_on === null
+        ? "nothing yet"
+        : `${device.work_on ? "on" : "off"}, mode ${device.work_mode ?? "?"}, set ${
+          device.set_temp ?? "?"
+        } °C, firmware ${device.firmware ?? "?"} (${age(device.reported_age)})`,
+    ],
+    [
+      "faults",
+      status.faults.length === 0
+        ? "none"
+        : status.faults.map((f) => `${f} (${FAULT_DESCRIPTIONS[f] ?? "?"})`).join("; "),
+    ],
+    [
+      "controller",
+      status.failsafe.controller
+        ? `connected (heartbeat ${age(status.failsafe.controller_age)})`
+        : `none (failsafe after ${status.failsafe.timeout} s)`,
+    ],
+  ];
+  if (status.failsafe.tripped) rows.push(["failsafe", `TRIPPED: ${status.failsafe.reason}`]);
+  if (status.note) rows.push(["note", status.note]);
+  rows.push([
+    "link",
+    `${status.link.connects} connects, ${status.link.drops} drops, ${status.link.dropped_frames} bad frames`,
+  ]);
+  rows.push(["bridge", `${status.bridge}, up since ${status.since.started}`]);
+  const width = Math.max(...rows.map(([key]) => key.length));
+  return rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join("\n");
+}
+
+async function commandStatus(args: string[]): Promise<number> {
+  const { values } = parse("status", args, { ...SOCKET_OPTION, json: { type: "boolean" } });
+  if (values.help) return printHelp("status");
+  const status = await withClient(
+    socketOption(values),
+    (client) => client.request("status") as Promise<BridgeStatus>,
+  );
+  print(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
+  return 0;
+}
+
+async function commandSet(args: string[]): Promise<number> {
+  const { values, positionals } = parse("set", args, SOCKET_OPTION, 1);
+  if (values.help) return printHelp("set");
+  if (positionals.length === 0) throw new UsageError("set needs a temperature, e.g. set 45");
+  const requested = positionals[0].trim() === "" ? NaN : Number(positionals[0]);
+  if (!Number.isFinite(requested)) {
+    throw new UsageError(`set: '${positionals[0]}' is not a temperature in °C (0 turns it off)`);
+  }
+  const socket = socketOption(values);
+  return await withClient(socket, async (client) => {
+    const result = await client.request("set_target", { target: requested }) as {
+      target: number;
+    };
+    if (result.target === 0) {
+      print("heater off");
+      return 0;
+    }
+    print(`target set to ${result.target} °C`);
+    const status = await client.request("status") as BridgeStatus;
+    if (!status.failsafe.controller) {
+      print(
+        `note: no controller (Klipper) is connected, so the bridge's failsafe turns the heat ` +
+          `off after ${status.failsafe.timeout} s. Use Klipper for lasting control.`,
+      );
+    }
+    return 0;
+  });
+}
+
+async function commandOff(args: string[]): Promise<number> {
+  const { values } = parse("off", args, SOCKET_OPTION);
+  if (values.help) return printHelp("off");
+  await withClient(socketOption(values), (client) => client.request("off"));
+  print("heater off");
+  return 0;
+}
+
+async function commandSimulate(args: string[]): Promise<number> {
+  const { values } = parse("simulate", args, {
+    port: { type: "string" },
+    hostname: { type: "string" },
+    speed: { type: "string" },
+  });
+  if (values.help) return printHelp("simulate");
+  const port = parseWholeNumber("port", (values.port as string | undefined) ?? "8080", 0, 65535);
+  const speed = parseNumber("speed", (values.speed as string | undefined) ?? "1", 0.1, 1000);
+  const hostname = (values.hostname as string | undefined) ?? "127.0.0.1";
+  if (!/^[A-Za-z0-9.:-]+$/.test(hostname)) {
+    throw new UsageError(`--hostname '${hostname}' is not an address to listen on`);
+  }
+  await runSimulatorCli({ port, hostname, speed });
+  return 0;
+}
+
+async function commandDemo(args: string[]): Promise<number> {
+  const { values } = parse("demo", args, { target: { type: "string" }, speed: { type: "string" } });
+  if (values.help) return printHelp("demo");
+  const target = parseWholeNumber("target", (values.target as string | undefined) ?? "45", 25, 60);
+  const speed = parseNumber("speed", (values.speed as string | undefined) ?? "30", 1, 1000);
+  await runDemo({ target, speed });
+  return 0;
+}
+
+function printHelp(command?: string): number {
+  print(command ? HELP[command] : USAGE);
+  return 0;
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  run: commandRun,
+  status: commandStatus,
+  set: commandSet,
+  off: commandOff,
+  simulate: commandSimulate,
+  demo: commandDemo,
+};
+
+/** Runs the CLI with `args`; resolves with the process exit status. */
+export async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+    return printHelp();
+  }
+  if (command === "-V" || command === "--version") {
+    print(`panda-breath ${VERSION}`);
+    return 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    console.error(`panda-breath: unknown command '${command}'. Run 'panda-breath --help'.`);
+    return 2;
+  }
+  try {
+    return await run(rest);
+  } catch (error) {
+    const badValue = error instanceof ApiError &&
+      (error.code === "out_of_range" || error.code === "invalid_params");
+    if (error instanceof UsageError || badValue) {
+      console.error(`panda-breath: ${error.message}\nRun 'panda-breath ${command} --help'.`);
+      return 2;
+    }
+    console.error(`panda-breath: ${(error as Error).message}`);
+    return 1;
+  }
+}

@@ -1,0 +1,173 @@
+import assert from "node:assert/strict";
+import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
+import { VERSION } from "../lib/version.ts";
+import { connectFrame, FAKE_SECRETS, FakeDevice } from "./fake_device.ts";
+import { MainProcess, runCli, tempSocketPath, waitForSocket } from "./process.ts";
+
+Deno.test("--version and --help work for every command", async () => {
+  const version = await runCli(["--version"]);
+  assert.equal(version.code, 0);
+  assert.equal(version.stdout.trim(), `panda-breath ${VERSION}`);
+  const help = await runCli(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Commands:/);
+  for (const command of ["run", "status", "set", "off", "simulate", "demo"]) {
+    const result = await runCli([command, "--help"]);
+    assert.equal(result.code, 0, command);
+    assert.match(result.stdout, new RegExp(`Usage: panda-breath ${command}`), command);
+  }
+});
+
+Deno.test("bad command lines fail with exit 2, a clear message, and start nothing", async () => {
+  const { path, cleanup } = await tempSocketPath();
+  const cases: [string[], RegExp][] = [
+    [["explode"], /unknown command 'explode'/],
+    [["run"], /run needs --host/],
+    [["run", "--host"], /argument missing/],
+    [["run", "--host", "h", "--bogus"], /Unknown option '--bogus'/],
+    [["run", "--host", "h", "--socket", path, "--failsafe-timeout", "abc"], /--failsafe-timeout/],
+    [["run", "--host", "h", "--socket", path, "--failsafe-timeout", "0"], /from 1 to 600/],
+    [["run", "--host", "h", "--socket", path, "--max-target", "300"], /--max-target/],
+    [["run", "--host", "h", "--socket", path, "--log-level", "loud"], /--log-level must be one/],
+    [["run", "--host", "h", "--socket", "relative.sock"], /absolute path/],
+    [["run", "--host", "h:99999", "--socket", path], /not a host name/],
+    [["run", "--host", "h", "--socket", path, "--socket-mode", "0666"], /0600 or 0660/],
+    [["run", "--host", "h", "--socket", path, "extra"], /unexpected argument 'extra'/i],
+    [["set"], /set needs a temperature/],
+    [["set", "hot"], /'hot'/],
+    [["set", "45", "46"], /unexpected argument '46'/],
+    [["simulate", "--port", "70000"], /--port/],
+    [["simulate", "--speed", "0"], /--speed/],
+    [["demo", "--target", "99"], /--target/],
+  ];
+  for (const [args, message] of cases) {
+    const result = await runCli(args);
+    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+    assert.match(result.stderr, message, args.join(" "));
+    await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
+  }
+  await cleanup();
+});
+
+Deno.test("status/set/off report an unreachable bridge with exit 1", async () => {
+  const { path, cleanup } = await tempSocketPath();
+  for (const args of [["status"], ["set", "40"], ["off"]]) {
+    const result = await runCli([...args, "--socket", path]);
+    assert.equal(result.code, 1, args.join(" "));
+    assert.match(result.stderr, /cannot reach the bridge at .* is 'panda-breath run' running\?/);
+  }
+  await cleanup();
+});
+
+Deno.test("run + status + set + off against a device, then SIGTERM sends OFF", async () => {
+  const device = new FakeDevice({ connectFrame: connectFrame(1, 55) });
+  const { path, cleanup } = await tempSocketPath();
+  const bridge = new MainProcess([
+    "run",
+    "--host",
+    device.address,
+    "--socket",
+    path,
+    "--log-level",
+    "debug",
+  ]);
+  try {
+    await waitForSocket(path);
+    await device.waitFor((t) => t === OFF_FRAME, 5000);
+    assert.equal((await Deno.lstat(path)).mode! & 0o777, 0o660);
+
+    const set = await runCli(["set", "44", "--socket", path]);
+    assert.equal(set.code, 0, set.stderr);
+    assert.match(set.stdout, /target set to 44 °C/);
+    assert.match(set.stdout, /no controller .* failsafe turns the heat off after 10 s/);
+    await device.waitFor((t) => t === buildOnFrame(44));
+
+    for (const bad of ["61", "300", "-5"]) {
+      const rejected = await runCli(["set", "--socket", path, "--", bad]);
+      assert.equal(rejected.code, 2, bad);
+      assert.match(rejected.stderr, /out of range: use 0 \(off\) to 60 °C/);
+    }
+
+    const json = await runCli(["status", "--json", "--socket", path]);
+    assert.equal(json.code, 0);
+    const status = JSON.parse(json.stdout);
+    assert.equal(status.target, 44);
+    assert.equal(status.connected, true);
+    assert.equal(status.temperature, 25);
+
+    const table = await runCli(["status", "--socket", path]);
+    assert.match(table.stdout, /device link\s+connected/);
+    assert.match(table.stdout, /target\s+44 °C/);
+
+    const from = device.received.length;
+    const off = await runCli(["off", "--socket", path]);
+    assert.equal(off.code, 0);
+    await device.waitFor((t) => t === OFF_FRAME, 2000, from);
+
+    assert.equal((await runCli(["set", "40", "--socket", path])).code, 0);
+    const beforeStop = device.received.length;
+    const exit = await bridge.stop("SIGTERM");
+    assert.equal(exit.code, 0, bridge.stderr);
+    await device.waitFor((t) => t === OFF_FRAME, 2000, beforeStop);
+    await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
+    assert.match(bridge.stderr, /INFO heater off sent before exit/);
+    for (const secret of FAKE_SECRETS) assert.ok(!bridge.stderr.includes(secret));
+  } finally {
+    await bridge.stop("SIGKILL");
+    await device.close();
+    await cleanup();
+  }
+});
+
+Deno.test("SIGINT also turns the heater off and exits 0", async () => {
+  const device = new FakeDevice();
+  const { path, cleanup } = await tempSocketPath();
+  const bridge = new MainProcess(["run", "--host", device.address, "--socket", path]);
+  try {
+    await waitForSocket(path);
+    assert.equal((await runCli(["set", "35", "--socket", path])).code, 0);
+    await device.waitFor((t) => t === buildOnFrame(35));
+    const from = device.received.length;
+    assert.equal((await bridge.stop("SIGINT")).code, 0);
+    await device.waitFor((t) => t === OFF_FRAME, 2000, from);
+  } finally {
+    await device.close();
+    await cleanup();
+  }
+});
+
+Deno.test("a second bridge on a live socket refuses; a killed bridge's socket is replaced", async () => {
+  const device = new FakeDevice();
+  const { path, cleanup } = await tempSocketPath();
+  const first = new MainProcess(["run", "--host", device.address, "--socket", path]);
+  try {
+    await waitForSocket(path);
+    const second = await runCli(["run", "--host", device.address, "--socket", path]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /another bridge is already running on .*stop it first/);
+    assert.equal((await runCli(["status", "--socket", path])).code, 0);
+
+    await first.stop("SIGKILL");
+    assert.ok((await Deno.lstat(path)).isSocket, "a killed bridge leaves its socket file");
+    const third = new MainProcess(["run", "--host", device.address, "--socket", path]);
+    await third.waitFor(/replacing stale socket/);
+    await waitForSocket(path);
+    assert.equal((await runCli(["status", "--socket", path])).code, 0);
+    assert.equal((await third.stop()).code, 0);
+  } finally {
+    await first.stop("SIGKILL");
+    await device.close();
+    await cleanup();
+  }
+});
+
+Deno.test("a socket outside the permitted directories fails with a clear error", async () => {
+  const dir = await Deno.makeTempDir({ dir: Deno.cwd(), prefix: ".pb-denied-" });
+  try {
+    const result = await runCli(["run", "--host", "127.0.0.1:9", "--socket", `${dir}/x.sock`]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /cannot listen on .*x\.sock: Requires read access/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import {
+  checkSocketPath,
+  deviceUrl,
+  parseNumber,
+  parseSocketMode,
+  parseWholeNumber,
+  UsageError,
+} from "../lib/options.ts";
+import { permissionFlags, permissionSetFromConfig } from "../lib/permissions.ts";
+import { VERSION } from "../lib/version.ts";
+
+Deno.test("device addresses become the device's WebSocket URL", () => {
+  assert.equal(deviceUrl("PandaBreath.local"), "ws://pandabreath.local:80/ws");
+  assert.equal(deviceUrl("192.168.1.50"), "ws://192.168.1.50:80/ws");
+  assert.equal(deviceUrl("192.168.1.50:8080"), "ws://192.168.1.50:8080/ws");
+  assert.equal(deviceUrl("[fe80::1]:81"), "ws://[fe80::1]:81/ws");
+  assert.equal(deviceUrl("ws://10.0.0.2/ws"), "ws://10.0.0.2:80/ws");
+  assert.equal(deviceUrl(" host "), "ws://host:80/ws");
+});
+
+Deno.test("bad device addresses are usage errors that say what to write", () => {
+  for (const bad of ["", "   ", "host:99999", "wss://host", "user:pw@host", "host/other", "a b"]) {
+    assert.throws(() => deviceUrl(bad), UsageError, bad);
+  }
+  assert.throws(() => deviceUrl("wss://host"), /plain ws:\/\//);
+});
+
+Deno.test("numbers are range-checked with the option named", () => {
+  assert.equal(parseNumber("failsafe-timeout", "2.5", 1, 600, "seconds"), 2.5);
+  for (const bad of ["", "abc", "0.5", "601", "NaN", "Infinity", "1e9"]) {
+    assert.throws(
+      () => parseNumber("failsafe-timeout", bad, 1, 600, "seconds"),
+      /--failsafe-timeout must be a number from 1 to 600 seconds/,
+    );
+  }
+  assert.equal(parseWholeNumber("max-target", "60", 1, 255), 60);
+  for (const bad of ["60.5", "0", "256", "-1", "x", ""]) {
+    assert.throws(() => parseWholeNumber("max-target", bad, 1, 255), /--max-target/);
+  }
+});
+
+Deno.test("socket paths must be absolute and fit a Unix socket", () => {
+  assert.equal(checkSocketPath("/tmp/panda_breath.sock"), "/tmp/panda_breath.sock");
+  assert.throws(() => checkSocketPath("panda.sock"), /absolute/);
+  assert.throws(() => checkSocketPath("/tmp/"), /name a file/);
+  assert.throws(() => checkSocketPath("/" + "x".repeat(107)), /longer than 107 bytes/);
+  assert.equal(checkSocketPath("/" + "x".repeat(106)).length, 107);
+});
+
+Deno.test("socket modes are 0600 or 0660 only", () => {
+  assert.equal(parseSocketMode("0600"), 0o600);
+  assert.equal(parseSocketMode("660"), 0o660);
+  for (const bad of ["0666", "0777", "rw", ""]) assert.throws(() => parseSocketMode(bad));
+});
+
+Deno.test("the bridge permission set grants network and socket directories only", async () => {
+  const config = await Deno.readTextFile(new URL("../deno.json", import.meta.url));
+  const set = permissionSetFromConfig(config);
+  assert.deepEqual(Object.keys(set).sort(), ["net", "read", "write"]);
+  assert.deepEqual(permissionFlags(set), [
+    "--allow-net",
+    "--allow-read=/tmp,/run,/var/run",
+    "--allow-write=/tmp,/run,/var/run",
+    "--no-prompt",
+  ]);
+  assert.throws(() => permissionFlags({ hrtime: true }), /unknown permission/);
+  assert.throws(() => permissionSetFromConfig("{}"), /no "bridge" permission set/);
+});
+
+Deno.test("the version in deno.json is the one the binary reports", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  assert.equal(config.version, VERSION);
+});
