@@ -45,6 +45,8 @@ type Reply = { id: unknown; result: unknown } | {
   error: { code: ApiErrorCode; message: string };
 };
 
+type Notification = { method: "status"; params: BridgeStatus };
+
 const encoder = new TextEncoder();
 
 function encodeLine(message: unknown): Uint8Array {
@@ -335,7 +337,11 @@ export class ApiServer {
     }
   }
 
-  #handleLine(client: ApiClientConnection, line: Uint8Array, decoder: TextDecoder): Reply | null {
+  #handleLine(
+    client: ApiClientConnection,
+    line: Uint8Array,
+    decoder: TextDecoder,
+  ): Reply | Notification | null {
     let text: string;
     try {
       text = decoder.decode(line).trim();
@@ -374,7 +380,7 @@ export class ApiServer {
     id: unknown,
     method: string,
     params: Record<string, unknown>,
-  ): Reply {
+  ): Reply | Notification {
     const bridge = this.#bridge;
     switch (method) {
       case "hello":
@@ -406,11 +412,10 @@ export class ApiServer {
         bridge.heartbeat();
         return { id, result: { failsafe_timeout: bridge.failsafeTimeout } };
       case "subscribe":
+        // The reply first, then the current status: nothing may come between them.
+        client.send(encodeLine({ id, result: { subscribed: true } }));
         client.subscribed = true;
-        queueMicrotask(() =>
-          client.send(encodeLine({ method: "status", params: bridge.status() }))
-        );
-        return { id, result: { subscribed: true } };
+        return { method: "status", params: bridge.status() };
       default:
         return errorReply(id, "unknown_method", `unknown method '${method.slice(0, 64)}'`);
     }

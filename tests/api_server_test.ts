@@ -280,3 +280,18 @@ Deno.test("ApiClient surfaces error replies as ApiError", async () => {
   );
   await client.close();
 });
+
+Deno.test("subscribe's reply is followed at once by the status, even in a burst", async () => {
+  await using r = await rig();
+  const raw = await RawClient.connect(r.path);
+  await raw.write(
+    '{"id":1,"method":"hello"}\n{"id":2,"method":"subscribe"}\n' +
+      '{"id":3,"method":"set_target","params":{"target":33}}\n',
+  );
+  const lines = [await raw.line(), await raw.line(), await raw.line(), await raw.line()];
+  assert.deepEqual(lines.map((l) => l?.id ?? l?.method), [1, 2, "status", "status"]);
+  assert.equal((lines[2]?.params as BridgeStatus).target, 0);
+  assert.equal((lines[3]?.params as BridgeStatus).target, 33);
+  assert.equal((await raw.line())?.id, 3);
+  raw.close();
+});

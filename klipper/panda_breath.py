@@ -1,0 +1,396 @@
+# BIQU Panda Breath chamber heater, through the panda-breath bridge
+#
+# [panda_breath] provides "sensor_type: panda_breath" and the pin chip
+# "panda_breath" for one [heater_generic panda_breath] section after it.  The
+# bridge (a separate service) talks to the device; this module talks to the
+# bridge over a Unix socket, one JSON object per line (README "Socket API").
+import errno, json, logging, math, os, socket
+
+REPORT_TIME = .5
+HEARTBEAT_TIME = 1.
+RETRY_MIN_TIME, RETRY_MAX_TIME = .5, 5.
+MAX_LINE = 64 * 1024
+MAX_SEND_BUFFER = 256 * 1024
+BAD_INPUT_LOG_TIME = 60.
+MAX_SOCKET_PATH = 107
+FAULTS = {
+    'ptc_sensor_short': "heater (PTC) temperature sensor short circuit",
+    'ptc_sensor_open': "heater (PTC) temperature sensor open circuit",
+    'chamber_sensor_short': "chamber temperature sensor short circuit",
+    'chamber_sensor_open': "chamber temperature sensor open circuit",
+    'heater_no_heat': "heater did not heat (about 60 s without a rise)"}
+UNKNOWN_STATUS = {'device_connected': False, 'temperature': None,
+                  'target': None, 'device_work_on': None, 'firmware': None,
+                  'note': None, 'failsafe_tripped': False}
+TARGET_METHODS = ('set_target', 'off')
+PIN_HINT = ("write 'heater_pin: panda_breath:heater' in"
+            " [heater_generic panda_breath]")
+
+def field(obj, key, kind):
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if kind is float:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
+        return float(value) if ok else None
+    return value if isinstance(value, kind) else None
+
+class PandaBreath:
+    def __init__(self, config):
+        self.printer = printer = config.get_printer()
+        self.reactor = printer.get_reactor()
+        self.gcode = printer.lookup_object('gcode')
+        self.mcu = printer.lookup_object('mcu')
+        self.host = config.get('host', None)
+        self.path = config.get('socket', '/tmp/panda_breath.sock')
+        if not os.path.isabs(self.path):
+            raise config.error("socket: '%s' in [panda_breath] must be an"
+                               " absolute path such as /tmp/panda_breath.sock"
+                               % (self.path,))
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
+            raise config.error("socket: in [panda_breath] is longer than %d"
+                               " bytes, too long for a Unix socket; choose a"
+                               " shorter path (the same for the bridge)"
+                               % (MAX_SOCKET_PATH,))
+        self.heater_name = self.heater = self.callback = None
+        self.min_temp = self.max_temp = self.power = 0.
+        self.pin_ready = False
+        # Bridge link: state is closed, connecting, open or dead (to close)
+        self.state = 'closed'
+        self.sock = self.fd_handle = self.link_error = None
+        self.partial = self.send_buffer = b''
+        self.write_wake = False
+        self.pending = {}
+        self.next_id = self.bad_count = 0
+        self.bad_log_time = -BAD_INPUT_LOG_TIME
+        self.retry_time = RETRY_MIN_TIME
+        # What was last sent, what the bridge confirmed, what it reports
+        self.requested = self.bridge_target = self.device_link = None
+        self.status = dict(UNKNOWN_STATUS)
+        self.faults = []
+        self.retry_timer = self.reactor.register_timer(self._retry_event)
+        self.heartbeat_timer = self.reactor.register_timer(
+            self._heartbeat_event)
+        pheaters = printer.load_object(config, 'heaters')
+        pheaters.add_sensor_factory('panda_breath', self._setup_sensor)
+        printer.lookup_object('pins').register_chip('panda_breath', self)
+        printer.register_event_handler('klippy:connect', self._handle_connect)
+        printer.register_event_handler('klippy:shutdown',
+                                       self._handle_shutdown)
+        printer.register_event_handler('klippy:disconnect',
+                                       self._handle_disconnect)
+    # Sensor interface (sensor_type: panda_breath)
+    def _setup_sensor(self, config):
+        name = config.get_name()
+        if self.heater_name is not None:
+            raise config.error("[%s]: only one heater can use sensor_type:"
+                               " panda_breath; [heater_generic %s] already"
+                               " does" % (name, self.heater_name))
+        if not name.startswith('heater_generic '):
+            raise config.error("[%s]: sensor_type: panda_breath is only for a"
+                               " [heater_generic panda_breath] section"
+                               % (name,))
+        pin = [s.strip() for s in config.get('heater_pin', '').split(':')]
+        if pin != ['panda_breath', 'heater']:
+            raise config.error("[%s]: with sensor_type: panda_breath, %s"
+                               % (name, PIN_HINT))
+        self.heater_name = name.split()[-1]
+        return self
+    def setup_minmax(self, min_temp, max_temp):
+        self.min_temp, self.max_temp = min_temp, max_temp
+    def setup_callback(self, callback):
+        self.callback = callback
+    def get_report_time_delta(self):
+        return REPORT_TIME
+    def set_read_tolerance(self, read_time_tol, min_update_ratio):
+        pass
+    # Chip and pin interface (heater_pin: panda_breath:heater)
+    def setup_pin(self, pin_type, pin_params):
+        if (pin_type != 'pwm' or pin_params['pin'] != 'heater'
+            or pin_params['invert']):
+            raise self.printer.config_error(
+                "Pin '%s' is not valid on chip panda_breath: %s"
+                % (pin_params['pin'], PIN_HINT))
+        if self.heater_name is None or self.pin_ready:
+            raise self.printer.config_error(
+                "panda_breath:heater can only be the heater_pin of the one"
+                " [heater_generic] section with sensor_type: panda_breath")
+        self.pin_ready = True
+        return self
+    def get_mcu(self):
+        return self.mcu
+    def setup_max_duration(self, max_duration):
+        pass
+    def setup_cycle_time(self, cycle_time, hardware_pwm=False):
+        pass
+    def set_pwm(self, print_time, value, min_time_interval=None):
+        # Only shown in status: the device regulates itself
+        self.power = value
+    # Klippy events
+    def _handle_connect(self):
+        if self.heater_name is None:
+            raise self.printer.config_error(
+                "[panda_breath] needs a [heater_generic panda_breath] section"
+                " after it with sensor_type: panda_breath and"
+                " heater_pin: panda_breath:heater")
+        pheaters = self.printer.lookup_object('heaters')
+        self.heater = heater = pheaters.lookup_heater(self.heater_name)
+        # Target changes must reach the bridge within 100 ms, but Heater only
+        # calls set_pwm from temperature callbacks and suppresses repeats.
+        # Every target request (SET_HEATER_TEMPERATURE, TURN_OFF_HEATERS,
+        # idle_timeout, macros) goes through this instance's set_temp, so wrap
+        # it: the original runs first (range check), then the target is sent,
+        # even when unchanged.  The heartbeat timer catches paths that bypass
+        # set_temp (alter_target, set_control during PID_CALIBRATE).
+        orig_set_temp = heater.set_temp
+        def set_temp(degrees):
+            orig_set_temp(degrees)
+            self._send_target(degrees)
+        heater.set_temp = set_temp
+        self.reactor.update_timer(self.retry_timer, self.reactor.NOW)
+    def _handle_shutdown(self):
+        self.requested = 0.
+        self._request('off')
+    def _handle_disconnect(self):
+        self._handle_shutdown()
+        if self.state == 'open' and self.send_buffer:
+            self._handle_write()
+        self._close()
+        self.reactor.update_timer(self.retry_timer, self.reactor.NEVER)
+    def _send_target(self, target):
+        self.requested = 0. if self.printer.is_shutdown() else target
+        self._request('set_target', {'target': self.requested})
+    # Bridge connection
+    def _retry_event(self, eventtime):
+        if self.state == 'dead':
+            self._close()
+        elif self.state == 'closed':
+            self._connect(eventtime)
+        if self.state == 'closed':
+            delay = self.retry_time
+            self.retry_time = min(2. * delay, RETRY_MAX_TIME)
+            return eventtime + delay
+        return eventtime if self.state == 'dead' else self.reactor.NEVER
+    def _connect(self, eventtime):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            err = sock.connect_ex(self.path)
+        except OSError as e:
+            err = e.errno
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self._link_failed("cannot reach the bridge at %s: %s"
+                              % (self.path, os.strerror(err)))
+            return
+        self.sock = sock
+        self.fd_handle = self.reactor.register_fd(
+            sock.fileno(), self._handle_read, self._handle_write)
+        self.state = 'connecting'
+        if err:
+            self.reactor.set_fd_wake(self.fd_handle, True, True)
+        else:
+            self._handle_connecting(eventtime)
+    def _handle_connecting(self, eventtime):
+        # Completion of a non-blocking connect (a hang-up counts as readable)
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._drop("cannot reach the bridge at %s: %s"
+                       % (self.path, os.strerror(err)))
+            return
+        self.state = 'open'
+        self.reactor.set_fd_wake(self.fd_handle, True, False)
+        logging.info("panda_breath: connected to the bridge at %s", self.path)
+        if self.link_error is not None:
+            self.gcode.respond_info("Panda Breath: bridge connected")
+        self.link_error = None
+        self._request('hello', {'client': 'klipper'})
+        self._request('subscribe')
+        self._request('heartbeat')
+        self._send_target(self.heater.get_temp(eventtime)[1])
+        self.reactor.update_timer(self.heartbeat_timer,
+                                  eventtime + HEARTBEAT_TIME)
+    def _link_failed(self, msg):
+        if msg != self.link_error:
+            logging.info("panda_breath: %s", msg)
+            self.gcode.respond_info("Panda Breath: %s (is the panda-breath"
+                                    " bridge running?)" % (msg,))
+        self.link_error = msg
+    def _drop(self, reason):
+        if self.state in ('closed', 'dead'):
+            return
+        # Closed from the retry timer, never inside an fd callback: the U1
+        # fork's reactor has no fallback for an fd unregistered mid-dispatch
+        self.state = 'dead'
+        self.reactor.set_fd_wake(self.fd_handle, False, False)
+        self.reactor.update_timer(self.retry_timer, self.reactor.NOW)
+        self.pending.clear()
+        self.send_buffer = b''
+        self.status = dict(UNKNOWN_STATUS)
+        self.device_link = None
+        self._link_failed(reason)
+    def _close(self):
+        if self.fd_handle is not None:
+            self.reactor.unregister_fd(self.fd_handle)
+            self.sock.close()
+            self.sock = self.fd_handle = None
+        self.state = 'closed'
+        self.partial = self.send_buffer = b''
+        self.write_wake = False
+        self.pending.clear()
+        self.status = dict(UNKNOWN_STATUS)
+    def _handle_write(self, eventtime=None):
+        if self.state == 'connecting':
+            self._handle_connecting(eventtime)
+            return
+        if self.state != 'open':
+            return
+        try:
+            sent = self.sock.send(self.send_buffer)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as e:
+            self._drop("lost the bridge connection: %s" % (e,))
+            return
+        self.send_buffer = self.send_buffer[sent:]
+        if bool(self.send_buffer) != self.write_wake:
+            self.write_wake = not self.write_wake
+            self.reactor.set_fd_wake(self.fd_handle, True, self.write_wake)
+    def _handle_read(self, eventtime):
+        if self.state == 'connecting':
+            self._handle_connecting(eventtime)
+            return
+        if self.state != 'open':
+            return
+        try:
+            data = self.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._drop("lost the bridge connection: %s" % (e,))
+            return
+        if not data:
+            self._drop("the bridge closed the connection")
+            return
+        lines = (self.partial + data).split(b'\n')
+        self.partial = lines.pop()
+        if max([len(line) for line in lines] + [len(self.partial)]) > MAX_LINE:
+            self._drop("the bridge sent a line over 64 KiB")
+            return
+        for line in lines:
+            if self.state == 'open' and line.strip():
+                self._process_line(line, eventtime)
+    def _request(self, method, params=None):
+        if self.state != 'open':
+            return
+        self.next_id += 1
+        msg = {'id': self.next_id, 'method': method}
+        if params is not None:
+            msg['params'] = params
+        self.pending[self.next_id] = method
+        self.send_buffer += json.dumps(msg).encode() + b'\n'
+        if len(self.send_buffer) > MAX_SEND_BUFFER:
+            self._drop("the bridge stopped reading")
+        elif not self.write_wake:
+            self._handle_write()
+    def _heartbeat_event(self, eventtime):
+        if self.state != 'open':
+            return self.reactor.NEVER
+        self._request('heartbeat')
+        target = self.heater.get_temp(eventtime)[1]
+        if self.printer.is_shutdown():
+            target = 0.
+        if target != self.requested:
+            self._send_target(target)
+        return eventtime + HEARTBEAT_TIME
+    # Messages from the bridge
+    def _process_line(self, line, eventtime):
+        try:
+            msg = json.loads(line)
+            if not isinstance(msg, dict):
+                raise ValueError("not a JSON object")
+            if msg.get('id') is not None:
+                self._handle_reply(msg)
+            elif msg.get('method') == 'status':
+                self._handle_status(msg['params'], eventtime)
+        except Exception:
+            self.bad_count += 1
+            if eventtime >= self.bad_log_time + BAD_INPUT_LOG_TIME:
+                logging.exception("panda_breath: ignored bad input from the"
+                                  " bridge (%d in %.0f s): %r", self.bad_count,
+                                  BAD_INPUT_LOG_TIME, line[:200])
+                self.bad_count = 0
+                self.bad_log_time = eventtime
+    def _handle_reply(self, msg):
+        method = self.pending.pop(msg['id'], None)
+        if method is None:
+            return
+        self.retry_time = RETRY_MIN_TIME
+        if msg.get('error') is not None:
+            error = field(msg, 'error', dict) or {}
+            error = error.get('message', msg['error'])
+            logging.warning("panda_breath: %s failed: %s", method, error)
+            self.gcode.respond_info("Panda Breath: bridge refused %s: %s"
+                                    % (method, error))
+        elif method == 'hello' and msg['result'].get('protocol') != 1:
+            self.gcode.respond_info(
+                "Panda Breath: the bridge speaks protocol %s, this module"
+                " expects 1; install matching versions"
+                % (msg['result'].get('protocol'),))
+        elif method in TARGET_METHODS:
+            self.bridge_target = field(msg['result'], 'target', float)
+    def _handle_status(self, st, eventtime):
+        device, failsafe = st.get('device'), st.get('failsafe')
+        connected = st.get('connected') is True
+        temp = field(st, 'temperature', float) if connected else None
+        target, note = field(st, 'target', float), field(st, 'note', str)
+        tripped = field(failsafe, 'tripped', bool) is True
+        self.status = {
+            'device_connected': connected, 'temperature': temp,
+            'target': target, 'note': note, 'failsafe_tripped': tripped,
+            'device_work_on': field(device, 'work_on', bool),
+            'firmware': field(device, 'firmware', str)}
+        if connected and self.device_link == 'lost':
+            self.gcode.respond_info("Panda Breath: device reachable again")
+        elif not connected and self.device_link is True:
+            self.gcode.respond_info("Panda Breath: the bridge lost the device"
+                                    " (%s)" % (note or self.host,))
+        self.device_link = connected or ('lost' if self.device_link else None)
+        faults = st.get('faults')
+        faults = [f for f in faults if isinstance(f, str)] if isinstance(
+            faults, list) else []
+        for fault in faults:
+            if fault not in self.faults:
+                self.gcode.respond_raw("!! Panda Breath fault: %s"
+                                       % (FAULTS.get(fault, fault),))
+        self.faults = faults
+        if temp is not None and self.callback is not None:
+            if not self.min_temp <= temp <= self.max_temp:
+                self.printer.invoke_shutdown(
+                    "Panda Breath chamber temperature %.1f outside min_temp/"
+                    "max_temp %.1f:%.1f of [heater_generic %s]"
+                    % (temp, self.min_temp, self.max_temp, self.heater_name))
+            self.callback(self.mcu.estimated_print_time(eventtime), temp)
+        if (target is None or target == self.bridge_target
+            or self.heater is None or self.printer.is_shutdown()
+            or any(m in TARGET_METHODS for m in self.pending.values())):
+            return
+        # The bridge changed the target itself (failsafe, button, a CLI set):
+        # adopt it without sending it back
+        self.bridge_target = self.requested = target
+        self.heater.alter_target(target)
+        if tripped and not target:
+            self.gcode.respond_raw("!! Panda Breath failsafe turned the heater"
+                                   " off: %s" % (field(failsafe, 'reason', str)
+                                                 or note,))
+        else:
+            self.gcode.respond_info("Panda Breath: target is now %.0f, set"
+                                    " outside Klipper: %s"
+                                    % (target, note or "by the bridge"))
+    def get_status(self, eventtime):
+        status = dict(self.status, connected=self.state == 'open',
+                      host=self.host, power=self.power)
+        status['faults'] = list(self.faults) if self.state == 'open' else []
+        return status
+
+def load_config(config):
+    return PandaBreath(config)

@@ -1,0 +1,505 @@
+"""Unit tests for klipper/panda_breath.py against the Klipper stand-in and a
+fake bridge on a real Unix socket."""
+import logging, os, re, shutil, sys, tempfile, time, unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import klipper_standin as ks  # noqa: E402
+from fake_bridge import FakeBridge  # noqa: E402
+
+CONFIG = """
+[panda_breath]
+host: 127.0.0.1
+socket: %s
+
+[heater_generic panda_breath]
+heater_pin: panda_breath:heater
+sensor_type: panda_breath
+control: watermark
+min_temp: 0
+max_temp: 60
+gcode_id: C
+"""
+SHIPPED_CFG = os.path.join(ks.REPO, 'klipper', 'panda_breath.cfg')
+
+try:
+    import jinja2  # noqa: F401  (Klipper's macro engine)
+    HAVE_JINJA2 = True
+except ImportError:
+    HAVE_JINJA2 = False
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix='pbt', dir='/tmp')
+        self.path = os.path.join(self.dir, 'bridge.sock')
+        self.printer = self.bridge = None
+
+    def tearDown(self):
+        if self.printer is not None and self.pb_loaded():
+            self.printer.disconnect()
+        if self.bridge is not None:
+            self.bridge.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def pb_loaded(self):
+        return 'panda_breath' in self.printer.objects
+
+    def start(self, config=None, bridge=True, wait=True):
+        self.printer = ks.Printer(config or CONFIG % (self.path,))
+        self.reactor = self.printer.get_reactor()
+        self.gcode = self.printer.lookup_object('gcode')
+        if bridge:
+            self.bridge = FakeBridge(self.reactor, self.path)
+        self.printer.connect()
+        self.pb = self.printer.lookup_object('panda_breath')
+        self.heater = self.printer.lookup_object('heaters').lookup_heater(
+            'panda_breath')
+        if bridge and wait:
+            self.wait_for(lambda: self.pb.bridge_target is not None)
+
+    def wait_for(self, predicate, timeout=2., msg=None):
+        self.assertTrue(self.reactor.run_until(predicate, timeout), msg)
+
+    def run_for(self, seconds):
+        self.reactor.pause(self.reactor.monotonic() + seconds)
+
+    def console(self, pattern):
+        return [m for m in self.gcode.output if re.search(pattern, m)]
+
+    def run_gcode(self, script):
+        self.gcode.run_script(script)
+
+
+class TestTarget(Base):
+    def test_target_reaches_bridge_within_100ms(self):
+        self.start()
+        for script, target in (
+                ("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45", 45),
+                ("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45", 45),
+                ("TURN_OFF_HEATERS", 0), ("TURN_OFF_HEATERS", 0)):
+            self.run_for(.2)
+            count = len(self.bridge.methods('set_target'))
+            t0 = time.monotonic()
+            self.run_gcode(script)
+            self.wait_for(lambda: len(self.bridge.methods('set_target'))
+                          > count)
+            when, params = self.bridge.methods('set_target')[-1]
+            self.assertEqual(params, {'target': target})
+            self.assertLess(when - t0, .1)
+        # unchanged targets were still sent each time
+        self.assertEqual(self.bridge.targets()[-4:], [45, 45, 0, 0])
+
+    def test_range_check_runs_first(self):
+        self.start()
+        count = len(self.bridge.targets())
+        with self.assertRaises(ks.CommandError):
+            self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath"
+                           " TARGET=70")
+        self.run_for(1.2)
+        self.assertEqual(len(self.bridge.targets()), count)
+        self.assertEqual(self.heater.target_temp, 0.)
+
+    def test_backstop_catches_alter_target(self):
+        self.start()
+        self.heater.alter_target(40.)
+        self.wait_for(lambda: 40 in self.bridge.targets(), 1.5)
+        self.heater.set_control(self.heater.control)  # PID_CALIBRATE's path
+        self.wait_for(lambda: self.bridge.targets()[-1] == 0, 1.5)
+
+    def test_target_sent_on_connect(self):
+        self.start()
+        self.assertEqual([m for t, m, p in self.bridge.requests][:4],
+                         ['hello', 'subscribe', 'heartbeat', 'set_target'])
+        self.assertEqual(self.bridge.targets(), [0])
+
+
+class TestTemperature(Base):
+    def test_temperature_reaches_heater_in_print_time(self):
+        self.start()
+        self.bridge.notify(temperature=31)
+        self.wait_for(lambda: self.heater.last_temp == 31)
+        mcu = self.printer.lookup_object('mcu')
+        now = mcu.estimated_print_time(self.reactor.monotonic())
+        self.assertAlmostEqual(self.heater.last_temp_time, now, delta=.2)
+        self.assertEqual(self.pb.get_status(0)['temperature'], 31)
+
+    def test_heater_pwm_is_recorded_as_power(self):
+        self.start()
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        self.bridge.notify(temperature=30)
+        self.wait_for(lambda: self.pb.get_status(0)['power'] == 1.)
+        self.assertEqual(self.heater.pwm_calls[-1][1], 1.)
+        self.run_gcode("TURN_OFF_HEATERS")
+        self.bridge.notify(temperature=31)
+        self.wait_for(lambda: self.pb.get_status(0)['power'] == 0.)
+
+    def test_null_or_disconnected_reports_nothing(self):
+        self.start()
+        self.bridge.notify(temperature=31)
+        self.wait_for(lambda: self.heater.last_temp == 31)
+        last = self.heater.last_temp_time
+        self.bridge.notify(temperature=None)
+        self.bridge.notify(temperature=33, connected=False)
+        self.run_for(.3)
+        self.assertEqual(self.heater.last_temp_time, last)
+        self.assertEqual(self.heater.last_temp, 31)
+        status = self.pb.get_status(0)
+        self.assertIsNone(status['temperature'])
+        self.assertFalse(status['device_connected'])
+        self.assertEqual(len(self.console('lost the device')), 1)
+
+    def test_steady_temperature_stays_fresh_and_never_replays(self):
+        self.start()
+        self.bridge.notify(temperature=31)
+        self.bridge.push_every(.5)
+        self.run_for(self.heater.stale_time + 1.5)
+        self.assertGreater(self.heater.get_temp(self.reactor.monotonic())[0],
+                           30.)
+        self.bridge.push_every(0)
+        self.run_for(self.heater.stale_time + .5)
+        self.assertEqual(self.heater.get_temp(self.reactor.monotonic())[0],
+                         0.)
+
+    def test_out_of_range_reading_shuts_down(self):
+        self.start()
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        self.bridge.notify(temperature=75)
+        self.wait_for(lambda: self.printer.is_shutdown())
+        self.assertIn('outside min_temp/max_temp', self.printer.shutdown_msg)
+        self.wait_for(lambda: self.bridge.methods('off'))
+
+
+class TestConnection(Base):
+    def test_heartbeat_every_second(self):
+        self.start()
+        self.run_for(3.6)
+        times = [t for t, p in self.bridge.methods('heartbeat')]
+        self.assertGreaterEqual(len(times), 4)
+        for a, b in zip(times, times[1:]):
+            self.assertAlmostEqual(b - a, 1., delta=.25)
+
+    def test_reconnect_with_backoff_and_resend_target(self):
+        self.start()
+        self.printer.extra.RETRY_MAX_TIME = 2.
+        attempts = []
+        orig_connect = self.pb._connect
+
+        def connect(eventtime):
+            attempts.append(eventtime)
+            orig_connect(eventtime)
+        self.pb._connect = connect
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        self.bridge.stop()
+        self.wait_for(lambda: not self.pb.get_status(0)['connected'])
+        self.run_for(6.)
+        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+        for gap, expected in zip(gaps, [1., 2., 2.]):
+            self.assertAlmostEqual(gap, expected, delta=.25)
+        self.assertLessEqual(len(self.console('bridge')), 3)
+        start = self.reactor.monotonic()
+        self.bridge.listen()
+        self.wait_for(lambda: self.bridge.methods('set_target', start), 2.5)
+        self.assertEqual(
+            [m for t, m, p in self.bridge.requests if t >= start][:4],
+            ['hello', 'subscribe', 'heartbeat', 'set_target'])
+        self.assertEqual(self.bridge.targets()[-1], 45)
+        self.assertTrue(self.console('bridge connected'))
+
+    def test_bridge_absent_at_startup(self):
+        self.start(bridge=False)
+        self.run_for(2.)
+        self.assertEqual(len(self.console('cannot reach the bridge')), 1)
+        self.bridge = FakeBridge(self.reactor, self.path)
+        self.wait_for(lambda: self.bridge.targets(), 6.)
+
+    def test_shutdown_sends_off_and_stays_off(self):
+        self.start()
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        self.printer.invoke_shutdown("test shutdown")
+        self.wait_for(lambda: self.bridge.methods('off'), .1)
+        start = self.reactor.monotonic()
+        self.run_for(1.5)
+        self.assertEqual(self.heater.target_temp, 45.)
+        self.assertFalse([p for t, p in self.bridge.methods('set_target',
+                                                            start)
+                          if p['target']])
+        self.assertTrue(self.bridge.methods('heartbeat', start))
+
+    def test_disconnect_sends_off_and_closes(self):
+        self.start()
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        fd = self.pb.fd_handle.fd
+        self.printer.disconnect()
+        self.assertIsNone(self.pb.sock)
+        self.assertNotIn(fd, self.reactor._fds)
+        self.wait_for(lambda: self.bridge.methods('off'), .1)
+        self.wait_for(lambda: not self.bridge.live_conns())
+        self.run_for(1.5)
+        self.assertEqual(len(self.bridge.conns), 0)
+
+    def test_write_blocked_then_bridge_closes(self):
+        self.start()
+        conn = self.bridge.live_conns()[0]
+        self.reactor.set_fd_wake(conn.hdl, False, False)
+        for i in range(5000):
+            self.heater.set_temp(45.)
+            if self.pb.write_wake:
+                break
+        self.assertTrue(self.pb.write_wake)
+        self.run_for(.1)
+        conn.close()
+        self.wait_for(lambda: self.pb.state == 'open'
+                      and len(self.bridge.live_conns()) == 1, 3.)
+
+    def test_bridge_not_reading_is_dropped(self):
+        self.start()
+        conn = self.bridge.live_conns()[0]
+        self.reactor.set_fd_wake(conn.hdl, False, False)
+        for i in range(20000):
+            self.heater.set_temp(45.)
+        self.assertTrue(self.console('stopped reading'))
+        self.wait_for(lambda: len(self.bridge.conns) == 2
+                      and self.pb.state == 'open', 3.)
+
+    def test_status_keys_and_no_pause(self):
+        self.start()
+        with self.reactor.assert_no_pause():
+            status = self.pb.get_status(self.reactor.monotonic())
+        self.assertEqual(set(status), {
+            'connected', 'device_connected', 'temperature', 'target',
+            'device_work_on', 'faults', 'firmware', 'host', 'note',
+            'failsafe_tripped', 'power'})
+        self.assertTrue(status['connected'])
+        self.assertEqual(status['host'], '127.0.0.1')
+        self.assertEqual(status['firmware'], 'V1.0.3')
+
+
+class TestBridgeMessages(Base):
+    def test_fault_printed_once_per_occurrence(self):
+        self.start()
+        for i in range(3):
+            self.bridge.notify(faults=['chamber_sensor_short'])
+        self.run_for(.3)
+        lines = self.console(r'^!! Panda Breath fault: chamber temperature'
+                             r' sensor short circuit$')
+        self.assertEqual(len(lines), 1)
+        self.bridge.notify(faults=[])
+        self.bridge.notify(faults=['chamber_sensor_short', 'heater_no_heat'])
+        self.run_for(.3)
+        self.assertEqual(len(self.console('^!! Panda Breath fault')), 3)
+        self.assertEqual(self.pb.get_status(0)['faults'],
+                         ['chamber_sensor_short', 'heater_no_heat'])
+
+    def test_bridge_side_change_is_mirrored_without_echo(self):
+        self.start()
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        start = self.reactor.monotonic()
+        self.bridge.notify(target=30, note="heater switched on at the device"
+                           " (30 C); the failsafe applies")
+        self.wait_for(lambda: self.heater.target_temp == 30)
+        self.run_for(1.5)
+        self.assertEqual(self.bridge.methods('set_target', start), [])
+        self.assertEqual(len(self.console('target is now 30.*switched on')),
+                         1)
+
+    def test_failsafe_trip_is_mirrored_as_error_line(self):
+        self.start()
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        self.bridge.notify(target=0, failsafe={
+            'timeout': 10, 'controller': False, 'controller_age': 11,
+            'tripped': True, 'reason': 'controller silent for more than 10 s'})
+        self.wait_for(lambda: self.heater.target_temp == 0)
+        self.assertEqual(len(self.console(
+            '^!! Panda Breath failsafe.*controller silent')), 1)
+        self.assertTrue(self.pb.get_status(0)['failsafe_tripped'])
+
+    def test_no_mirroring_while_set_target_outstanding(self):
+        self.start()
+        self.bridge.replies['set_target'] = None
+        self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
+        self.bridge.notify(target=0)
+        self.run_for(.3)
+        self.assertEqual(self.heater.target_temp, 45.)
+
+    def test_error_reply_shown_on_console(self):
+        self.start()
+        self.bridge.replies['set_target'] = {'error': {
+            'code': 'out_of_range', 'message': 'target 55 above maximum 50'}}
+        with self.assertLogs(level='WARNING') as logs:
+            self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath"
+                           " TARGET=55")
+            self.wait_for(lambda: self.console('refused set_target: target'
+                                               ' 55'))
+        self.assertIn('set_target failed', logs.output[0])
+        self.assertEqual(self.pb.state, 'open')
+
+    def test_partial_lines(self):
+        self.start()
+        line = (b'{"method":"status","params":{"connected":true,'
+                b'"temperature":37,"target":0}}\n')
+        for chunk in (line[:10], line[10:40], line[40:]):
+            self.assertNotEqual(self.heater.last_temp, 37)
+            self.bridge.send_raw(chunk)
+            self.run_for(.05)
+        self.assertEqual(self.heater.last_temp, 37)
+
+    def test_garbage_is_ignored_and_logged_rate_limited(self):
+        self.start()
+        sock = self.pb.sock
+        garbage = [b'not json', b'[1,2]', b'"text"', b'\xff\xfe',
+                   b'{"method":"status","params":5}',
+                   b'{"method":"status"}',
+                   b'{"method":"status","params":{"connected":true,'
+                   b'"temperature":"hot","faults":"x","device":3}}',
+                   b'{"id":[1],"result":{}}', b'{"id":1,"result":"x"}',
+                   b'[' * 5000 + b']' * 5000, b'{"method":"other"}']
+        with self.assertLogs(level='WARNING') as logs:
+            logging.warning("start")
+            for g in garbage:
+                self.bridge.send_raw(g + b'\n')
+            self.run_for(.3)
+        self.assertEqual(len([r for r in logs.output if 'bad input' in r]), 1)
+        self.assertIs(self.pb.sock, sock)
+        self.bridge.notify(temperature=29)
+        self.wait_for(lambda: self.heater.last_temp == 29)
+
+    def test_oversize_line_drops_connection(self):
+        self.start()
+        self.bridge.send_raw(b'x' * (70 * 1024))
+        self.wait_for(lambda: self.console('over 64 KiB'))
+        self.wait_for(lambda: self.pb.state == 'open'
+                      and len(self.bridge.live_conns()) == 1, 3.)
+        self.bridge.send_raw(b'{' + b' ' * (65 * 1024) + b'}\n')
+        self.wait_for(lambda: len(self.console('over 64 KiB')) == 2)
+
+
+class TestConfig(Base):
+    def load(self, text):
+        self.printer = ks.Printer(text)
+        self.printer.connect()
+
+    def assertConfigError(self, text, pattern):
+        with self.assertRaises((ks.ConfigError, ks.PinsError)) as cm:
+            self.load(text)
+        self.assertRegex(str(cm.exception), pattern)
+
+    def test_wrong_pin_name(self):
+        self.assertConfigError(
+            (CONFIG % (self.path,)).replace('panda_breath:heater',
+                                            'panda_breath:fan'),
+            r"heater_pin: panda_breath:heater")
+
+    def test_chip_rejects_other_pins(self):
+        self.start(bridge=False)
+        pins = self.printer.lookup_object('pins')
+        for pin_type, desc in (('pwm', 'panda_breath:fan'),
+                               ('pwm', '!panda_breath:heater'),
+                               ('digital_out', 'panda_breath:heater')):
+            params = pins.parse_pin(desc, can_invert=True)
+            with self.assertRaisesRegex(ks.ConfigError,
+                                        r"heater_pin: panda_breath:heater"):
+                self.pb.setup_pin(pin_type, params)
+        with self.assertRaisesRegex(ks.ConfigError, r"only be the heater_pin"):
+            self.pb.setup_pin('pwm', pins.parse_pin('panda_breath:heater'))
+
+    def test_second_heater(self):
+        self.assertConfigError(
+            CONFIG % (self.path,) + """
+[heater_generic chamber2]
+heater_pin: panda_breath:heater
+sensor_type: panda_breath
+control: watermark
+min_temp: 0
+max_temp: 60
+""", r"only one heater can use sensor_type: panda_breath.*"
+     r"\[heater_generic panda_breath\] already does")
+
+    def test_sensor_only_for_heater_generic(self):
+        self.assertConfigError(
+            "[panda_breath]\n[temperature_sensor chamber]\n"
+            "sensor_type: panda_breath\n",
+            r"only for a \[heater_generic panda_breath\]")
+
+    def test_bad_socket_paths(self):
+        self.assertConfigError(
+            CONFIG % ('panda_breath.sock',), r"must be an absolute path")
+        self.assertConfigError(
+            CONFIG % ('/tmp/' + 'x' * 110,), r"too long for a Unix socket")
+
+    def test_panda_breath_after_heater(self):
+        text = CONFIG % (self.path,)
+        head, heater = text.split('[heater_generic')
+        self.assertConfigError('[heater_generic' + heater + head,
+                               r"Unknown temperature sensor 'panda_breath'")
+
+    def test_heater_missing(self):
+        self.assertConfigError("[panda_breath]\n",
+                               r"needs a \[heater_generic panda_breath\]")
+
+    def test_unknown_option_rejected(self):
+        self.assertConfigError(
+            (CONFIG % (self.path,)).replace('host:', 'hots:'),
+            r"Option 'hots' is not valid in section 'panda_breath'")
+
+    def test_upstream_heater(self):
+        ks.Heater.FLAVOUR = 'upstream'
+        try:
+            self.start()
+            self.bridge.notify(temperature=33)
+            self.wait_for(lambda: self.heater.last_temp == 33)
+        finally:
+            ks.Heater.FLAVOUR = 'u1'
+
+
+class TestShippedConfig(Base):
+    def shipped(self):
+        with open(SHIPPED_CFG) as f:
+            text = f.read()
+        text, n = re.subn(r'(?m)^socket: .*$', 'socket: ' + self.path, text)
+        self.assertEqual(n, 1)
+        return text
+
+    def test_loads_in_order_with_tuned_verify_heater(self):
+        text = self.shipped()
+        self.assertLess(text.index('[panda_breath]'),
+                        text.index('[heater_generic panda_breath]'))
+        self.start(text)
+        vh = self.printer.lookup_object('verify_heater panda_breath')
+        self.assertEqual(self.heater.min_temp, 0.)
+        self.assertEqual(self.heater.max_temp, 60.)
+        self.assertIsInstance(self.heater.control, ks.ControlBangBang)
+        self.assertGreaterEqual(vh.check_gain_time, 300.)
+        self.assertLessEqual(vh.heating_gain, 1.)
+        self.assertEqual(self.pb.host, 'PandaBreath.local')
+
+    @unittest.skipUnless(HAVE_JINJA2, "jinja2 (Klipper's macro engine)"
+                         " is not installed")
+    def test_macros(self):
+        self.start(self.shipped())
+        self.run_gcode("M141 S40")
+        self.wait_for(lambda: self.bridge.targets()[-1] == 40)
+        self.run_gcode("M141 S0")
+        self.wait_for(lambda: self.bridge.targets()[-1] == 0)
+        self.bridge.notify(temperature=25)
+        self.bridge.push_every(.5)
+        warm = self.reactor.register_timer(
+            lambda e: self.bridge.notify(temperature=40) or self.reactor.NEVER,
+            self.reactor.monotonic() + 1.5)
+        t0 = self.reactor.monotonic()
+        self.run_gcode("M191 S40")
+        self.assertGreater(self.reactor.monotonic() - t0, 1.4)
+        self.assertLess(self.reactor.monotonic() - t0, 5.)
+        self.assertEqual(self.bridge.targets()[-1], 40)
+        self.reactor.unregister_timer(warm)
+        self.run_gcode("PANDA_BREATH_PREHEAT TARGET=35")
+        self.wait_for(lambda: self.bridge.targets()[-1] == 35)
+        self.assertTrue(self.console('preheating the chamber to 35 C'))
+        self.run_gcode("PANDA_BREATH_PREHEAT TARGET=38 WAIT=1")
+        self.wait_for(lambda: self.bridge.targets()[-1] == 38)
+        self.assertEqual(self.heater.target_temp, 38.)
+
+
+if __name__ == '__main__':
+    unittest.main()
