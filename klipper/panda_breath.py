@@ -148,7 +148,7 @@ class PandaBreath:
         heater.set_temp = set_temp
         self.reactor.update_timer(self.retry_timer, self.reactor.NOW)
     def _handle_shutdown(self):
-        self.requested = 0.
+        self.requested = self.power = 0.
         self._request('off')
     def _handle_disconnect(self):
         self._handle_shutdown()
