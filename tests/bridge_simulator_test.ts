@@ -7,6 +7,7 @@ import { Bridge } from "../lib/bridge.ts";
 import { Logger } from "../lib/log.ts";
 import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
 import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator.ts";
+import { until } from "./wait.ts";
 
 const client = { client: "test" };
 
@@ -42,17 +43,9 @@ async function withRig(
 
 const isText = (text: string) => (_frame: unknown, entry: { text: string }) => entry.text === text;
 
-async function eventually(condition: () => boolean, timeoutMs = 3000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`not true within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 Deno.test("a device that comes up heating on its own is switched off", async () => {
   await withRig({ work_on: true, set_temp: 55 }, async (sim, bridge) => {
-    await eventually(() => !sim.state.work_on);
+    await until(() => !sim.state.work_on);
     assert.equal(bridge.status().device.work_on, true, "status shows what the device reported");
   });
 });
@@ -60,9 +53,9 @@ Deno.test("a device that comes up heating on its own is switched off", async () 
 Deno.test("off requested while the device reboots is asserted when it comes back heating", async () => {
   await withRig({ work_on: false }, async (sim, bridge) => {
     bridge.setTarget(45, client);
-    await eventually(() => sim.state.heating);
+    await until(() => sim.state.heating);
     const rebooted = sim.reboot(1000);
-    await eventually(() => !bridge.status().connected);
+    await until(() => !bridge.status().connected);
     bridge.setTarget(0, client);
     await rebooted;
     assert.equal(sim.state.work_on, true, "the device resumed heating from flash");
@@ -74,7 +67,7 @@ Deno.test("off requested while the device reboots is asserted when it comes back
 Deno.test("a reboot while heating is followed by the ON frame again", async () => {
   await withRig({ work_on: false }, async (sim, bridge) => {
     bridge.setTarget(42, client);
-    await eventually(() => sim.state.work_on && sim.state.set_temp === 42);
+    await until(() => sim.state.work_on && sim.state.set_temp === 42);
     const again = sim.waitForFrame(isText(buildOnFrame(42)), 5000);
     await sim.reboot(300);
     await again;
@@ -85,9 +78,9 @@ Deno.test("a reboot while heating is followed by the ON frame again", async () =
 Deno.test("after the power button the adopted off is what a reconnect asserts", async () => {
   await withRig({ work_on: false }, async (sim, bridge, logs) => {
     bridge.setTarget(44, client);
-    await eventually(() => sim.state.work_on);
+    await until(() => sim.state.work_on);
     sim.pressButton("power");
-    await eventually(() => bridge.target === 0);
+    await until(() => bridge.target === 0);
     assert.ok(logs.some((l) => l.includes("switched off at the device (button)")));
     const reasserted = sim.waitForFrame(isText(OFF_FRAME), 5000);
     sim.abortClients();
@@ -99,14 +92,14 @@ Deno.test("after the power button the adopted off is what a reconnect asserts", 
 Deno.test("a fault mid-heat is reported and the heat stays off after reconnects", async () => {
   await withRig({ work_on: false }, async (sim, bridge) => {
     bridge.setTarget(45, client);
-    await eventually(() => sim.state.heating);
+    await until(() => sim.state.heating);
     sim.injectFault("heater_no_heat");
-    await eventually(() => bridge.status().faults.includes("heater_no_heat"));
+    await until(() => bridge.status().faults.includes("heater_no_heat"));
     assert.equal(bridge.target, 0);
     assert.match(bridge.status().note ?? "", /fault heater_no_heat/);
     sim.abortClients();
     await sim.waitForFrame(isText(OFF_FRAME), 5000);
-    await eventually(() => bridge.status().connected);
+    await until(() => bridge.status().connected);
     assert.deepEqual(
       bridge.status().faults,
       ["heater_no_heat"],
@@ -117,10 +110,10 @@ Deno.test("a fault mid-heat is reported and the heat stays off after reconnects"
 
 Deno.test("temperatures from the thermal model reach the status while heating", async () => {
   await withRig({ work_on: false }, async (_sim, bridge) => {
-    await eventually(() => bridge.status().temperature !== null);
+    await until(() => bridge.status().temperature !== null);
     const start = bridge.status().temperature!;
     bridge.setTarget(35, client);
-    await eventually(() => (bridge.status().temperature ?? 0) >= start + 3, 10_000);
+    await until(() => (bridge.status().temperature ?? 0) >= start + 3, 10_000);
     assert.equal(Number.isInteger(bridge.status().temperature), true);
   });
 });

@@ -3,6 +3,7 @@ import { Bridge, type BridgeOptions, type BridgeStatus } from "../lib/bridge.ts"
 import { Logger } from "../lib/log.ts";
 import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
 import { connectFrame, FAKE_SECRETS, FakeDevice, type FakeDeviceOptions } from "./fake_device.ts";
+import { delay, until } from "./wait.ts";
 
 const FAST_LINK = { watchdogMs: 600, keepaliveMs: 300, connectTimeoutMs: 1000, tickMs: 50 };
 const FAST_BACKOFF = { initialMs: 40, maxMs: 200, factor: 2 };
@@ -44,21 +45,6 @@ function rig(
       for (const secret of FAKE_SECRETS) assert.ok(!everything.includes(secret), secret);
     },
   };
-}
-
-function until(condition: () => boolean, timeoutMs = 3000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const poll = setInterval(() => {
-      if (condition()) {
-        clearInterval(poll);
-        resolve();
-      } else if (performance.now() - started > timeoutMs) {
-        clearInterval(poll);
-        reject(new Error(`condition not met within ${timeoutMs} ms`));
-      }
-    }, 10);
-  });
 }
 
 const client = { client: "test" };
@@ -170,7 +156,7 @@ Deno.test("failsafe never trips while the controller heartbeats, and trips when 
   r.bridge.heartbeat();
   r.bridge.setTarget(40, client);
   const beat = setInterval(() => r.bridge.heartbeat(), 50);
-  await new Promise((resolve) => setTimeout(resolve, 1000));
+  await delay(1000);
   clearInterval(beat);
   assert.equal(r.bridge.status().target, 40);
   assert.equal(r.bridge.status().failsafe.controller, true);
@@ -190,7 +176,7 @@ Deno.test("a button press that turns the device off is followed, not fought", as
   r.device.sendAll('{"settings":{"work_on":0,"work_mode":2,"set_temp":45,"warehouse_temper":30}}');
   await until(() => r.bridge.status().target === 0);
   assert.match(r.bridge.status().note ?? "", /switched off at the device/);
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await delay(200);
   assert.ok(!r.device.received.slice(from).some((x) => x.text === buildOnFrame(45)));
 });
 
@@ -257,7 +243,7 @@ Deno.test("backoff is bounded while the device is unreachable", async () => {
     backoff: FAST_BACKOFF,
   });
   bridge.start();
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await delay(1500);
   await bridge.stop("test", 0);
   const delays = logs.filter((l) => l.includes("reconnecting")).map((l) =>
     Number(/in_ms=(\d+)/.exec(l)?.[1])

@@ -7,6 +7,7 @@ import {
   type SimulatorOptions,
 } from "../lib/simulator.ts";
 import { encodeFrame, encodeTextFrame, Opcode } from "../lib/ws_server.ts";
+import { delay, until } from "./wait.ts";
 
 type Frame = Record<string, Record<string, unknown>>;
 
@@ -24,24 +25,12 @@ async function withSimulator(
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function until(condition: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(10);
-  }
 }
 
 function isTelemetry(frame: Frame): boolean {
