@@ -1,0 +1,75 @@
+"""The real Klipper extra as the subscriber of a flood benchmark.
+
+Loads klipper/panda_breath.py with the shipped config into the stand-in
+printer (tests/klipper/klipper_standin.py), points it at a running bridge's
+socket and runs the stand-in reactor for SECONDS, as klippy would.  Prints
+"ready" once the extra is connected, then at the end one JSON object: status
+notifications handled, temperature readings passed to the heater, CPU time
+of this process (the reactor and the extra), and every time the extra lost
+its link to the bridge.
+
+Usage: python3 klipper_subscriber.py SOCKET SECONDS
+"""
+import json, os, resource, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from klipper_cost import load_printer  # noqa: E402
+
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main():
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    printer = load_printer(path)
+    reactor = printer.reactor
+    printer.connect()
+    extra = printer.lookup_object('panda_breath')
+    counts = {'statuses': 0, 'readings': 0}
+    drops = []
+    handle_status = extra._handle_status
+
+    def counting_status(st, eventtime):
+        counts['statuses'] += 1
+        handle_status(st, eventtime)
+    extra._handle_status = counting_status
+    drop = extra._drop
+
+    def recording_drop(reason):
+        if extra.state not in ('closed', 'dead'):
+            drops.append({'t': round(time.monotonic() - started, 3),
+                          'reason': reason})
+        drop(reason)
+    extra._drop = recording_drop
+    started = time.monotonic()
+    if not reactor.run_until(lambda: extra.state == 'open'
+                             and counts['statuses'] > 0, 10.):
+        raise SystemExit('the extra did not connect to %s' % (path,))
+    callback = extra.callback
+
+    def counting_reading(read_time, temp):
+        counts['readings'] += 1
+        callback(read_time, temp)
+    extra.callback = counting_reading
+    counts['statuses'] = 0
+    print('ready', flush=True)
+    cpu0, wall0 = cpu_seconds(), time.monotonic()
+    reactor.pause(wall0 + seconds)
+    cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
+    print(json.dumps({
+        'seconds': round(wall, 3),
+        'statuses': counts['statuses'],
+        'readings': counts['readings'],
+        'cpu_seconds': round(cpu, 4),
+        'cpu_percent': round(100. * cpu / wall, 2),
+        'us_per_status': round(1e6 * cpu / max(1, counts['statuses']), 1),
+        'connected_at_end': extra.state == 'open',
+        'link_drops': drops,
+        'shutdown': printer.shutdown_msg,
+    }), flush=True)
+
+
+if __name__ == '__main__':
+    main()
