@@ -208,11 +208,21 @@ async function runBridge(settings: RunSettings): Promise<number> {
   };
   globalThis.addEventListener("unhandledrejection", onUnexpected);
   globalThis.addEventListener("error", onUnexpected);
+  // A second SIGINT/SIGTERM must not kill the bridge before OFF is sent: this
+  // listener stays for the whole (bounded) shutdown, so none has the default action.
+  let stopping = false;
+  const onRepeat = () => {
+    if (stopping) logger.warn("already shutting down: turning the heater off first");
+  };
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  for (const name of signals) Deno.addSignalListener(name, onRepeat);
   bridge.start();
-  const signal = await waitForSignal(["SIGINT", "SIGTERM"]);
+  const signal = await waitForSignal([...signals]);
+  stopping = true;
   logger.info("shutting down", { signal });
   await server.close();
   await bridge.stop(`received ${signal}`);
+  for (const name of signals) Deno.removeSignalListener(name, onRepeat);
   globalThis.removeEventListener("unhandledrejection", onUnexpected);
   globalThis.removeEventListener("error", onUnexpected);
   logger.info("bridge stopped");

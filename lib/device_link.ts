@@ -99,14 +99,20 @@ export class DeviceLink {
     this.#connect();
   }
 
-  /** Closes the link and every timer; resolves once the socket is closed. */
-  async stop(): Promise<void> {
+  /**
+   * Closes the link and every timer; resolves once the socket is closed, or
+   * after `closeTimeoutMs`: a half-open link never answers the close frame.
+   */
+  async stop(closeTimeoutMs = 1000): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#tick);
     clearTimeout(this.#retry);
     this.#drop("bridge stopping", false);
-    await Promise.all(this.#closing);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => timer = setTimeout(resolve, closeTimeoutMs));
+    await Promise.race([Promise.all(this.#closing), timeout]);
+    clearTimeout(timer);
   }
 
   /** Sends a text frame; returns false when the link is not open. */

@@ -34,8 +34,14 @@ export function deviceUrl(address: string): string {
   if (url.pathname !== "/" && url.pathname !== "/ws") {
     throw new UsageError(`--host '${address}': the device's WebSocket path is /ws`);
   }
+  if (url.port === "0") {
+    throw new UsageError(`--host '${address}': the port must be from 1 to 65535`);
+  }
   return `ws://${url.hostname}:${url.port || "80"}/ws`;
 }
+
+/** Plain decimal notation: Number() alone would also take "0x10", "0b1" and "0o17". */
+const DECIMAL = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i;
 
 /** Parses a number within [min, max]; `unit` is named in the error, e.g. "seconds". */
 export function parseNumber(
@@ -46,7 +52,7 @@ export function parseNumber(
   unit = "",
 ): number {
   const number = Number(value);
-  if (value.trim() === "" || !Number.isFinite(number) || number < min || number > max) {
+  if (!DECIMAL.test(value) || !Number.isFinite(number) || number < min || number > max) {
     const range = unit ? `${min} to ${max} ${unit}` : `${min} to ${max}`;
     throw new UsageError(`--${name} must be a number from ${range}, got '${value}'`);
   }
@@ -56,7 +62,7 @@ export function parseNumber(
 /** Parses a whole number within [min, max]. */
 export function parseWholeNumber(name: string, value: string, min: number, max: number): number {
   const number = Number(value);
-  if (value.trim() === "" || !Number.isInteger(number) || number < min || number > max) {
+  if (!DECIMAL.test(value) || !Number.isInteger(number) || number < min || number > max) {
     throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got '${value}'`);
   }
   return number;
