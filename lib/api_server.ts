@@ -7,6 +7,7 @@ import { API_PROTOCOL_VERSION, VERSION } from "./version.ts";
 export interface ApiLimits {
   maxLineBytes: number;
   maxQueuedBytes: number;
+  maxStallMs: number;
   maxClients: number;
 }
 
@@ -14,8 +15,14 @@ export interface ApiLimits {
 export const API_LIMITS: Readonly<ApiLimits> = {
   /** Longest request line, in bytes. */
   maxLineBytes: 64 * 1024,
-  /** Bytes queued for a client that does not read before it is cut off. */
+  /**
+   * Bytes queued for a client. At the cap, queued status notifications give
+   * way to the newest one (a burst of device frames must not cut off a client
+   * that reads); a client still over it is cut off.
+   */
   maxQueuedBytes: 256 * 1024,
+  /** A client whose socket has taken nothing for this long (it does not read) is cut off. */
+  maxStallMs: 1000,
   /** Simultaneous clients; more are told so and closed. */
   maxClients: 64,
 };
@@ -99,23 +106,30 @@ function dirname(path: string): string {
   return slash <= 0 ? "/" : path.slice(0, slash);
 }
 
+/** A line waiting to be written; `status` lines may be superseded by a newer status. */
+interface QueuedLine {
+  bytes: Uint8Array;
+  status: boolean;
+}
+
 /** One connected socket client. */
 class ApiClientConnection {
   readonly label: string;
   subscribed = false;
   controller = false;
   #conn: Deno.UnixConn;
-  #queue: Uint8Array[] = [];
+  #queue: QueuedLine[] = [];
   #queuedBytes = 0;
   #writing = false;
+  #writeStartedAt = 0;
   #closed = false;
-  #maxQueuedBytes: number;
+  #limits: ApiLimits;
   #onClose: () => void;
 
-  constructor(conn: Deno.UnixConn, label: string, maxQueuedBytes: number, onClose: () => void) {
+  constructor(conn: Deno.UnixConn, label: string, limits: ApiLimits, onClose: () => void) {
     this.#conn = conn;
     this.label = label;
-    this.#maxQueuedBytes = maxQueuedBytes;
+    this.#limits = limits;
     this.#onClose = onClose;
   }
 
@@ -127,27 +141,42 @@ class ApiClientConnection {
     return this.#conn;
   }
 
-  /** Queues bytes; returns false (and closes) when the client is too far behind. */
-  send(bytes: Uint8Array): boolean {
+  /**
+   * Queues a line; returns false (and closes) when the client does not read.
+   * A `status` notification that would pass the cap replaces the queued ones
+   * instead: each status reflects everything before it, so order holds.
+   */
+  send(bytes: Uint8Array, status = false): boolean {
     if (this.#closed) return false;
-    if (this.#queuedBytes + bytes.byteLength > this.#maxQueuedBytes) {
+    const cap = this.#limits.maxQueuedBytes;
+    if (status && this.#queuedBytes + bytes.byteLength > cap) this.#dropQueuedStatus();
+    const stalled = this.#writing &&
+      performance.now() - this.#writeStartedAt > this.#limits.maxStallMs;
+    if (stalled || this.#queuedBytes + bytes.byteLength > cap) {
       this.close();
       return false;
     }
-    this.#queue.push(bytes);
+    this.#queue.push({ bytes, status });
     this.#queuedBytes += bytes.byteLength;
     if (!this.#writing) this.#pump();
     return true;
+  }
+
+  #dropQueuedStatus(): void {
+    this.#queue = this.#queue.filter((line) => {
+      if (line.status) this.#queuedBytes -= line.bytes.byteLength;
+      return !line.status;
+    });
   }
 
   async #pump(): Promise<void> {
     this.#writing = true;
     try {
       while (this.#queue.length > 0 && !this.#closed) {
-        const chunk = this.#queue[0];
-        await writeAll(this.#conn, chunk);
-        this.#queue.shift();
-        this.#queuedBytes -= chunk.byteLength;
+        const { bytes } = this.#queue.shift()!;
+        this.#writeStartedAt = performance.now();
+        await writeAll(this.#conn, bytes);
+        this.#queuedBytes -= bytes.byteLength;
       }
     } catch {
       this.close();
@@ -159,7 +188,9 @@ class ApiClientConnection {
   /** Sends what is queued (bounded by `timeoutMs`), then closes. */
   async flushAndClose(timeoutMs = 200): Promise<void> {
     const deadline = performance.now() + timeoutMs;
-    while (this.#queue.length > 0 && !this.#closed && performance.now() < deadline) {
+    while (
+      (this.#queue.length > 0 || this.#writing) && !this.#closed && performance.now() < deadline
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
     this.close();
@@ -268,7 +299,7 @@ export class ApiServer {
       const client = new ApiClientConnection(
         conn,
         label,
-        this.#limits.maxQueuedBytes,
+        this.#limits,
         () => this.#onClientClosed(client),
       );
       if (this.#clients.size >= this.#limits.maxClients) {
@@ -426,7 +457,7 @@ export class ApiServer {
     for (const client of this.#clients) {
       if (!client.subscribed) continue;
       line ??= encodeLine({ method: "status", params: status });
-      if (!client.send(line)) {
+      if (!client.send(line, true)) {
         this.#logger.warn("socket client cut off: not reading its notifications", {
           client: client.label,
           max_queued_bytes: this.#limits.maxQueuedBytes,

@@ -12,8 +12,6 @@ import {
   UsageError,
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, FAULT_DESCRIPTIONS } from "./protocol.ts";
-import { runSimulatorCli } from "./simulator.ts";
-import { runDemo } from "./demo.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -355,6 +353,8 @@ async function commandSimulate(args: string[]): Promise<number> {
   if (!/^[A-Za-z0-9.:-]+$/.test(hostname)) {
     throw new UsageError(`--hostname '${hostname}' is not an address to listen on`);
   }
+  // Loaded on demand: `run` should not carry the simulator's code and memory.
+  const { runSimulatorCli } = await import("./simulator.ts");
   await runSimulatorCli({ port, hostname, speed });
   return 0;
 }
@@ -364,6 +364,7 @@ async function commandDemo(args: string[]): Promise<number> {
   if (values.help) return printHelp("demo");
   const target = parseWholeNumber("target", (values.target as string | undefined) ?? "45", 25, 60);
   const speed = parseNumber("speed", (values.speed as string | undefined) ?? "30", 1, 1000);
+  const { runDemo } = await import("./demo.ts");
   await runDemo({ target, speed });
   return 0;
 }

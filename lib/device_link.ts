@@ -10,7 +10,7 @@ export interface LinkTimings {
   keepaliveMs: number;
   /** A handshake taking longer than this is abandoned. */
   connectTimeoutMs: number;
-  /** How often the watchdog and keepalive are checked. */
+  /** Shortest wait between two checks of the watchdog and keepalive. */
   tickMs: number;
 }
 
@@ -67,7 +67,7 @@ export class DeviceLink {
   #openedAt = 0;
   #lastFrameAt = 0;
   #lastSendAt = 0;
-  #tick: ReturnType<typeof setInterval> | undefined;
+  #tick: ReturnType<typeof setTimeout> | undefined;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #stopped = true;
   #closing = new Set<Promise<void>>();
@@ -95,7 +95,6 @@ export class DeviceLink {
   start(): void {
     if (!this.#stopped) return;
     this.#stopped = false;
-    this.#tick = setInterval(() => this.#onTick(), this.#timings.tickMs);
     this.#connect();
   }
 
@@ -106,7 +105,7 @@ export class DeviceLink {
   async stop(closeTimeoutMs = 1000): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    clearInterval(this.#tick);
+    clearTimeout(this.#tick);
     clearTimeout(this.#retry);
     this.#drop("bridge stopping", false);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -147,10 +146,12 @@ export class DeviceLink {
     this.#healthy = false;
     this.#openedAt = performance.now();
     this.#lastFrameAt = 0;
+    this.#armTick();
     ws.onopen = () => {
       if (ws !== this.#ws) return;
       this.#open = true;
       this.#lastFrameAt = this.#lastSendAt = performance.now();
+      this.#armTick();
       this.stats.connects++;
       this.#handlers.onOpen();
     };
@@ -219,6 +220,25 @@ export class DeviceLink {
       attempt: this.#backoff.attempt,
     });
     this.#retry = setTimeout(() => this.#connect(), delay);
+  }
+
+  /**
+   * Wakes up when the handshake timeout, the watchdog or the keepalive can
+   * next be due (not on a fixed period: an idle bridge should sleep). Frames
+   * and sends only move those deadlines later, so an early wake-up re-arms.
+   */
+  #armTick(): void {
+    clearTimeout(this.#tick);
+    if (this.#stopped || !this.#ws) return;
+    const t = this.#timings;
+    const due = this.#open
+      ? Math.min(this.#lastFrameAt + t.watchdogMs, this.#lastSendAt + t.keepaliveMs)
+      : this.#openedAt + t.connectTimeoutMs;
+    const wait = Math.max(t.tickMs, due - performance.now() + 1);
+    this.#tick = setTimeout(() => {
+      this.#onTick();
+      this.#armTick();
+    }, wait);
   }
 
   #onTick(): void {

@@ -5,6 +5,7 @@ import { Bridge, type BridgeStatus } from "../lib/bridge.ts";
 import { Logger } from "../lib/log.ts";
 import { buildOnFrame } from "../lib/protocol.ts";
 import { FakeDevice } from "./fake_device.ts";
+import { until } from "./wait.ts";
 
 interface Rig {
   device: FakeDevice;
@@ -294,4 +295,24 @@ Deno.test("subscribe's reply is followed at once by the status, even in a burst"
   assert.equal((lines[3]?.params as BridgeStatus).target, 33);
   assert.equal((await raw.line())?.id, 3);
   raw.close();
+});
+
+Deno.test("a burst of device frames does not cut off a client that reads", async () => {
+  await using r = await rig({ maxQueuedBytes: 16 * 1024 });
+  const client = await ApiClient.connect(r.path);
+  const seen: number[] = [];
+  await client.subscribe((status) => {
+    if (status.temperature !== null) seen.push(status.temperature);
+  });
+  // One burst far larger than the queue cap, all handled in a few event-loop turns.
+  const burst = Array.from(
+    { length: 2000 },
+    (_, i) => `{"settings":{"warehouse_temper":${i % 90}}}`,
+  );
+  for (const socket of r.device.sockets) for (const frame of burst) socket.send(frame);
+  r.device.sendAll('{"settings":{"warehouse_temper":42}}');
+  await until(() => seen.at(-1) === 42, 5000, "the newest status");
+  assert.equal(r.server.clientCount, 1, "the reading client is still connected");
+  assert.ok(!r.logs.some((l) => l.includes("cut off")));
+  await client.close();
 });
