@@ -1,0 +1,881 @@
+/**
+ * Shared machinery of the fault-injection suite: the bridge as a real
+ * subprocess (`-P=bridge`), a socket-API client, /proc measurements, a
+ * wrong-state clock, and the per-run ledger that `zz_summary_test.ts` turns
+ * into the summary table and `results.latest.json`.
+ *
+ * `deno test` runs each test file in its own isolate of one process, so the
+ * ledger and every captured output are appended to files in a run
+ * directory keyed by the test process's pid.
+ */
+import { FAKE_SECRETS } from "../fake_device.ts";
+import { SIMULATOR_SECRETS } from "../../lib/simulator.ts";
+import { mainArgs, MainProcess, tempSocketPath, waitForSocket } from "../process.ts";
+
+/** Soak mode: longer loops and more frames (env PANDA_BREATH_SOAK=1). */
+export const SOAK = Deno.env.get("PANDA_BREATH_SOAK") === "1";
+
+/** Every secret a device ever sends in its connect frame, from both device stand-ins. */
+export const ALL_SECRETS: readonly string[] = [...SIMULATOR_SECRETS, ...FAKE_SECRETS];
+
+/** Start time of this process (clock ticks since boot): with the pid, names this run. */
+const PROCESS_START = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ")[19];
+
+/** Where this run's ledger and captured output live (one per `deno test` process). */
+export const RUN_DIR = `/tmp/pb-faults-run-${Deno.pid}-${PROCESS_START}`;
+Deno.mkdirSync(RUN_DIR, { recursive: true });
+
+const encoder = new TextEncoder();
+
+import { delay, until } from "../wait.ts";
+export { delay, until };
+
+// ---------------------------------------------------------------------------
+// Captured output and the secret scan
+// ---------------------------------------------------------------------------
+
+/** Appends `text` (a process's output, a status JSON, an error) to this run's capture. */
+export function capture(label: string, text: string): void {
+  if (text === "") return;
+  Deno.writeFileSync(
+    `${RUN_DIR}/captured.txt`,
+    encoder.encode(`\n===== ${label}\n${text}\n`),
+    { append: true },
+  );
+}
+
+/** The secrets found in `text` (empty when clean). */
+export function secretsIn(text: string): string[] {
+  return ALL_SECRETS.filter((secret) => text.includes(secret));
+}
+
+/** Bytes of socket-API traffic scanned for secrets in this isolate. */
+export const socketScan = { lines: 0, bytes: 0 };
+
+function scanSocketLine(line: string): void {
+  socketScan.lines++;
+  socketScan.bytes += line.length;
+  if (secretsIn(line).length > 0) capture("socket line carrying a secret", line);
+}
+
+// ---------------------------------------------------------------------------
+// The ledger
+// ---------------------------------------------------------------------------
+
+/** One scenario's outcome, as in the summary table. */
+export interface ScenarioRecord {
+  scenario: string;
+  group: string;
+  faults_injected: number;
+  faults_survived: number;
+  /** Desired-state checks that failed at the end of the scenario (must be 0). */
+  mismatches: number;
+  /** Longest time the device stayed in a wrong state after a recovery, ms (null: n/a). */
+  max_wrong_state_ms: number | null;
+  duration_ms: number;
+  /** Measured figures (fd/RSS start/end, counts), free-form. */
+  figures: Record<string, number | string | boolean | null>;
+  passed: boolean;
+  error?: string;
+}
+
+/** Counts one scenario: faults in, faults survived, mismatches, wrong-state time. */
+export class Scenario {
+  readonly name: string;
+  readonly group: string;
+  injected = 0;
+  survived = 0;
+  mismatches = 0;
+  maxWrongMs: number | null = null;
+  readonly figures: ScenarioRecord["figures"] = {};
+  readonly #started = performance.now();
+  readonly #mismatchNotes: string[] = [];
+
+  constructor(group: string, name: string) {
+    this.group = group;
+    this.name = name;
+  }
+
+  /** Counts `n` injected faults. */
+  inject(n = 1): void {
+    this.injected += n;
+  }
+
+  /** Counts `n` faults the system came through (process alive, state recovered). */
+  survive(n = 1): void {
+    this.survived += n;
+  }
+
+  /** Records a wrong-state interval after recovery. */
+  wrongFor(ms: number): void {
+    this.maxWrongMs = Math.max(this.maxWrongMs ?? 0, Math.round(ms));
+  }
+
+  /** Checks one end-of-scenario invariant; a failure is counted and reported. */
+  expect(ok: boolean, what: string): void {
+    if (!ok) {
+      this.mismatches++;
+      this.#mismatchNotes.push(what);
+    }
+  }
+
+  /** Throws when any invariant failed. */
+  assertClean(): void {
+    if (this.mismatches > 0) {
+      throw new Error(`${this.name}: desired-state mismatches: ${this.#mismatchNotes.join("; ")}`);
+    }
+    if (this.survived !== this.injected) {
+      throw new Error(`${this.name}: ${this.injected} faults injected, ${this.survived} survived`);
+    }
+  }
+
+  /** The ledger entry. */
+  record(passed: boolean, error?: string): ScenarioRecord {
+    return {
+      scenario: this.name,
+      group: this.group,
+      faults_injected: this.injected,
+      faults_survived: this.survived,
+      mismatches: this.mismatches,
+      max_wrong_state_ms: this.maxWrongMs,
+      duration_ms: Math.round(performance.now() - this.#started),
+      figures: this.figures,
+      passed,
+      ...(error ? { error: error.slice(0, 500) } : {}),
+    };
+  }
+}
+
+function writeRecord(record: ScenarioRecord): void {
+  Deno.writeFileSync(
+    `${RUN_DIR}/ledger.jsonl`,
+    encoder.encode(JSON.stringify(record) + "\n"),
+    { append: true },
+  );
+}
+
+/** Reads every record of this run. */
+export function readLedger(): ScenarioRecord[] {
+  let text = "";
+  try {
+    text = Deno.readTextFileSync(`${RUN_DIR}/ledger.jsonl`);
+  } catch {
+    return [];
+  }
+  return text.split("\n").filter((line) => line !== "").map((line) => JSON.parse(line));
+}
+
+/** Options of {@link scenarioTest}. */
+export interface ScenarioTestOptions {
+  /** Skip unless in soak mode. */
+  soakOnly?: boolean;
+}
+
+/**
+ * Registers a Deno test for one scenario; whatever happens, its record goes
+ * to the ledger. Sanitizers are off: scenarios own subprocesses and servers
+ * and close them in `finally` blocks; leaks are measured on the bridge.
+ */
+export function scenarioTest(
+  group: string,
+  name: string,
+  body: (s: Scenario) => Promise<void>,
+  options: ScenarioTestOptions = {},
+): void {
+  Deno.test({
+    name: `[${group}] ${name}`,
+    ignore: options.soakOnly === true && !SOAK,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    sanitizeExit: false,
+    fn: async () => {
+      const scenario = new Scenario(group, name);
+      try {
+        await body(scenario);
+        scenario.assertClean();
+        writeRecord(scenario.record(true));
+      } catch (error) {
+        writeRecord(scenario.record(false, (error as Error).message));
+        throw error;
+      }
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------
+// /proc measurements
+// ---------------------------------------------------------------------------
+
+/** Open file descriptors of `pid`. */
+export function fdCount(pid: number): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+  return n;
+}
+
+/** Resident set size of `pid` in KiB. */
+export function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  if (!match) throw new Error(`no VmRSS for ${pid}`);
+  return Number(match[1]);
+}
+
+/** Whether `pid` is alive (and not a zombie). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/** Socket inodes held by `pid`. */
+export function socketInodes(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
+      const match = /^socket:\[(\d+)\]$/.exec(target);
+      if (match) inodes.add(match[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return inodes;
+}
+
+/** One row of /proc/net/{tcp,tcp6,udp,udp6} that belongs to a given process. */
+export interface InetSocket {
+  table: string;
+  /** Hex address:port as in /proc/net (e.g. 0100007F:1F90). */
+  local: string;
+  remote: string;
+  /** TCP state in hex: 0A = LISTEN, 01 = ESTABLISHED; UDP 07 = unconnected. */
+  state: string;
+  inode: string;
+}
+
+/** The TCP/UDP sockets of `pid`, from /proc/<pid>/net/* matched by inode. */
+export function inetSockets(pid: number): InetSocket[] {
+  const inodes = socketInodes(pid);
+  const found: InetSocket[] = [];
+  for (const table of ["tcp", "tcp6", "udp", "udp6"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(`/proc/${pid}/net/${table}`);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10) continue;
+      if (inodes.has(cols[9])) {
+        found.push({ table, local: cols[1], remote: cols[2], state: cols[3], inode: cols[9] });
+      }
+    }
+  }
+  return found;
+}
+
+/** A series of fd/RSS samples of one process. */
+export class ResourceSampler {
+  readonly pid: number;
+  readonly samples: { at: number; fds: number; rssKiB: number }[] = [];
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(pid: number) {
+    this.pid = pid;
+  }
+
+  /** Takes one sample now. */
+  sample(): { fds: number; rssKiB: number } {
+    const sample = { at: performance.now(), fds: fdCount(this.pid), rssKiB: rssKiB(this.pid) };
+    this.samples.push(sample);
+    return sample;
+  }
+
+  /** Samples every `intervalMs` until {@link stop}. */
+  start(intervalMs: number): void {
+    this.#timer = setInterval(() => {
+      try {
+        this.sample();
+      } catch {
+        // the process ended; the scenario notices
+      }
+    }, intervalMs);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** RSS in MiB at 0, 25, 50, 75 and 100 % of the samples, e.g. "49.1/50.2/51.0/51.3/51.4". */
+  rssTrend(): string {
+    if (this.samples.length === 0) return "";
+    const at = (q: number) => this.samples[Math.round(q * (this.samples.length - 1))].rssKiB;
+    return [0, 0.25, 0.5, 0.75, 1].map((q) => (at(q) / 1024).toFixed(1)).join("/");
+  }
+
+  /** Peak values over all samples. */
+  peak(): { fds: number; rssKiB: number } {
+    return {
+      fds: Math.max(...this.samples.map((s) => s.fds)),
+      rssKiB: Math.max(...this.samples.map((s) => s.rssKiB)),
+    };
+  }
+}
+
+/**
+ * "Flat": end minus start (both taken after a warm-up and a quiet second)
+ * within these bounds.
+ * - fds: 3 — the device socket that may be mid-reconnect at the instant of
+ *   a sample, one closing, and one the runtime opens lazily; a leak of one
+ *   per flap or client would be hundreds.
+ * - JS heap after a forced full GC: 512 KiB — what the program retains; a
+ *   leak of 100 bytes per telemetry frame over 10^5 frames, or of 2.5 KiB
+ *   per flap over 200 flaps, would exceed it.
+ * - RSS: 40 MiB — RSS also holds what V8 and malloc keep reserved: under
+ *   connection churn V8 grows its young generation (two semi-spaces of up
+ *   to 16 MiB) and shrinks it later, and malloc keeps arenas (8 MiB slack).
+ *   Measured in-process over 10^4 fast flaps, the heap in use after GC
+ *   stayed at 3.8 MiB while RSS rose by up to 38 MiB and fell back. RSS is
+ *   the coarse guard, the heap figure the exact one.
+ */
+export const FLAT_TOLERANCE = { fds: 3, rssKiB: 40 * 1024, heapBytes: 512 * 1024 } as const;
+
+// ---------------------------------------------------------------------------
+// The socket API, as a client
+// ---------------------------------------------------------------------------
+
+/** A reply or notification on the socket API. */
+// deno-lint-ignore no-explicit-any
+export type ApiMessage = Record<string, any>;
+
+/** A newline-delimited JSON client of the bridge's socket (a Klipper-like controller). */
+export class ApiConn {
+  readonly conn: Deno.UnixConn;
+  readonly notifications: ApiMessage[] = [];
+  readonly replies: ApiMessage[] = [];
+  /** Notifications received in all (the array keeps only the last few). */
+  notificationCount = 0;
+  closed = false;
+  #pending = new Map<unknown, (message: ApiMessage) => void>();
+  #nextId = 1;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #reader: Promise<void>;
+  #keepNotifications: number;
+
+  private constructor(conn: Deno.UnixConn, keepNotifications: number) {
+    this.conn = conn;
+    this.#keepNotifications = keepNotifications;
+    this.#reader = this.#read();
+  }
+
+  /** Connects to the bridge's socket at `path`. */
+  static async connect(path: string, keepNotifications = 50): Promise<ApiConn> {
+    const conn = await Deno.connect({ transport: "unix", path });
+    return new ApiConn(conn, keepNotifications);
+  }
+
+  async #read(): Promise<void> {
+    const buffer = new Uint8Array(64 * 1024);
+    let pending = "";
+    const textDecoder = new TextDecoder();
+    try {
+      while (true) {
+        const n = await this.conn.read(buffer);
+        if (n === null) break;
+        pending += textDecoder.decode(buffer.subarray(0, n), { stream: true });
+        let newline: number;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, newline);
+          pending = pending.slice(newline + 1);
+          if (line.trim() === "") continue;
+          scanSocketLine(line);
+          const message = JSON.parse(line) as ApiMessage;
+          if ("id" in message) {
+            this.replies.push(message);
+            if (this.replies.length > 5000) this.replies.shift();
+            const resolve = this.#pending.get(message.id);
+            this.#pending.delete(message.id);
+            resolve?.(message);
+          } else {
+            this.notificationCount++;
+            this.notifications.push(message);
+            if (this.notifications.length > this.#keepNotifications) this.notifications.shift();
+          }
+        }
+      }
+    } catch {
+      // reset by the bridge
+    } finally {
+      this.closed = true;
+      for (const resolve of this.#pending.values()) resolve({ id: null, closed: true });
+      this.#pending.clear();
+    }
+  }
+
+  /** Writes raw bytes. */
+  async write(bytes: Uint8Array | string): Promise<void> {
+    const data = typeof bytes === "string" ? encoder.encode(bytes) : bytes;
+    let written = 0;
+    while (written < data.length) written += await this.conn.write(data.subarray(written));
+  }
+
+  /** Sends a request and resolves with its reply (`{closed: true}` if the link dies). */
+  async request(
+    method: string,
+    params?: Record<string, unknown>,
+    timeoutMs = 5000,
+  ): Promise<ApiMessage> {
+    const id = this.#nextId++;
+    const reply = new Promise<ApiMessage>((resolve) => this.#pending.set(id, resolve));
+    await this.write(JSON.stringify({ id, method, ...(params ? { params } : {}) }) + "\n");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no reply to ${method} in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([reply, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Sends `set_target` and throws unless it was accepted. */
+  async setTarget(target: number): Promise<void> {
+    const reply = await this.request("set_target", { target });
+    if (!reply.result || reply.result.target !== target) {
+      throw new Error(`set_target ${target} failed: ${JSON.stringify(reply)}`);
+    }
+  }
+
+  /** The bridge's status (every line read is scanned for secrets). */
+  async status(): Promise<ApiMessage> {
+    const reply = await this.request("status");
+    if (!reply.result) throw new Error(`status failed: ${JSON.stringify(reply)}`);
+    return reply.result;
+  }
+
+  /** Heartbeats every `intervalMs` like the Klipper extra (making this a controller). */
+  startHeartbeat(intervalMs = 500): void {
+    this.request("heartbeat").catch(() => {});
+    this.#heartbeat = setInterval(() => {
+      if (!this.closed) this.request("heartbeat").catch(() => {});
+    }, intervalMs);
+  }
+
+  stopHeartbeat(): void {
+    clearInterval(this.#heartbeat);
+  }
+
+  /** Closes the connection and waits for the reader. */
+  async close(): Promise<void> {
+    this.stopHeartbeat();
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+    await this.#reader;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The bridge under test
+// ---------------------------------------------------------------------------
+
+/**
+ * `main.ts` with the V8 inspector on (otherwise as {@link MainProcess}, same
+ * `-P=bridge` permissions): lets a scenario force a full GC in the bridge
+ * and read its JS heap, which tells a leak from V8 sizing its heap.
+ */
+class InspectedMainProcess {
+  readonly child: Deno.ChildProcess;
+  stdout = "";
+  stderr = "";
+  #pumps: Promise<void>;
+
+  constructor(args: string[]) {
+    const full = mainArgs(args);
+    full.splice(1, 0, "--inspect=127.0.0.1:0");
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: full,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const pump = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
+      const textDecoder = new TextDecoder();
+      for await (const chunk of stream) this[key] += textDecoder.decode(chunk, { stream: true });
+    };
+    this.#pumps = Promise.all([
+      pump(this.child.stdout, "stdout"),
+      pump(this.child.stderr, "stderr"),
+    ])
+      .then(() => {});
+  }
+
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already exited
+    }
+    return await this.exited();
+  }
+
+  async exited(): Promise<Deno.CommandStatus> {
+    const status = await this.child.status;
+    await this.#pumps;
+    return status;
+  }
+}
+
+/** What a scenario needs of a running `main.ts`. */
+export type RunningMain = Pick<MainProcess, "child" | "stdout" | "stderr" | "stop" | "exited">;
+
+/** Options of {@link BridgeProcess.start}. */
+export interface BridgeStartOptions {
+  /** `--host` value. */
+  host: string;
+  /** Socket path (default: a fresh one under /tmp). */
+  socket?: string;
+  failsafeTimeout?: number;
+  logLevel?: string;
+  extraArgs?: string[];
+  /** Do not wait for the socket (for runs expected to fail). */
+  noWait?: boolean;
+  /** Run with the V8 inspector, for {@link BridgeProcess.heapAfterGc}. */
+  inspect?: boolean;
+}
+
+/** `panda-breath run` as a subprocess with the shipped permission set. */
+export class BridgeProcess {
+  readonly process: RunningMain;
+  readonly socket: string;
+  readonly label: string;
+  #cleanup: (() => Promise<void>) | null;
+  #captured = false;
+  #inspector: WebSocket | null = null;
+  #inspectorId = 0;
+
+  private constructor(
+    process: RunningMain,
+    socket: string,
+    label: string,
+    cleanup: (() => Promise<void>) | null,
+  ) {
+    this.process = process;
+    this.socket = socket;
+    this.label = label;
+    this.#cleanup = cleanup;
+  }
+
+  /** Starts a bridge and waits until its socket accepts connections. */
+  static async start(options: BridgeStartOptions, label = "bridge"): Promise<BridgeProcess> {
+    let socket = options.socket;
+    let cleanup: (() => Promise<void>) | null = null;
+    if (!socket) {
+      const temp = await tempSocketPath();
+      socket = temp.path;
+      cleanup = temp.cleanup;
+    }
+    const args = [
+      "run",
+      "--host",
+      options.host,
+      "--socket",
+      socket,
+      "--failsafe-timeout",
+      String(options.failsafeTimeout ?? 600),
+      "--log-level",
+      options.logLevel ?? "debug",
+      ...(options.extraArgs ?? []),
+    ];
+    const process = options.inspect ? new InspectedMainProcess(args) : new MainProcess(args);
+    const bridge = new BridgeProcess(process, socket, label, cleanup);
+    if (!options.noWait) {
+      try {
+        await waitForSocket(socket, 15_000);
+      } catch (error) {
+        await bridge.kill("SIGKILL");
+        throw new Error(`${(error as Error).message}\nstderr:\n${process.stderr}`);
+      }
+    }
+    return bridge;
+  }
+
+  get pid(): number {
+    return this.process.child.pid;
+  }
+
+  /** Whether the process is still running. */
+  get alive(): boolean {
+    return alive(this.pid);
+  }
+
+  /** A new socket-API connection. */
+  connect(keepNotifications?: number): Promise<ApiConn> {
+    return ApiConn.connect(this.socket, keepNotifications);
+  }
+
+  /** One-shot status over a fresh connection. */
+  async status(): Promise<ApiMessage> {
+    const api = await this.connect();
+    try {
+      return await api.status();
+    } finally {
+      await api.close();
+    }
+  }
+
+  /**
+   * The bridge's JS heap in bytes right after a forced full GC (through the
+   * inspector; start with `inspect: true`). Unlike RSS it does not include
+   * what V8 keeps reserved, so it shows a leak of retained objects exactly.
+   */
+  async heapAfterGc(): Promise<number> {
+    if (!this.#inspector) {
+      const url = this.process.stderr.match(/Debugger listening on (ws:\/\/\S+)/)?.[1];
+      if (!url) throw new Error("bridge not started with inspect: true");
+      const ws = new WebSocket(url);
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = () => reject(new Error("cannot reach the bridge's inspector"));
+      });
+      this.#inspector = ws;
+    }
+    const ws = this.#inspector;
+    const call = (method: string) =>
+      new Promise<ApiMessage>((resolve) => {
+        const id = ++this.#inspectorId;
+        const onMessage = (event: MessageEvent) => {
+          const message = JSON.parse(event.data);
+          if (message.id !== id) return;
+          ws.removeEventListener("message", onMessage);
+          resolve(message);
+        };
+        ws.addEventListener("message", onMessage);
+        ws.send(JSON.stringify({ id, method, params: {} }));
+      });
+    await call("HeapProfiler.collectGarbage");
+    await call("HeapProfiler.collectGarbage");
+    const usage = await call("Runtime.getHeapUsage");
+    return usage.result.usedSize as number;
+  }
+
+  /** Sends `signal`, waits for exit, captures output. */
+  async kill(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    const status = await this.process.stop(signal);
+    this.#capture();
+    return status;
+  }
+
+  /** Waits for the exit (after an external signal), captures output. */
+  async exited(): Promise<Deno.CommandStatus> {
+    const status = await this.process.exited();
+    this.#capture();
+    return status;
+  }
+
+  /** Kills if still running and removes the temporary socket directory. */
+  async dispose(): Promise<void> {
+    if (this.#inspector) {
+      const ws = this.#inspector;
+      this.#inspector = null;
+      const closed = new Promise((resolve) => ws.onclose = resolve);
+      ws.close();
+      await closed;
+    }
+    if (this.alive) await this.kill("SIGKILL");
+    else this.#capture();
+    await this.#cleanup?.();
+  }
+
+  #capture(): void {
+    if (this.#captured) return;
+    this.#captured = true;
+    capture(`${this.label} pid ${this.pid} stdout`, this.process.stdout);
+    capture(`${this.label} pid ${this.pid} stderr`, this.process.stderr);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Wrong-state clock
+// ---------------------------------------------------------------------------
+
+/**
+ * Measures, from the moment a recovery starts (the device is reachable again,
+ * the bridge restarted...), how long the device keeps a state other than the
+ * desired one; waits for it to hold `settleMs`.
+ */
+export async function timeToDesired(
+  matches: () => boolean,
+  timeoutMs: number,
+  what: string,
+  settleMs = 300,
+): Promise<number> {
+  const started = performance.now();
+  let matchedAt: number | null = null;
+  let wrongUntil = 0;
+  while (true) {
+    const now = performance.now();
+    if (matches()) {
+      matchedAt ??= now;
+      if (now - matchedAt >= settleMs) return wrongUntil;
+    } else {
+      matchedAt = null;
+      wrongUntil = now - started;
+    }
+    if (now - started > timeoutMs) {
+      throw new Error(`device not in the desired state (${what}) within ${timeoutMs} ms`);
+    }
+    await delay(5);
+  }
+}
+
+/** A device's heating state as the invariant sees it. */
+export interface HeatState {
+  work_on: boolean;
+  set_temp: number;
+  work_mode?: number;
+}
+
+/** Whether a device state is the desired target (0: off; else always-on at target). */
+export function isDesired(state: HeatState, target: number): boolean {
+  if (target === 0) return state.work_on === false;
+  return state.work_on === true && state.set_temp === target &&
+    (state.work_mode === undefined || state.work_mode === 2);
+}
+
+// ---------------------------------------------------------------------------
+// Helper subprocesses
+// ---------------------------------------------------------------------------
+
+/** Python 3 for the helpers and the Klipper side (env PYTHON overrides). */
+export const PYTHON = Deno.env.get("PYTHON") ?? "python3";
+
+/** A line-oriented subprocess: stdin commands, stdout lines collected. */
+export class LineProcess {
+  readonly child: Deno.ChildProcess;
+  readonly lines: string[] = [];
+  stderr = "";
+  readonly label: string;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #pumps: Promise<void>;
+
+  constructor(command: string, args: string[], label: string, env?: Record<string, string>) {
+    this.label = label;
+    this.child = new Deno.Command(command, {
+      args,
+      env,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#writer = this.child.stdin.getWriter();
+    const lines = async () => {
+      let pending = "";
+      for await (const chunk of this.child.stdout.pipeThrough(new TextDecoderStream())) {
+        pending += chunk;
+        let newline: number;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+          this.lines.push(pending.slice(0, newline));
+          pending = pending.slice(newline + 1);
+        }
+      }
+    };
+    const errors = async () => {
+      for await (const chunk of this.child.stderr.pipeThrough(new TextDecoderStream())) {
+        this.stderr += chunk;
+      }
+    };
+    this.#pumps = Promise.all([lines(), errors()]).then(() => {});
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** Sends one command line. */
+  async send(line: string): Promise<void> {
+    await this.#writer.write(encoder.encode(line + "\n"));
+  }
+
+  /** Waits for a stdout line matching `pattern` at index `from` or later. */
+  async waitLine(pattern: RegExp, timeoutMs = 10_000, from = 0): Promise<RegExpMatchArray> {
+    let match: RegExpMatchArray | null = null;
+    await until(
+      () => {
+        for (let i = from; i < this.lines.length; i++) {
+          match = this.lines[i].match(pattern);
+          if (match) return true;
+        }
+        return false;
+      },
+      timeoutMs,
+      `${this.label}: ${pattern}\nstderr:\n${this.stderr}`,
+    );
+    return match!;
+  }
+
+  /** Kills (if running), waits, and captures the output for the secret scan. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      await this.#writer.close();
+    } catch {
+      // already closed
+    }
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already exited
+    }
+    const status = await this.child.status;
+    await this.#pumps;
+    capture(`${this.label} pid ${this.pid} stdout`, this.lines.join("\n"));
+    capture(`${this.label} pid ${this.pid} stderr`, this.stderr);
+    return status;
+  }
+}
+
+/** tests/faults/rst_proxy.py: a proxy whose client connections end with a bare RST. */
+export class RstProxy {
+  readonly process: LineProcess;
+  readonly port: number;
+
+  private constructor(process: LineProcess, port: number) {
+    this.process = process;
+    this.port = port;
+  }
+
+  static async start(upstreamPort: number): Promise<RstProxy> {
+    const script = new URL("./rst_proxy.py", import.meta.url).pathname;
+    const process = new LineProcess(PYTHON, [script, String(upstreamPort)], "rst_proxy");
+    const match = await process.waitLine(/^listening (\d+)$/);
+    return new RstProxy(process, Number(match[1]));
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Resets every client connection; resolves with how many. */
+  async reset(): Promise<number> {
+    const from = this.process.lines.length;
+    await this.process.send("rst");
+    const match = await this.process.waitLine(/^reset (\d+)$/, 5000, from);
+    return Number(match[1]);
+  }
+
+  async close(): Promise<void> {
+    await this.process.stop("SIGTERM");
+  }
+}
