@@ -162,7 +162,8 @@ Deno.test("a second bridge on a live socket refuses; a killed bridge's socket is
 });
 
 Deno.test("a socket outside the permitted directories fails with a clear error", async () => {
-  const dir = await Deno.makeTempDir({ dir: Deno.cwd(), prefix: ".pb-denied-" });
+  // /var/tmp is outside /tmp, /run and /var/run wherever the repository is cloned.
+  const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "pb-denied-" });
   try {
     const result = await runCli(["run", "--host", "127.0.0.1:9", "--socket", `${dir}/x.sock`]);
     assert.equal(result.code, 1);

@@ -9,7 +9,8 @@ import { type CliResult, mainArgs } from "../process.ts";
 import { capture, scenarioTest } from "./harness.ts";
 import { RawDevice } from "./raw_device.ts";
 
-const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+/** Outside /tmp, /run and /var/run wherever the repository is cloned. */
+const OUTSIDE_SOCKET = "/var/tmp/pb-denied-bridge.sock";
 
 /** Like runCli, but a run that does start is killed after `timeoutMs` (and fails). */
 async function runBounded(args: string[], timeoutMs = 8000): Promise<CliResult> {
@@ -64,7 +65,7 @@ function runCases(host: string, socket: string): Case[] {
       /cannot listen on \/tmp\/pb-no-such-dir\/x.sock: No such file/,
     ],
     [
-      ["run", "--host", host, "--socket", `${REPO}/bridge.sock`],
+      ["run", "--host", host, "--socket", OUTSIDE_SOCKET],
       1,
       /cannot listen on .*bridge.sock: Requires read access/,
     ],
@@ -161,8 +162,8 @@ scenarioTest("config", "bad options: clear message, non-zero exit, nothing start
     s.expect(device.accepted === 0, `the device saw ${device.accepted} connections (want 0)`);
     const strays = [...Deno.readDirSync(dir)].map((e) => e.name);
     s.expect(strays.length === 0, `nothing left in the socket directory (${strays})`);
-    const repoSock = await Deno.lstat(`${REPO}/bridge.sock`).then(() => true, () => false);
-    s.expect(!repoSock, "no socket file in the repository");
+    const outsideSock = await Deno.lstat(OUTSIDE_SOCKET).then(() => true, () => false);
+    s.expect(!outsideSock, "no socket file outside the permitted directories");
     s.figures.cases = cases.length;
   } finally {
     await device.close();

@@ -19,18 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'klipper'))
 import klipper_standin  # noqa: E402
 
-CONFIG = """
-[panda_breath]
-host: 127.0.0.1
-socket: %s
-
-[heater_generic panda_breath]
-heater_pin: panda_breath:heater
-sensor_type: panda_breath
-control: watermark
-min_temp: 0
-max_temp: 60
-
+VERIFY_HEATER = """
 [verify_heater panda_breath]
 hysteresis: 5
 heating_gain: 1
@@ -58,7 +47,8 @@ class Driver:
 
     def boot(self):
         self.generation += 1
-        self.printer = klipper_standin.Printer(CONFIG % (self.path,))
+        self.printer = klipper_standin.Printer(
+            klipper_standin.panda_breath_config(self.path, extra=VERIFY_HEATER))
         self.printer.connect()
         reactor = self.printer.get_reactor()
         self.stdin_handle = reactor.register_fd(sys.stdin.fileno(),

@@ -3,9 +3,10 @@
  * tries everything the bridge must not be able to do, and a few things it
  * must, and prints one JSON line: {check: "allowed" | "denied" | "error: ..."}.
  *
- * Usage: permission_probe.ts REPO_DIR TMP_DIR TCP_PORT
+ * Usage: permission_probe.ts OUTSIDE_DIR TMP_DIR TCP_PORT (OUTSIDE_DIR holds a deno.json and
+ * lies outside the permitted socket directories)
  */
-const [repo, tmp, port] = Deno.args;
+const [outside, tmp, port] = Deno.args;
 const results: Record<string, string> = {};
 
 async function probe(name: string, attempt: () => unknown): Promise<void> {
@@ -25,10 +26,10 @@ async function probe(name: string, attempt: () => unknown): Promise<void> {
 // Must be denied.
 await probe("read /etc/passwd", () => Deno.readTextFile("/etc/passwd"));
 await probe("read /proc/self/environ", () => Deno.readFile("/proc/self/environ"));
-await probe("read the repository", () => Deno.readTextFile(`${repo}/deno.json`));
-await probe("write the repository", () => Deno.writeTextFile(`${repo}/probe.txt`, "x"));
-await probe("unix socket in the repository", () => {
-  Deno.listen({ transport: "unix", path: `${repo}/probe.sock` }).close();
+await probe("read a file outside the set", () => Deno.readTextFile(`${outside}/deno.json`));
+await probe("write outside the set", () => Deno.writeTextFile(`${outside}/probe.txt`, "x"));
+await probe("unix socket outside the set", () => {
+  Deno.listen({ transport: "unix", path: `${outside}/probe.sock` }).close();
 });
 await probe("write /etc", () => Deno.writeTextFile("/etc/pb-probe", "x"));
 await probe("read HOME from env", () => Deno.env.get("HOME"));

@@ -21,7 +21,6 @@ import {
 } from "./harness.ts";
 import { deviceBehavior, RawDevice, type RawSession, telemetryFrame } from "./raw_device.ts";
 
-const REPO = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const encoder = new TextEncoder();
 
 scenarioTest("security", "socket file is 0660 or 0600, owned by the running user", async (s) => {
@@ -102,13 +101,16 @@ scenarioTest(
   "least privilege: -P=bridge denies all but net and socket dirs",
   async (s) => {
     const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "pb-faults-probe-" });
+    // Outside /tmp, /run and /var/run wherever the repository happens to be cloned.
+    const outside = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "pb-faults-outside-" });
+    await Deno.writeTextFile(`${outside}/deno.json`, "{}");
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const accepting = (async () => {
       for await (const conn of listener) conn.close();
     })();
     try {
       const probe = new URL("./permission_probe.ts", import.meta.url).pathname;
-      const args = mainArgs([REPO, dir, String(listener.addr.port)]);
+      const args = mainArgs([outside, dir, String(listener.addr.port)]);
       args[args.indexOf(new URL("../../main.ts", import.meta.url).pathname)] = probe;
       const output = await new Deno.Command(Deno.execPath(), {
         args,
@@ -122,9 +124,9 @@ scenarioTest(
       const mustDeny = [
         "read /etc/passwd",
         "read /proc/self/environ",
-        "read the repository",
-        "write the repository",
-        "unix socket in the repository",
+        "read a file outside the set",
+        "write outside the set",
+        "unix socket outside the set",
         "write /etc",
         "read HOME from env",
         "read all env",
@@ -150,22 +152,29 @@ scenarioTest(
       }
       s.figures.denied = mustDeny.filter((n) => results[n] === "denied").length;
       s.figures.allowed = mustAllow.filter((n) => results[n] === "allowed").length;
-      const repoProbe = await Deno.lstat(`${REPO}/probe.txt`).then(() => true, () => false);
-      s.expect(!repoProbe, "nothing was written to the repository");
+      const written = await Deno.lstat(`${outside}/probe.txt`).then(() => true, () => false);
+      s.expect(!written, "nothing was written outside the set");
 
-      // The bridge itself: a socket under the repository is refused with a permission error.
+      // The bridge itself: a socket outside the set is refused with a permission error.
       s.inject();
-      const result = await runCli(["run", "--host", "127.0.0.1:9", "--socket", `${REPO}/pb.sock`]);
-      capture("run with a socket in the repository", result.stdout + result.stderr);
+      const result = await runCli([
+        "run",
+        "--host",
+        "127.0.0.1:9",
+        "--socket",
+        `${outside}/pb.sock`,
+      ]);
+      capture("run with a socket outside the set", result.stdout + result.stderr);
       s.expect(result.code === 1, `exit 1 (was ${result.code})`);
       s.expect(/Requires read access to .*pb\.sock/.test(result.stderr), "permission error shown");
-      const made = await Deno.lstat(`${REPO}/pb.sock`).then(() => true, () => false);
-      s.expect(!made, "no socket created in the repository");
+      const made = await Deno.lstat(`${outside}/pb.sock`).then(() => true, () => false);
+      s.expect(!made, "no socket created outside the set");
       if (result.code === 1 && !made) s.survive();
     } finally {
       listener.close();
       await accepting.catch(() => {});
       await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await Deno.remove(outside, { recursive: true }).catch(() => {});
     }
   },
 );

@@ -815,3 +815,11 @@ class Printer:
         return {name: obj.get_status(eventtime)
                 for name, obj in self.objects.items()
                 if hasattr(obj, 'get_status')}
+
+
+def panda_breath_config(socket_path, host='127.0.0.1', extra=''):
+    """printer.cfg text with the two panda_breath sections, for the tests."""
+    return ("[panda_breath]\nhost: %s\nsocket: %s\n\n"
+            "[heater_generic panda_breath]\nheater_pin: panda_breath:heater\n"
+            "sensor_type: panda_breath\ncontrol: watermark\nmin_temp: 0\n"
+            "max_temp: 60\ngcode_id: C\n%s" % (host, socket_path, extra))

@@ -10,19 +10,6 @@ import klipper_standin as ks  # noqa: E402
 DENO = shutil.which('deno')
 START_TIMEOUT = 60.
 FAILSAFE = 2
-CONFIG = """
-[panda_breath]
-host: 127.0.0.1:%d
-socket: %s
-
-[heater_generic panda_breath]
-heater_pin: panda_breath:heater
-sensor_type: panda_breath
-control: watermark
-min_temp: 0
-max_temp: 60
-gcode_id: C
-"""
 OFF = {"settings": {"work_on": False}}
 LATENCIES = []
 MEASURES = {}
@@ -132,7 +119,8 @@ class EndToEnd(unittest.TestCase):
 
     # Klipper side
     def start_klipper(self):
-        self.printer = ks.Printer(CONFIG % (self.port, self.sock))
+        self.printer = ks.Printer(ks.panda_breath_config(
+            self.sock, host='127.0.0.1:%d' % (self.port,)))
         self.reactor = self.printer.get_reactor()
         self.gcode = self.printer.lookup_object('gcode')
         self.printer.connect()

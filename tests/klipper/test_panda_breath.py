@@ -6,19 +6,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import klipper_standin as ks  # noqa: E402
 from fake_bridge import FakeBridge  # noqa: E402
 
-CONFIG = """
-[panda_breath]
-host: 127.0.0.1
-socket: %s
-
-[heater_generic panda_breath]
-heater_pin: panda_breath:heater
-sensor_type: panda_breath
-control: watermark
-min_temp: 0
-max_temp: 60
-gcode_id: C
-"""
 SHIPPED_CFG = os.path.join(ks.REPO, 'klipper', 'panda_breath.cfg')
 
 try:
@@ -45,7 +32,7 @@ class Base(unittest.TestCase):
         return 'panda_breath' in self.printer.objects
 
     def start(self, config=None, bridge=True, wait=True):
-        self.printer = ks.Printer(config or CONFIG % (self.path,))
+        self.printer = ks.Printer(config or ks.panda_breath_config(self.path))
         self.reactor = self.printer.get_reactor()
         self.gcode = self.printer.lookup_object('gcode')
         if bridge:
@@ -387,7 +374,7 @@ class TestConfig(Base):
 
     def test_wrong_pin_name(self):
         self.assertConfigError(
-            (CONFIG % (self.path,)).replace('panda_breath:heater',
+            (ks.panda_breath_config(self.path)).replace('panda_breath:heater',
                                             'panda_breath:fan'),
             r"heater_pin: panda_breath:heater")
 
@@ -406,7 +393,7 @@ class TestConfig(Base):
 
     def test_second_heater(self):
         self.assertConfigError(
-            CONFIG % (self.path,) + """
+            ks.panda_breath_config(self.path) + """
 [heater_generic chamber2]
 heater_pin: panda_breath:heater
 sensor_type: panda_breath
@@ -424,12 +411,12 @@ max_temp: 60
 
     def test_bad_socket_paths(self):
         self.assertConfigError(
-            CONFIG % ('panda_breath.sock',), r"must be an absolute path")
+            ks.panda_breath_config('panda_breath.sock'), r"must be an absolute path")
         self.assertConfigError(
-            CONFIG % ('/tmp/' + 'x' * 110,), r"too long for a Unix socket")
+            ks.panda_breath_config('/tmp/' + 'x' * 110), r"too long for a Unix socket")
 
     def test_panda_breath_after_heater(self):
-        text = CONFIG % (self.path,)
+        text = ks.panda_breath_config(self.path)
         head, heater = text.split('[heater_generic')
         self.assertConfigError('[heater_generic' + heater + head,
                                r"Unknown temperature sensor 'panda_breath'")
@@ -440,7 +427,7 @@ max_temp: 60
 
     def test_unknown_option_rejected(self):
         self.assertConfigError(
-            (CONFIG % (self.path,)).replace('host:', 'hots:'),
+            (ks.panda_breath_config(self.path)).replace('host:', 'hots:'),
             r"Option 'hots' is not valid in section 'panda_breath'")
 
     def test_upstream_heater(self):
