@@ -6,9 +6,9 @@
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 
-/** Arguments that run `main.ts` the way `deno task start` does. */
-export function mainArgs(args: string[]): string[] {
-  return ["run", "-P=bridge", "--config", CONFIG, MAIN, ...args];
+/** Arguments that run `main.ts` the way `deno task start` does (plus `denoFlags`). */
+export function mainArgs(args: string[], denoFlags: string[] = []): string[] {
+  return ["run", ...denoFlags, "-P=bridge", "--config", CONFIG, MAIN, ...args];
 }
 
 /** The result of a short CLI run. */
@@ -41,10 +41,10 @@ export class MainProcess {
   stderr = "";
   #pumps: Promise<void>;
 
-  /** Starts `main.ts` with `args`. */
-  constructor(args: string[]) {
+  /** Starts `main.ts` with `args`; `denoFlags` go to `deno run` (e.g. `--inspect`). */
+  constructor(args: string[], denoFlags: string[] = []) {
     this.child = new Deno.Command(Deno.execPath(), {
-      args: mainArgs(args),
+      args: mainArgs(args, denoFlags),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

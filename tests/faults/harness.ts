@@ -10,7 +10,7 @@
  */
 import { FAKE_SECRETS } from "../fake_device.ts";
 import { SIMULATOR_SECRETS } from "../../lib/simulator.ts";
-import { mainArgs, MainProcess, tempSocketPath, waitForSocket } from "../process.ts";
+import { MainProcess, tempSocketPath, waitForSocket } from "../process.ts";
 
 /** Soak mode: longer loops and more frames (env PANDA_BREATH_SOAK=1). */
 export const SOAK = Deno.env.get("PANDA_BREATH_SOAK") === "1";
@@ -491,53 +491,6 @@ export class ApiConn {
 // The bridge under test
 // ---------------------------------------------------------------------------
 
-/**
- * `main.ts` with the V8 inspector on (otherwise as {@link MainProcess}, same
- * `-P=bridge` permissions): lets a scenario force a full GC in the bridge
- * and read its JS heap, which tells a leak from V8 sizing its heap.
- */
-class InspectedMainProcess {
-  readonly child: Deno.ChildProcess;
-  stdout = "";
-  stderr = "";
-  #pumps: Promise<void>;
-
-  constructor(args: string[]) {
-    const full = mainArgs(args);
-    full.splice(1, 0, "--inspect=127.0.0.1:0");
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: full,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const pump = async (stream: ReadableStream<Uint8Array>, key: "stdout" | "stderr") => {
-      const textDecoder = new TextDecoder();
-      for await (const chunk of stream) this[key] += textDecoder.decode(chunk, { stream: true });
-    };
-    this.#pumps = Promise.all([
-      pump(this.child.stdout, "stdout"),
-      pump(this.child.stderr, "stderr"),
-    ])
-      .then(() => {});
-  }
-
-  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
-    try {
-      this.child.kill(signal);
-    } catch {
-      // already exited
-    }
-    return await this.exited();
-  }
-
-  async exited(): Promise<Deno.CommandStatus> {
-    const status = await this.child.status;
-    await this.#pumps;
-    return status;
-  }
-}
-
 /** What a scenario needs of a running `main.ts`. */
 export type RunningMain = Pick<MainProcess, "child" | "stdout" | "stderr" | "stop" | "exited">;
 
@@ -599,7 +552,9 @@ export class BridgeProcess {
       options.logLevel ?? "debug",
       ...(options.extraArgs ?? []),
     ];
-    const process = options.inspect ? new InspectedMainProcess(args) : new MainProcess(args);
+    // The V8 inspector lets a scenario force a full GC in the bridge and read its JS heap,
+    // which tells a leak from V8 sizing its heap.
+    const process = new MainProcess(args, options.inspect ? ["--inspect=127.0.0.1:0"] : []);
     const bridge = new BridgeProcess(process, socket, label, cleanup);
     if (!options.noWait) {
       try {
