@@ -238,11 +238,14 @@ class PandaBreath:
         self.write_wake = False
         self.pending.clear()
         self.status = dict(UNKNOWN_STATUS)
-    def _handle_write(self, eventtime=None):
+    def _io_ready(self, eventtime):
+        # Either fd event may complete a non-blocking connect
         if self.state == 'connecting':
             self._handle_connecting(eventtime)
-            return
-        if self.state != 'open':
+            return False
+        return self.state == 'open'
+    def _handle_write(self, eventtime=None):
+        if not self._io_ready(eventtime):
             return
         try:
             sent = self.sock.send(self.send_buffer)
@@ -256,10 +259,7 @@ class PandaBreath:
             self.write_wake = not self.write_wake
             self.reactor.set_fd_wake(self.fd_handle, True, self.write_wake)
     def _handle_read(self, eventtime):
-        if self.state == 'connecting':
-            self._handle_connecting(eventtime)
-            return
-        if self.state != 'open':
+        if not self._io_ready(eventtime):
             return
         try:
             data = self.sock.recv(4096)
