@@ -4,14 +4,14 @@
 # What gets installed
 #   * the bridge binary (dist/panda-breath-<arch>-linux, built by
 #     `deno task compile`),
-#   * the Klipper extra klipper/panda_breath.py -> <klipper>/klippy/extras/,
-#   * the config fragment klipper/panda_breath.cfg, whose [panda_breath]
+#   * the Klipper extra klipper/panda_bridge.py -> <klipper>/klippy/extras/,
+#   * the config fragment klipper/panda_bridge.cfg, whose [panda_bridge]
 #     section holds the device address ("host:") and the socket path,
 #   * a service that starts the bridge at boot: a systemd unit where systemd
 #     runs, else a SysV script /etc/init.d/S99panda-breath (start-stop-daemon).
 #
 # The bridge binary reads no config file. The one place to set the device
-# address is the "host:" line of [panda_breath] in the installed fragment
+# address is the "host:" line of [panda_bridge] in the installed fragment
 # (editable from Mainsail/Fluidd). The service reads "host:" and "socket:"
 # from the fragment at every start and passes --host/--socket; it refuses to
 # start, with a clear message, while no host is set.
@@ -22,15 +22,15 @@
 #     /home/lava/printer_data/panda-breath/share/panda-breath/   (persistent:
 #         installed.txt manifest, a copy of install.sh and of klipper/, so the
 #         install can be redone offline after a reboot or firmware update)
-#     /home/lava/printer_data/config/panda_breath.cfg             (persistent)
-#     /home/lava/printer_data/config/printer.cfg + [include panda_breath.cfg]
-#     /home/lava/printer_data/logs/panda_breath.log (+ .old)      (persistent)
-#     /home/lava/klipper/klippy/extras/panda_breath.py            (overlay root!)
+#     /home/lava/printer_data/config/panda_bridge.cfg             (persistent)
+#     /home/lava/printer_data/config/printer.cfg + [include panda_bridge.cfg]
+#     /home/lava/printer_data/logs/panda_bridge.log (+ .old)      (persistent)
+#     /home/lava/klipper/klippy/extras/panda_bridge.py            (overlay root!)
 #     /etc/init.d/S99panda-breath                                 (overlay root!)
 #   Live, other Klipper hosts (prefix /usr/local):
 #     /usr/local/bin/panda-breath, /usr/local/share/panda-breath/...,
-#     ~USER/klipper/klippy/extras/panda_breath.py,
-#     ~USER/printer_data/config/panda_breath.cfg (+ printer.cfg include),
+#     ~USER/klipper/klippy/extras/panda_bridge.py,
+#     ~USER/printer_data/config/panda_bridge.cfg (+ printer.cfg include),
 #     systemd: /etc/systemd/system/panda-breath.service and its launcher
 #     /usr/local/lib/panda-breath/panda-breath-service;
 #     no systemd: /etc/init.d/S99panda-breath, log in printer_data/logs.
@@ -38,11 +38,11 @@
 #   (e.g. DIR = overlays/firmware-extended/70-panda-breath):
 #     DIR/root/usr/local/bin/panda-breath                  (aarch64 only)
 #     DIR/root/etc/init.d/S99panda-breath
-#     DIR/root/home/lava/klipper/klippy/extras/panda_breath.py
-#     DIR/root/usr/local/share/firmware-config/extended/klipper/panda_breath.cfg
+#     DIR/root/home/lava/klipper/klippy/extras/panda_bridge.py
+#     DIR/root/usr/local/share/firmware-config/extended/klipper/panda_bridge.cfg
 #         the firmware's S49extended-config copies this default, at every
 #         boot and without overwriting the user's copy, to
-#         /home/lava/printer_data/config/extended/klipper/panda_breath.cfg,
+#         /home/lava/printer_data/config/extended/klipper/panda_bridge.cfg,
 #         which printer.cfg already includes (extended/klipper/*.cfg) and
 #         which the init script reads. No printer.cfg edit.
 #     DIR/root/usr/local/share/panda-breath/installed.txt
@@ -50,7 +50,7 @@
 # DESTDIR (--destdir DIR or $DESTDIR) prefixes every path, for staging and
 # tests; services are then neither started nor stopped (unless --start) and
 # Klipper is never restarted. The generated scripts honour
-# PANDA_BREATH_ROOT=<dir> (testing only): it prefixes every path they use.
+# PANDA_BRIDGE_ROOT=<dir> (testing only): it prefixes every path they use.
 #
 # POSIX sh; runs with dash, bash and BusyBox ash. See --help.
 
@@ -61,8 +61,8 @@ PROG=install.sh
 SCRIPT_PATH=$0
 SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 MANIFEST_FORMAT=1
-INCLUDE_LINE='[include panda_breath.cfg]'
-INCLUDE_RE='^\[include[[:space:]]+panda_breath\.cfg[[:space:]]*\][[:space:]]*$'
+INCLUDE_LINE='[include panda_bridge.cfg]'
+INCLUDE_RE='^\[include[[:space:]]+panda_bridge\.cfg[[:space:]]*\][[:space:]]*$'
 U1_HOME=/home/lava
 SEED_DIR=/usr/local/share/firmware-config/extended/klipper
 EXTENDED_DIR=$U1_HOME/printer_data/config/extended/klipper
@@ -76,10 +76,10 @@ usage() {
 Usage: install.sh [OPTIONS]            install or update (idempotent)
        install.sh --uninstall [OPTIONS] remove exactly what install.sh installed
 
-Installs the Panda Breath bridge binary, the Klipper extra panda_breath.py,
-the config fragment panda_breath.cfg (included from printer.cfg) and a
+Installs the Panda Breath bridge binary, the Klipper extra panda_bridge.py,
+the config fragment panda_bridge.cfg (included from printer.cfg) and a
 service that runs the bridge. The device address lives only in the "host:"
-line of [panda_breath] in the installed fragment; the service reads it (and
+line of [panda_bridge] in the installed fragment; the service reads it (and
 "socket:") at every start. To change it: edit the fragment (Mainsail/Fluidd),
 then restart the service.
 
@@ -89,7 +89,7 @@ Modes:
                      (DIR/root/... is copied over / when the firmware is
                      built). The binary must be aarch64. No printer.cfg edit:
                      the fragment is seeded to
-                     printer_data/config/extended/klipper/panda_breath.cfg at
+                     printer_data/config/extended/klipper/panda_bridge.cfg at
                      boot (never overwriting the user's copy), which the
                      extended firmware includes from printer.cfg.
   --uninstall        Stop and remove the service, the files listed in the
@@ -101,7 +101,7 @@ Options:
   --host ADDR[:PORT] Device address written into the fragment's "host:" line
                      (e.g. PandaBreath.local or 192.168.1.50).
   --socket PATH      Bridge socket written into "socket:" (default in the
-                     fragment: /tmp/panda_breath.sock; must be under /tmp,
+                     fragment: /tmp/panda_bridge.sock; must be under /tmp,
                      /run or /var/run).
   --binary PATH      Bridge binary (default: dist/panda-breath-ARCH-linux next
                      to this script, ARCH from uname -m, aarch64 on a U1).
@@ -117,7 +117,7 @@ Options:
                      on a U1). The extra goes to DIR/klippy/extras/.
   --config-dir DIR   Klipper config dir holding printer.cfg (default
                      ~USER/printer_data/config). Live mode only.
-  --klipper-src DIR  Where panda_breath.py and panda_breath.cfg are taken from
+  --klipper-src DIR  Where panda_bridge.py and panda_bridge.cfg are taken from
                      (default: klipper/ next to this script).
   --user USER        User the bridge runs as; must be Klipper's user, which
                      connects to the socket (default: lava on a U1, else the
@@ -130,25 +130,25 @@ Options:
   --destdir DIR      Stage everything under DIR (also: DESTDIR=DIR). Services
                      are not started or stopped and Klipper is not restarted.
   --start            With --destdir: start/stop the service inside DIR anyway
-                     (runs the init script with PANDA_BREATH_ROOT=DIR).
+                     (runs the init script with PANDA_BRIDGE_ROOT=DIR).
   --restart-klipper  Restart the Klipper service afterwards (needed to load a new
-                     or updated panda_breath.py; a RESTART command is not enough).
+                     or updated panda_bridge.py; a RESTART command is not enough).
   -n, --dry-run      Print every action, change nothing.
   -h, --help         Show this help.
 
 Layout (PREFIX as above):
   live:    PREFIX/bin/panda-breath, PREFIX/share/panda-breath/ (manifest,
            offline copy of install.sh and klipper/), KLIPPER/klippy/extras/
-           panda_breath.py, CONFIG/panda_breath.cfg + "[include
-           panda_breath.cfg]" in CONFIG/printer.cfg, and either
+           panda_bridge.py, CONFIG/panda_bridge.cfg + "[include
+           panda_bridge.cfg]" in CONFIG/printer.cfg, and either
            /etc/systemd/system/panda-breath.service with its launcher
            PREFIX/lib/panda-breath/panda-breath-service, or
            /etc/init.d/S99panda-breath (pidfile /var/run/panda-breath.pid,
-           log printer_data/logs/panda_breath.log + .old).
+           log printer_data/logs/panda_bridge.log + .old).
   overlay: DIR/root/usr/local/bin/panda-breath
            DIR/root/etc/init.d/S99panda-breath
-           DIR/root/home/lava/klipper/klippy/extras/panda_breath.py
-           DIR/root/usr/local/share/firmware-config/extended/klipper/panda_breath.cfg
+           DIR/root/home/lava/klipper/klippy/extras/panda_bridge.py
+           DIR/root/usr/local/share/firmware-config/extended/klipper/panda_bridge.cfg
              (the default that the firmware's S49extended-config copies to
              printer_data/config/extended/klipper/ at boot; the init script
              reads that copy)
@@ -200,10 +200,10 @@ act() {
 # launcher, and evaluated here, so all three read the fragment the same way.
 SERVICE_LIB=$(
 	cat <<'EOF'
-# panda_breath_cfg FILE KEY: print the value of KEY in the [panda_breath]
+# panda_bridge_cfg FILE KEY: print the value of KEY in the [panda_bridge]
 # section of the Klipper config FILE ("key: value" or "key = value"; full-line
 # and inline "#"/";" comments; the last occurrence wins, as in Klipper).
-panda_breath_cfg() {
+panda_bridge_cfg() {
 	awk -v want="$2" '
 		{ sub(/\r$/, "") }
 		/^[ \t]*[#;]/ { next }
@@ -211,7 +211,7 @@ panda_breath_cfg() {
 			name = $0
 			sub(/^\[[ \t]*/, "", name)
 			sub(/[ \t]*\].*$/, "", name)
-			insec = (name == "panda_breath")
+			insec = (name == "panda_bridge")
 			next
 		}
 		!insec || /^[ \t]/ { next }
@@ -241,12 +241,12 @@ read_config() {
 		CONFIG_ERROR="config fragment $FRAGMENT not found"
 		return 1
 	fi
-	HOST=$(panda_breath_cfg "$FRAGMENT" host)
-	SOCKET=$(panda_breath_cfg "$FRAGMENT" socket)
-	[ -n "$SOCKET" ] || SOCKET=/tmp/panda_breath.sock
+	HOST=$(panda_bridge_cfg "$FRAGMENT" host)
+	SOCKET=$(panda_bridge_cfg "$FRAGMENT" socket)
+	[ -n "$SOCKET" ] || SOCKET=/tmp/panda_bridge.sock
 	case $HOST in
 	'')
-		CONFIG_ERROR="no device address: set \"host: <address>\" in the [panda_breath] section of $FRAGMENT (e.g. host: 192.168.1.50), then restart the service"
+		CONFIG_ERROR="no device address: set \"host: <address>\" in the [panda_bridge] section of $FRAGMENT (e.g. host: 192.168.1.50), then restart the service"
 		return 1
 		;;
 	-* | *[!A-Za-z0-9._:-]*)
@@ -599,7 +599,7 @@ if [ "$ACTION" = uninstall ]; then
 				say "  not stopping the service: DESTDIR is set (use --start to stop it inside DESTDIR)"
 			elif [ -x "$BASE$T_INIT" ]; then
 				if act "run: $T_INIT stop"; then
-					PANDA_BREATH_ROOT=$DEST "$BASE$T_INIT" stop || warn "$T_INIT stop failed"
+					PANDA_BRIDGE_ROOT=$DEST "$BASE$T_INIT" stop || warn "$T_INIT stop failed"
 				fi
 			fi
 			;;
@@ -706,7 +706,7 @@ if [ "$ACTION" = uninstall ]; then
 			RESTART_KLIPPER_NOW=1
 		else
 			RESTART_KLIPPER_NOW=0
-			say "Restart Klipper (RESTART, or --restart-klipper) so that it no longer loads panda_breath.cfg."
+			say "Restart Klipper (RESTART, or --restart-klipper) so that it no longer loads panda_bridge.cfg."
 		fi
 	else
 		RESTART_KLIPPER_NOW=0
@@ -754,12 +754,12 @@ if [ "$ACTION" = install ]; then
 
 	# ---- sources
 	SRC_DIR=${OPT_KLIPPER_SRC:-$SCRIPT_DIR/klipper}
-	SRC_EXTRA=$SRC_DIR/panda_breath.py
-	SRC_CFG=$SRC_DIR/panda_breath.cfg
+	SRC_EXTRA=$SRC_DIR/panda_bridge.py
+	SRC_CFG=$SRC_DIR/panda_bridge.cfg
 	[ -f "$SRC_EXTRA" ] || die "Klipper extra not found: $SRC_EXTRA (pass --klipper-src DIR)"
 	[ -f "$SRC_CFG" ] || die "config fragment not found: $SRC_CFG (pass --klipper-src DIR)"
-	grep -Eq '^\[[[:space:]]*panda_breath[[:space:]]*\]' "$SRC_CFG" ||
-		die "$SRC_CFG has no [panda_breath] section"
+	grep -Eq '^\[[[:space:]]*panda_bridge[[:space:]]*\]' "$SRC_CFG" ||
+		die "$SRC_CFG has no [panda_bridge] section"
 
 	# ---- host / socket values
 	if [ -n "$OPT_HOST" ]; then
@@ -824,11 +824,11 @@ if [ "$ACTION" = install ]; then
 		KLIPPER_DIR=$USER_HOME/klipper
 	fi
 	check_path "--klipper-dir" "$KLIPPER_DIR"
-	T_EXTRA=$KLIPPER_DIR/klippy/extras/panda_breath.py
+	T_EXTRA=$KLIPPER_DIR/klippy/extras/panda_bridge.py
 
 	if [ "$MODE" = overlay ]; then
-		T_FRAGMENT=$SEED_DIR/panda_breath.cfg
-		T_FRAGMENT_RUN=$EXTENDED_DIR/panda_breath.cfg
+		T_FRAGMENT=$SEED_DIR/panda_bridge.cfg
+		T_FRAGMENT_RUN=$EXTENDED_DIR/panda_bridge.cfg
 		T_PRINTER_CFG=
 		LOG_DIR=$U1_HOME/printer_data/logs
 	else
@@ -838,7 +838,7 @@ if [ "$ACTION" = install ]; then
 			CONFIG_DIR=$USER_HOME/printer_data/config
 		fi
 		check_path "--config-dir" "$CONFIG_DIR"
-		T_FRAGMENT=$CONFIG_DIR/panda_breath.cfg
+		T_FRAGMENT=$CONFIG_DIR/panda_bridge.cfg
 		T_FRAGMENT_RUN=$T_FRAGMENT
 		T_PRINTER_CFG=$CONFIG_DIR/printer.cfg
 		if [ "${CONFIG_DIR##*/}" = config ]; then
@@ -850,20 +850,20 @@ if [ "$ACTION" = install ]; then
 			die "no printer.cfg at $DEST$T_PRINTER_CFG (pass --config-dir DIR, the directory holding printer.cfg)"
 		[ -d "$DEST$KLIPPER_DIR/klippy/extras" ] ||
 			die "no Klipper at $DEST$KLIPPER_DIR ($DEST$KLIPPER_DIR/klippy/extras is missing; pass --klipper-dir DIR)"
-		if [ -e "$DEST$CONFIG_DIR/extended/klipper/panda_breath.cfg" ]; then
-			die "$DEST$CONFIG_DIR/extended/klipper/panda_breath.cfg exists: this firmware already carries panda-breath (overlay install); a live install would define [panda_breath] twice"
+		if [ -e "$DEST$CONFIG_DIR/extended/klipper/panda_bridge.cfg" ]; then
+			die "$DEST$CONFIG_DIR/extended/klipper/panda_bridge.cfg exists: this firmware already carries panda-breath (overlay install); a live install would define [panda_bridge] twice"
 		fi
 		if [ -z "$DEST" ] && [ "$SERVICE" != none ] && [ "$(id -u)" != 0 ] && [ "$DRY_RUN" = 0 ]; then
 			die "installing the service needs root (run with sudo, or pass --service none)"
 		fi
 	fi
-	T_LOG=$LOG_DIR/panda_breath.log
+	T_LOG=$LOG_DIR/panda_bridge.log
 
 	# An existing fragment whose host/socket we are asked to change must have
 	# the section to change.
 	if [ -f "$BASE$T_FRAGMENT" ] && { [ -n "$OPT_HOST" ] || [ -n "$OPT_SOCKET" ]; }; then
-		grep -Eq '^\[[[:space:]]*panda_breath[[:space:]]*\]' "$BASE$T_FRAGMENT" ||
-			die "$BASE$T_FRAGMENT has no [panda_breath] section to write host/socket into; fix or remove it"
+		grep -Eq '^\[[[:space:]]*panda_bridge[[:space:]]*\]' "$BASE$T_FRAGMENT" ||
+			die "$BASE$T_FRAGMENT has no [panda_bridge] section to write host/socket into; fix or remove it"
 	fi
 fi
 
@@ -945,7 +945,7 @@ $_d"
 		cat "$1" >"$BASE$2"
 	}
 
-	# cfg_set FILE KEY VALUE: FILE with KEY of [panda_breath] set to VALUE
+	# cfg_set FILE KEY VALUE: FILE with KEY of [panda_bridge] set to VALUE
 	# (every occurrence; inserted after the section header if absent; an
 	# inline comment on the line is kept).
 	cfg_set() {
@@ -961,7 +961,7 @@ $_d"
 					l = lines[n]
 					sub(/\r$/, "", l)
 					if (l ~ /^\[/) {
-						insec = (secname(l) == "panda_breath")
+						insec = (secname(l) == "panda_bridge")
 						if (insec && !hdr) hdr = n
 						continue
 					}
@@ -1048,8 +1048,8 @@ $_d"
 	install_file "$SRC_EXTRA" "$T_EXTRA" 644
 	if [ "$MODE" = live ]; then
 		install_file "$SCRIPT_DIR/${SCRIPT_PATH##*/}" "$T_SHARE/install.sh" 755
-		install_file "$SRC_EXTRA" "$T_SHARE/klipper/panda_breath.py" 644
-		install_file "$SRC_CFG" "$T_SHARE/klipper/panda_breath.cfg" 644
+		install_file "$SRC_EXTRA" "$T_SHARE/klipper/panda_bridge.py" 644
+		install_file "$SRC_CFG" "$T_SHARE/klipper/panda_bridge.cfg" 644
 	fi
 
 	# ---- 2. the config fragment
@@ -1069,8 +1069,8 @@ $_d"
 		if [ -n "$old_cfg" ] && [ "$old_cfg" = "$cur_sum" ]; then
 			# Ours and not edited since: follow the shipped default, keeping
 			# the host and socket it has now unless new ones were given.
-			keep_host=${OPT_HOST:-$(panda_breath_cfg "$FRAG_REAL" host)}
-			keep_socket=${OPT_SOCKET:-$(panda_breath_cfg "$FRAG_REAL" socket)}
+			keep_host=${OPT_HOST:-$(panda_bridge_cfg "$FRAG_REAL" host)}
+			keep_socket=${OPT_SOCKET:-$(panda_bridge_cfg "$FRAG_REAL" socket)}
 			apply_settings "$SRC_CFG" "$TMPD/cfg" "$keep_host" "$keep_socket"
 			why="new default, host/socket kept"
 		else
@@ -1082,7 +1082,7 @@ $_d"
 			if [ -n "$old_cfg" ] && [ "$old_cfg" = "$cur_sum" ]; then
 				say "  unchanged $T_FRAGMENT"
 			else
-				say "  keeping your $T_FRAGMENT (edited or not installed by install.sh; $T_SHARE/klipper/panda_breath.cfg is the current default)"
+				say "  keeping your $T_FRAGMENT (edited or not installed by install.sh; $T_SHARE/klipper/panda_bridge.cfg is the current default)"
 			fi
 		elif [ -z "$why" ]; then
 			if act "update host:/socket: in your $T_FRAGMENT (rest kept as you edited it)"; then
@@ -1160,20 +1160,20 @@ EOF
 # rather than editing this file.
 #
 # Starts the bridge as user $RUN_USER. The device address is read at every start
-# from "host:" (and the socket from "socket:") in the [panda_breath] section of
+# from "host:" (and the socket from "socket:") in the [panda_bridge] section of
 #   $T_FRAGMENT_RUN
 # Edit it there (Mainsail/Fluidd), then: $T_INIT restart
 # Log: $T_LOG (the previous run's in .old).
 #
-# PANDA_BREATH_ROOT=DIR (tests only) prefixes every path below.
+# PANDA_BRIDGE_ROOT=DIR (tests only) prefixes every path below.
 
-ROOT=\${PANDA_BREATH_ROOT:-}
+ROOT=\${PANDA_BRIDGE_ROOT:-}
 DAEMON="\$ROOT$T_BIN"
 FRAGMENT="\$ROOT$T_FRAGMENT_RUN"
 PIDFILE="\$ROOT$T_PIDFILE"
 LOGFILE="\$ROOT$T_LOG"
 RUN_USER=$RUN_USER
-STOP_TIMEOUT=\${PANDA_BREATH_STOP_TIMEOUT:-15}
+STOP_TIMEOUT=\${PANDA_BRIDGE_STOP_TIMEOUT:-15}
 case \$STOP_TIMEOUT in '' | *[!0-9]*) STOP_TIMEOUT=15 ;; esac
 
 EOF
@@ -1333,15 +1333,15 @@ EOF
 		printf '#!/bin/sh\n'
 		cat <<EOF
 # Generated by panda-breath install.sh: started by panda-breath.service.
-# Reads "host:" and "socket:" from the [panda_breath] section of
+# Reads "host:" and "socket:" from the [panda_bridge] section of
 #   $T_FRAGMENT_RUN
 # and runs the bridge with them. Exit status $EX_CONFIG (not restarted by systemd)
 # while no valid host is set: edit the fragment, then
 #   systemctl restart panda-breath
 #
-# PANDA_BREATH_ROOT=DIR (tests only) prefixes every path below.
+# PANDA_BRIDGE_ROOT=DIR (tests only) prefixes every path below.
 
-ROOT=\${PANDA_BREATH_ROOT:-}
+ROOT=\${PANDA_BRIDGE_ROOT:-}
 DAEMON="\$ROOT$T_BIN"
 FRAGMENT="\$ROOT$T_FRAGMENT_RUN"
 
@@ -1361,7 +1361,7 @@ EOF
 	gen_unit() {
 		cat <<EOF
 # Generated by panda-breath install.sh. The device address is the "host:" line
-# of [panda_breath] in $T_FRAGMENT_RUN;
+# of [panda_bridge] in $T_FRAGMENT_RUN;
 # edit it there, then: systemctl restart panda-breath
 [Unit]
 Description=Panda Breath chamber heater bridge for Klipper
@@ -1485,7 +1485,7 @@ file $f_t
 			warn "$T_BIN --version failed: the binary may not run on this system"
 		fi
 		if act "run: $T_INIT restart"; then
-			if ! PANDA_BREATH_ROOT=$DEST "$BASE$T_INIT" restart; then
+			if ! PANDA_BRIDGE_ROOT=$DEST "$BASE$T_INIT" restart; then
 				warn "the service did not start; see $T_LOG"
 				START_FAILED=1
 			fi
@@ -1501,7 +1501,7 @@ file $f_t
 		say "Overlay written to $OVERLAY; build the extended firmware with it."
 		say "On the printer the fragment is seeded at boot (never overwriting the user's copy) to"
 		say "  $T_FRAGMENT_RUN"
-		say "  (Fluidd/Mainsail: Configuration, extended/klipper/panda_breath.cfg)."
+		say "  (Fluidd/Mainsail: Configuration, extended/klipper/panda_bridge.cfg)."
 		if [ "$HOST_OK" = 1 ]; then
 			say "Its default device address: host: $HOST (socket $SOCKET)."
 		else
@@ -1520,7 +1520,7 @@ file $f_t
 		:
 	elif [ "$RESTART_KLIPPER" = 0 ]; then
 		say "Then restart Klipper: RESTART is enough the first time; after an update of"
-		say "panda_breath.py restart the Klipper service (RESTART keeps the old module loaded),"
+		say "panda_bridge.py restart the Klipper service (RESTART keeps the old module loaded),"
 		say "or re-run with --restart-klipper."
 	fi
 	if [ "$MODE" = live ] && [ "$IS_U1" = 1 ]; then
@@ -1540,7 +1540,7 @@ file $f_t
 		say "    $T_INIT"
 		say "    $T_EXTRA"
 		say "  Without the extra, Klipper stops at startup with a config error (printer.cfg still"
-		say "  includes panda_breath.cfg). After a reboot or firmware update, re-run:"
+		say "  includes panda_bridge.cfg). After a reboot or firmware update, re-run:"
 		say "    sh $T_SHARE/install.sh --restart-klipper"
 		say "  For a permanent install, use the extended firmware with the panda-breath overlay"
 		say "  (install.sh --overlay DIR) instead."

@@ -61,7 +61,7 @@ ${SOCKET_HELP}
   set: `Usage: panda-breath set CELSIUS [--socket PATH]
 
 Sets the chamber target through the running bridge (0 turns it off).
-The CLI is not a controller: unless Klipper (the panda_breath extra) is
+The CLI is not a controller: unless Klipper (the panda_bridge extra) is
 connected, the bridge's failsafe turns the heat off after its timeout.
 
 Options:

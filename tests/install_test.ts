@@ -22,13 +22,13 @@ const U1_CONFIG = "/home/lava/printer_data/config";
 const U1_PREFIX = "/home/lava/printer_data/panda-breath";
 const U1_BIN = `${U1_PREFIX}/bin/panda-breath`;
 const U1_SHARE = `${U1_PREFIX}/share/panda-breath`;
-const U1_EXTRA = "/home/lava/klipper/klippy/extras/panda_breath.py";
+const U1_EXTRA = "/home/lava/klipper/klippy/extras/panda_bridge.py";
 const INIT = "/etc/init.d/S99panda-breath";
 const PIDFILE = "/var/run/panda-breath.pid";
-const U1_LOG = "/home/lava/printer_data/logs/panda_breath.log";
-const INCLUDE = "[include panda_breath.cfg]";
-const SEED = "/usr/local/share/firmware-config/extended/klipper/panda_breath.cfg";
-const EXTENDED_CFG = "/home/lava/printer_data/config/extended/klipper/panda_breath.cfg";
+const U1_LOG = "/home/lava/printer_data/logs/panda_bridge.log";
+const INCLUDE = "[include panda_bridge.cfg]";
+const SEED = "/usr/local/share/firmware-config/extended/klipper/panda_bridge.cfg";
+const EXTENDED_CFG = "/home/lava/printer_data/config/extended/klipper/panda_bridge.cfg";
 
 // ------------------------------------------------------------------ helpers
 
@@ -269,7 +269,7 @@ Deno.test("--help documents the modes, every option and the U1 caveats", async (
     ]
   ) assert.match(r.stdout, new RegExp(`${opt}\\b`), `--help lacks ${opt}`);
   assert.match(r.stdout, /\/home\/lava\/printer_data\/panda-breath/);
-  assert.match(r.stdout, /extended\/klipper\/panda_breath\.cfg/);
+  assert.match(r.stdout, /extended\/klipper\/panda_bridge\.cfg/);
   assert.match(r.stdout, /\/oem\/\.debug/);
   assert.equal(r.stderr, "");
 });
@@ -339,19 +339,19 @@ Deno.test("live U1 install: every file, mode, the fragment, the printer.cfg edit
     // binary, extra, init script, offline installer copy
     assert.deepEqual(await Deno.readFile(`${R}${U1_BIN}`), await Deno.readFile(f.elfArm));
     assert.equal(await modeOf(`${R}${U1_BIN}`), "755");
-    assert.equal(await text(`${R}${U1_EXTRA}`), await text(`${FIXTURE_SRC}/panda_breath.py`));
+    assert.equal(await text(`${R}${U1_EXTRA}`), await text(`${FIXTURE_SRC}/panda_bridge.py`));
     assert.equal(await modeOf(`${R}${U1_EXTRA}`), "644");
     assert.equal(await modeOf(`${R}${INIT}`), "755");
     assert.equal(await text(`${R}${U1_SHARE}/install.sh`), await text(INSTALL));
     assert.equal(await modeOf(`${R}${U1_SHARE}/install.sh`), "755");
     assert.equal(
-      await text(`${R}${U1_SHARE}/klipper/panda_breath.cfg`),
-      await text(`${FIXTURE_SRC}/panda_breath.cfg`),
+      await text(`${R}${U1_SHARE}/klipper/panda_bridge.cfg`),
+      await text(`${FIXTURE_SRC}/panda_bridge.cfg`),
     );
 
     // the fragment: the default with only the host line changed (comment kept)
-    const defaultCfg = await text(`${FIXTURE_SRC}/panda_breath.cfg`);
-    const fragment = await text(`${R}${U1_CONFIG}/panda_breath.cfg`);
+    const defaultCfg = await text(`${FIXTURE_SRC}/panda_bridge.cfg`);
+    const fragment = await text(`${R}${U1_CONFIG}/panda_bridge.cfg`);
     assert.equal(
       fragment,
       defaultCfg.replace(
@@ -359,7 +359,7 @@ Deno.test("live U1 install: every file, mode, the fragment, the printer.cfg edit
         "host: 192.168.1.50   # e.g. 192.168.1.50 or PandaBreath.local",
       ),
     );
-    assert.equal(await modeOf(`${R}${U1_CONFIG}/panda_breath.cfg`), "644");
+    assert.equal(await modeOf(`${R}${U1_CONFIG}/panda_bridge.cfg`), "644");
 
     // printer.cfg: one include, just before the SAVE_CONFIG block; backup = original
     const printerCfg = await text(`${R}${U1_CONFIG}/printer.cfg`);
@@ -375,9 +375,9 @@ Deno.test("live U1 install: every file, mode, the fragment, the printer.cfg edit
       init,
       /^DAEMON="\$ROOT\/home\/lava\/printer_data\/panda-breath\/bin\/panda-breath"$/m,
     );
-    assert.match(init, /^FRAGMENT="\$ROOT\/home\/lava\/printer_data\/config\/panda_breath\.cfg"$/m);
+    assert.match(init, /^FRAGMENT="\$ROOT\/home\/lava\/printer_data\/config\/panda_bridge\.cfg"$/m);
     assert.match(init, /^PIDFILE="\$ROOT\/var\/run\/panda-breath\.pid"$/m);
-    assert.match(init, /^LOGFILE="\$ROOT\/home\/lava\/printer_data\/logs\/panda_breath\.log"$/m);
+    assert.match(init, /^LOGFILE="\$ROOT\/home\/lava\/printer_data\/logs\/panda_bridge\.log"$/m);
     assert.match(init, /^RUN_USER=lava$/m);
     assert.match(init, /start-stop-daemon -S -b -m -p "\$PIDFILE" -c "\$RUN_USER"/);
 
@@ -397,7 +397,7 @@ Deno.test("live U1 install: every file, mode, the fragment, the printer.cfg edit
         `dir ${U1_PREFIX}`,
       ]
     ) assert.ok(manifest.split("\n").includes(line), `manifest lacks "${line}":\n${manifest}`);
-    assert.match(manifest, new RegExp(`^config \\S+ ${U1_CONFIG}/panda_breath\\.cfg$`, "m"));
+    assert.match(manifest, new RegExp(`^config \\S+ ${U1_CONFIG}/panda_bridge\\.cfg$`, "m"));
     assert.match(manifest, new RegExp(`^include \\S+ ${U1_CONFIG}/printer\\.cfg$`, "m"));
 
     // what survives on a U1, said plainly
@@ -422,7 +422,7 @@ Deno.test("running install.sh twice changes nothing; uninstall restores the root
     const again = ok(await install(u1Args(f, "--host", "192.168.1.50")));
     assert.deepEqual(await snapshot(f.root), installed);
     assert.doesNotMatch(again.stdout, /^ {2}(install|update|add|back up|create|write) /m);
-    assert.match(again.stdout, /already has "\[include panda_breath\.cfg\]"/);
+    assert.match(again.stdout, /already has "\[include panda_bridge\.cfg\]"/);
     // and a third time without --host keeps the host
     ok(await install(u1Args(f)));
     assert.deepEqual(await snapshot(f.root), installed);
@@ -460,7 +460,7 @@ Deno.test("install.sh and the init script also run under BusyBox ash and applets
     );
     const pid = Number((await text(`${f.root}${PIDFILE}`)).trim());
     assert.ok(alive(pid));
-    const initEnv = { PATH: bb, PANDA_BREATH_ROOT: f.root };
+    const initEnv = { PATH: bb, PANDA_BRIDGE_ROOT: f.root };
     const st = await exec(sh, [`${f.root}${INIT}`, "status"], initEnv);
     assert.equal(st.code, 0, st.stdout + st.stderr);
     assert.match(st.stdout, new RegExp(`running \\(pid ${pid}\\)`));
@@ -485,7 +485,7 @@ Deno.test("the init script starts, reports and stops a real process with start-s
   assert.ok(SSD, "start-stop-daemon is missing (Debian: package dpkg, /sbin/start-stop-daemon)");
   const f = await fixture("u1");
   const R = f.root;
-  const env = { PANDA_BREATH_ROOT: R };
+  const env = { PANDA_BRIDGE_ROOT: R };
   const initCmd = (action: string, extra: Record<string, string> = {}) =>
     exec("/bin/sh", [`${R}${INIT}`, action], { ...env, ...extra });
   try {
@@ -538,7 +538,7 @@ Deno.test("the init script starts, reports and stops a real process with start-s
     assert.match(again.stdout, new RegExp(`already running \\(pid ${pid1}\\)`));
 
     // the host is changed in the fragment only; restart picks it up; log rotates to .old
-    const cfgPath = `${R}${U1_CONFIG}/panda_breath.cfg`;
+    const cfgPath = `${R}${U1_CONFIG}/panda_bridge.cfg`;
     const cfg = await text(cfgPath);
     await Deno.writeTextFile(cfgPath, cfg.replace(/^host:.*$/m, "host = panda.local ; mine"));
     const rs = ok(await initCmd("restart"));
@@ -570,7 +570,7 @@ Deno.test("the init script starts, reports and stops a real process with start-s
     assert.equal(bad.code, 1);
     assert.match(
       bad.stderr,
-      /not starting: no device address: set "host: <address>" in the \[panda_breath\]/,
+      /not starting: no device address: set "host: <address>" in the \[panda_bridge\]/,
     );
     assert.match(await text(`${R}${U1_LOG}`), /not starting: no device address/);
     assert.equal(await exists(`${R}${PIDFILE}`), false);
@@ -590,7 +590,7 @@ Deno.test("the init script starts, reports and stops a real process with start-s
     const pid3 = Number((await text(`${R}${PIDFILE}`)).trim());
     const t0 = Date.now();
     const u = ok(
-      await install(["--destdir", R, "--uninstall", "--start"], { PANDA_BREATH_STOP_TIMEOUT: "1" }),
+      await install(["--destdir", R, "--uninstall", "--start"], { PANDA_BRIDGE_STOP_TIMEOUT: "1" }),
     );
     assert.match(u.stdout, /Stopping panda-breath \(pid \d+\): killed \(still running after 1s\)/);
     assert.ok(Date.now() - t0 < 5000);
@@ -627,7 +627,7 @@ Deno.test("a daemon that exits at once is reported: start fails, install.sh exit
     assert.match(r.stderr, /error: installed, but the service failed to start/);
     assert.equal(await exists(`${f.root}${PIDFILE}`), false);
     assert.equal(
-      (await exec("/bin/sh", [`${f.root}${INIT}`, "status"], { PANDA_BREATH_ROOT: f.root })).code,
+      (await exec("/bin/sh", [`${f.root}${INIT}`, "status"], { PANDA_BRIDGE_ROOT: f.root })).code,
       3,
     );
     ok(await install(["--destdir", f.root, "--uninstall", "--start"]));
@@ -660,13 +660,13 @@ Deno.test("generic host with systemd: unit, launcher reading the fragment, user,
       ]
     ) assert.ok(unit.split("\n").includes(line), `unit lacks ${line}:\n${unit}`);
     assert.equal(await modeOf(`${R}/usr/local/bin/panda-breath`), "755");
-    assert.equal(await modeOf(`${R}/home/pi/klipper/klippy/extras/panda_breath.py`), "644");
+    assert.equal(await modeOf(`${R}/home/pi/klipper/klippy/extras/panda_bridge.py`), "644");
     assert.equal(await exists(`${R}${INIT}`), false);
     const launcher = `${R}/usr/local/lib/panda-breath/panda-breath-service`;
     assert.equal(await modeOf(launcher), "755");
 
     // The launcher refuses to start without a host (exit 78: no restart loop)...
-    const env = { PANDA_BREATH_ROOT: R };
+    const env = { PANDA_BRIDGE_ROOT: R };
     let l = await exec("/bin/sh", [launcher], env);
     assert.equal(l.code, 78);
     assert.match(l.stderr, /not starting: no device address/);
@@ -696,7 +696,7 @@ Deno.test("the service kind and user default sensibly on a generic host", async 
     assert.match(r.stdout, new RegExp(`service: sysv, user: ${ME}\\b`));
     const init = await text(`${f.root}${INIT}`);
     assert.match(init, new RegExp(`^RUN_USER=${ME}$`, "m"));
-    assert.match(init, /^LOGFILE="\$ROOT\/home\/pi\/printer_data\/logs\/panda_breath\.log"$/m);
+    assert.match(init, /^LOGFILE="\$ROOT\/home\/pi\/printer_data\/logs\/panda_bridge\.log"$/m);
     assert.match(init, /^DAEMON="\$ROOT\/usr\/local\/bin\/panda-breath"$/m);
     // switching the service kind removes the files of the old one
     const sw = ok(await install([...args, "--service", "systemd"]));
@@ -732,7 +732,7 @@ Deno.test("--dry-run prints every action and changes nothing (install and uninst
         `would create directory ${U1_PREFIX}`,
         `would install ${U1_BIN} (mode 755)`,
         `would install ${U1_EXTRA} (mode 644)`,
-        `would install ${U1_CONFIG}/panda_breath.cfg (mode 644) with host: 10.0.0.5`,
+        `would install ${U1_CONFIG}/panda_bridge.cfg (mode 644) with host: 10.0.0.5`,
         `would back up ${U1_CONFIG}/printer.cfg to ${U1_CONFIG}/printer.cfg.panda-breath.bak`,
         `would add "${INCLUDE}" to ${U1_CONFIG}/printer.cfg`,
         `would install ${INIT} (mode 755)`,
@@ -750,14 +750,14 @@ Deno.test("--dry-run prints every action and changes nothing (install and uninst
       const action of [
         `would restore ${U1_CONFIG}/printer.cfg from`,
         `would remove ${U1_BIN}`,
-        `would remove ${U1_CONFIG}/panda_breath.cfg`,
+        `would remove ${U1_CONFIG}/panda_bridge.cfg`,
         `would remove ${INIT}`,
         `would remove directory ${U1_PREFIX}`,
       ]
     ) assert.ok(du.stdout.includes(action), `dry uninstall lacks "${action}":\n${du.stdout}`);
     // a dry re-run with a new host changes nothing either, but says what it would do
     const dh = ok(await install(u1Args(f, "--host", "10.0.0.6", "--dry-run")));
-    assert.match(dh.stdout, /would update .*panda_breath\.cfg/);
+    assert.match(dh.stdout, /would update .*panda_bridge\.cfg/);
     assert.deepEqual(await snapshot(f.root), installed);
   } finally {
     await f.cleanup();
@@ -766,7 +766,7 @@ Deno.test("--dry-run prints every action and changes nothing (install and uninst
 
 Deno.test("a user-edited fragment is kept; --host/--socket change only their lines; uninstall keeps it", async () => {
   const f = await fixture("u1");
-  const cfgPath = `${f.root}${U1_CONFIG}/panda_breath.cfg`;
+  const cfgPath = `${f.root}${U1_CONFIG}/panda_bridge.cfg`;
   try {
     const before = await snapshot(f.root);
     ok(await install(u1Args(f, "--host", "10.0.0.1")));
@@ -775,18 +775,18 @@ Deno.test("a user-edited fragment is kept; --host/--socket change only their lin
     await Deno.writeTextFile(cfgPath, edited);
 
     let r = ok(await install(u1Args(f)));
-    assert.match(r.stdout, /keeping your .*panda_breath\.cfg/);
+    assert.match(r.stdout, /keeping your .*panda_bridge\.cfg/);
     assert.equal(await text(cfgPath), edited);
 
     r = ok(await install(u1Args(f, "--host", "10.0.0.2", "--socket", "/run/pb.sock")));
-    assert.match(r.stdout, /update host:\/socket: in your .*panda_breath\.cfg/);
+    assert.match(r.stdout, /update host:\/socket: in your .*panda_bridge\.cfg/);
     const expected = edited
       .replace(/^host: 10\.0\.0\.1/m, "host: 10.0.0.2")
       .replace(/^socket: .*$/m, "socket: /run/pb.sock");
     assert.equal(await text(cfgPath), expected);
 
     const u = ok(await install(["--destdir", f.root, "--uninstall"]));
-    assert.match(u.stdout, /keeping .*panda_breath\.cfg: it was edited after the install/);
+    assert.match(u.stdout, /keeping .*panda_bridge\.cfg: it was edited after the install/);
     assert.equal(await text(cfgPath), expected);
     await Deno.remove(cfgPath);
     assert.deepEqual(await snapshot(f.root), before);
@@ -801,19 +801,19 @@ Deno.test("an unedited fragment follows a new shipped default and keeps its host
     ok(await install(u1Args(f, "--host", "10.0.0.1")));
     const src2 = `${f.dir}/klipper2`;
     await Deno.mkdir(src2);
-    await Deno.copyFile(`${FIXTURE_SRC}/panda_breath.py`, `${src2}/panda_breath.py`);
-    const newDefault = (await text(`${FIXTURE_SRC}/panda_breath.cfg`)) +
+    await Deno.copyFile(`${FIXTURE_SRC}/panda_bridge.py`, `${src2}/panda_bridge.py`);
+    const newDefault = (await text(`${FIXTURE_SRC}/panda_bridge.cfg`)) +
       "\n[gcode_macro M191]\ngcode:\n    M118 new\n";
-    await Deno.writeTextFile(`${src2}/panda_breath.cfg`, newDefault);
+    await Deno.writeTextFile(`${src2}/panda_bridge.cfg`, newDefault);
     const r = ok(await install([...u1Args(f), "--klipper-src", src2]));
-    assert.match(r.stdout, /update .*panda_breath\.cfg \(new default, host\/socket kept\)/);
+    assert.match(r.stdout, /update .*panda_bridge\.cfg \(new default, host\/socket kept\)/);
     assert.equal(
-      await text(`${f.root}${U1_CONFIG}/panda_breath.cfg`),
+      await text(`${f.root}${U1_CONFIG}/panda_bridge.cfg`),
       newDefault.replace(/^host:/m, "host: 10.0.0.1"),
     );
     // still "ours": uninstall removes it
     ok(await install(["--destdir", f.root, "--uninstall"]));
-    assert.equal(await exists(`${f.root}${U1_CONFIG}/panda_breath.cfg`), false);
+    assert.equal(await exists(`${f.root}${U1_CONFIG}/panda_bridge.cfg`), false);
   } finally {
     await f.cleanup();
   }
@@ -830,7 +830,7 @@ Deno.test("printer.cfg changed after install: uninstall removes just the include
     const u = ok(await install(["--destdir", f.root, "--uninstall"]));
     assert.match(
       u.stdout,
-      /remove "\[include panda_breath\.cfg\]" from .*other changes .* are kept/,
+      /remove "\[include panda_bridge\.cfg\]" from .*other changes .* are kept/,
     );
     assert.equal(await text(pcfg), original.replace("max_accel: 20000", "max_accel: 15000"));
     assert.equal(await exists(`${pcfg}.panda-breath.bak`), false);
@@ -840,12 +840,12 @@ Deno.test("printer.cfg changed after install: uninstall removes just the include
 });
 
 Deno.test("an include the user already had is not added twice and stays after uninstall", async () => {
-  const cfg = `[include panda_breath.cfg]\n${await text(`${FIXTURES}/printer.cfg`)}`;
+  const cfg = `[include panda_bridge.cfg]\n${await text(`${FIXTURES}/printer.cfg`)}`;
   const f = await fixture("u1", { printerCfg: cfg });
   try {
     const before = await snapshot(f.root);
     const r = ok(await install(u1Args(f)));
-    assert.match(r.stdout, /already has "\[include panda_breath\.cfg\]"/);
+    assert.match(r.stdout, /already has "\[include panda_bridge\.cfg\]"/);
     const pcfg = await text(`${f.root}${U1_CONFIG}/printer.cfg`);
     assert.equal(pcfg, cfg);
     assert.equal(await exists(`${f.root}${U1_CONFIG}/printer.cfg.panda-breath.bak`), false);
@@ -881,7 +881,7 @@ Deno.test("defaults: binary from dist/ and sources from klipper/ next to install
     await Deno.mkdir(`${repo}/klipper`);
     await Deno.copyFile(INSTALL, `${repo}/install.sh`);
     await Deno.copyFile(f.elfArm, `${repo}/dist/panda-breath-aarch64-linux`);
-    for (const name of ["panda_breath.py", "panda_breath.cfg"]) {
+    for (const name of ["panda_bridge.py", "panda_bridge.cfg"]) {
       await Deno.copyFile(`${FIXTURE_SRC}/${name}`, `${repo}/klipper/${name}`);
     }
     const r = ok(await exec("/bin/sh", [`${repo}/install.sh`, "--destdir", f.root]));
@@ -919,9 +919,9 @@ Deno.test("overlay mode: U1 extended-firmware tree, seeded fragment, idempotent,
     ) => `${k} ${v.split(" ")[1]}`);
     assert.deepEqual(files.sort(), [
       "root/etc/init.d/S99panda-breath 755",
-      "root/home/lava/klipper/klippy/extras/panda_breath.py 644",
+      "root/home/lava/klipper/klippy/extras/panda_bridge.py 644",
       "root/usr/local/bin/panda-breath 755",
-      "root/usr/local/share/firmware-config/extended/klipper/panda_breath.cfg 644",
+      "root/usr/local/share/firmware-config/extended/klipper/panda_bridge.cfg 644",
       "root/usr/local/share/panda-breath/installed.txt 644",
     ]);
     // nothing inside printer_data (a mount on the printer), no printer.cfg edit
@@ -934,7 +934,7 @@ Deno.test("overlay mode: U1 extended-firmware tree, seeded fragment, idempotent,
     );
     assert.match(init, /^DAEMON="\$ROOT\/usr\/local\/bin\/panda-breath"$/m);
     assert.match(init, /^RUN_USER=lava$/m);
-    assert.match(init, /^LOGFILE="\$ROOT\/home\/lava\/printer_data\/logs\/panda_breath\.log"$/m);
+    assert.match(init, /^LOGFILE="\$ROOT\/home\/lava\/printer_data\/logs\/panda_bridge\.log"$/m);
     assert.match(r.stdout, /seeded at boot/);
 
     const snap = await snapshot(parent);
@@ -986,7 +986,7 @@ Deno.test("overlay init script reads the host from the user's seeded copy, not t
     await Deno.mkdir(`${O}/var/run`, { recursive: true });
     const seeded = (await text(`${O}${SEED}`)).replace(/^host:.*$/m, "host: 10.0.0.99");
     await Deno.writeTextFile(`${O}${EXTENDED_CFG}`, seeded);
-    const env = { PANDA_BREATH_ROOT: O };
+    const env = { PANDA_BRIDGE_ROOT: O };
     try {
       const s = ok(await exec("/bin/sh", [`${O}${INIT}`, "start"], env), "overlay init start");
       assert.match(s.stdout, /Starting panda-breath \(host 10\.0\.0\.99\): OK/);
@@ -1007,7 +1007,7 @@ Deno.test("bad input fails with a clear message and changes nothing", async () =
   await Deno.remove(`${noCfg.root}${U1_CONFIG}/printer.cfg`);
   const overlayFw = await fixture("u1");
   await Deno.mkdir(`${overlayFw.root}${U1_CONFIG}/extended/klipper`, { recursive: true });
-  await Deno.writeTextFile(`${overlayFw.root}${EXTENDED_CFG}`, "[panda_breath]\nhost: x\n");
+  await Deno.writeTextFile(`${overlayFw.root}${EXTENDED_CFG}`, "[panda_bridge]\nhost: x\n");
   const notElf = `${f.dir}/not-elf`;
   await Deno.writeTextFile(notElf, "#!/bin/sh\n");
   const cases: [string, Fixture, string[], RegExp, number][] = [
@@ -1091,7 +1091,7 @@ Deno.test("bad input fails with a clear message and changes nothing", async () =
       "live install on a firmware that has the overlay",
       overlayFw,
       u1Args(overlayFw),
-      /extended\/klipper\/panda_breath\.cfg exists: .* define \[panda_breath\] twice/,
+      /extended\/klipper\/panda_bridge\.cfg exists: .* define \[panda_bridge\] twice/,
       1,
     ],
     [
@@ -1126,10 +1126,10 @@ Deno.test("bad input fails with a clear message and changes nothing", async () =
 });
 
 Deno.test(
-  "the real klipper/ sources install and their [panda_breath] host is read by the service",
+  "the real klipper/ sources install and their [panda_bridge] host is read by the service",
   {
-    ignore: !(await exists(`${REPO}/klipper/panda_breath.cfg`)) ||
-      !(await exists(`${REPO}/klipper/panda_breath.py`)),
+    ignore: !(await exists(`${REPO}/klipper/panda_bridge.cfg`)) ||
+      !(await exists(`${REPO}/klipper/panda_bridge.py`)),
   },
   async () => {
     const f = await fixture("systemd");
@@ -1138,8 +1138,8 @@ Deno.test(
       args.splice(args.indexOf("--klipper-src"), 1);
       ok(await install(args));
       assert.equal(
-        await text(`${f.root}/home/pi/klipper/klippy/extras/panda_breath.py`),
-        await text(`${REPO}/klipper/panda_breath.py`),
+        await text(`${f.root}/home/pi/klipper/klippy/extras/panda_bridge.py`),
+        await text(`${REPO}/klipper/panda_bridge.py`),
       );
       await Deno.writeTextFile(
         `${f.root}/usr/local/bin/panda-breath`,
@@ -1147,7 +1147,7 @@ Deno.test(
       );
       const l = ok(
         await exec("/bin/sh", [`${f.root}/usr/local/lib/panda-breath/panda-breath-service`], {
-          PANDA_BREATH_ROOT: f.root,
+          PANDA_BRIDGE_ROOT: f.root,
         }),
       );
       assert.match(l.stdout, /^ARGS run --host 10\.4\.4\.4 --socket \/\S+\n$/);

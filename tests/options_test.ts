@@ -41,7 +41,7 @@ Deno.test("numbers are range-checked with the option named", () => {
 });
 
 Deno.test("socket paths must be absolute and fit a Unix socket", () => {
-  assert.equal(checkSocketPath("/tmp/panda_breath.sock"), "/tmp/panda_breath.sock");
+  assert.equal(checkSocketPath("/tmp/panda_bridge.sock"), "/tmp/panda_bridge.sock");
   assert.throws(() => checkSocketPath("panda.sock"), /absolute/);
   assert.throws(() => checkSocketPath("/tmp/"), /name a file/);
   assert.throws(() => checkSocketPath("/" + "x".repeat(107)), /longer than 107 bytes/);

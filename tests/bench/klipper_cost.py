@@ -1,6 +1,6 @@
-"""CPU cost of klipper/panda_breath.py inside Klipper's reactor.
+"""CPU cost of klipper/panda_bridge.py inside Klipper's reactor.
 
-Loads the real extra with the shipped klipper/panda_breath.cfg into the
+Loads the real extra with the shipped klipper/panda_bridge.cfg into the
 stand-in printer (tests/klipper/klipper_standin.py), lets it connect to the
 fake bridge (tests/klipper/fake_bridge.py) over a real Unix socket, then
 drives the extra's own callbacks by hand and times them:
@@ -11,7 +11,7 @@ drives the extra's own callbacks by hand and times them:
                  extra's wrapper: range check, JSON request, send)
   target reply   the bridge's reply to set_target
   heartbeat      the 1 s heartbeat timer (request) and its reply
-  get_status     printer.panda_breath as web UIs and macros query it
+  get_status     printer.panda_bridge as web UIs and macros query it
 
 Prints one JSON object.  Times are per call, in microseconds: wall time
 (perf_counter_ns, p50/p99/mean) and CPU time (process_time_ns, mean), each
@@ -73,11 +73,11 @@ def timing_overhead(n=20000):
 
 
 def load_printer(path):
-    with open(os.path.join(REPO, 'klipper', 'panda_breath.cfg')) as f:
+    with open(os.path.join(REPO, 'klipper', 'panda_bridge.cfg')) as f:
         cfg = f.read()
     cfg, count = re.subn(r'(?m)^socket: .*$', 'socket: ' + path, cfg)
     if count != 1:
-        raise SystemExit("klipper/panda_breath.cfg has no 'socket:' line")
+        raise SystemExit("klipper/panda_bridge.cfg has no 'socket:' line")
     return standin.Printer(cfg)
 
 
@@ -126,7 +126,7 @@ def measure(path, n, base_status):
     reactor = printer.reactor
     bridge = FakeBridge(reactor, path)
     printer.connect()
-    extra = printer.lookup_object('panda_breath')
+    extra = printer.lookup_object('panda_bridge')
     heater = printer.lookup_object('heaters').lookup_heater('panda_breath')
     ok = reactor.run_until(
         lambda: (extra.state == 'open' and bridge.live_conns()

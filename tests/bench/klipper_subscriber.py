@@ -1,6 +1,6 @@
 """The real Klipper extra as the subscriber of a flood benchmark.
 
-Loads klipper/panda_breath.py with the shipped config into the stand-in
+Loads klipper/panda_bridge.py with the shipped config into the stand-in
 printer (tests/klipper/klipper_standin.py), points it at a running bridge's
 socket and runs the stand-in reactor for SECONDS, as klippy would.  Prints
 "ready" once the extra is connected, then at the end one JSON object: status
@@ -26,7 +26,7 @@ def main():
     printer = load_printer(path)
     reactor = printer.reactor
     printer.connect()
-    extra = printer.lookup_object('panda_breath')
+    extra = printer.lookup_object('panda_bridge')
     counts = {'statuses': 0, 'readings': 0}
     drops = []
     handle_status = extra._handle_status

@@ -12,8 +12,8 @@ import { FAKE_SECRETS } from "../fake_device.ts";
 import { SIMULATOR_SECRETS } from "../../lib/simulator.ts";
 import { MainProcess, tempSocketPath, waitForSocket } from "../process.ts";
 
-/** Soak mode: longer loops and more frames (env PANDA_BREATH_SOAK=1). */
-export const SOAK = Deno.env.get("PANDA_BREATH_SOAK") === "1";
+/** Soak mode: longer loops and more frames (env PANDA_BRIDGE_SOAK=1). */
+export const SOAK = Deno.env.get("PANDA_BRIDGE_SOAK") === "1";
 
 /** Every secret a device ever sends in its connect frame, from both device stand-ins. */
 export const ALL_SECRETS: readonly string[] = [...SIMULATOR_SECRETS, ...FAKE_SECRETS];

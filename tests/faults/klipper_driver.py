@@ -1,4 +1,4 @@
-"""Drives klipper/panda_breath.py inside the Klipper stand-in
+"""Drives klipper/panda_bridge.py inside the Klipper stand-in
 (tests/klipper/klipper_standin.py) as a long-running process, so the fault
 suite can kill it, hang it, restart it, or kill the bridge under it.
 
@@ -48,7 +48,7 @@ class Driver:
     def boot(self):
         self.generation += 1
         self.printer = klipper_standin.Printer(
-            klipper_standin.panda_breath_config(self.path, extra=VERIFY_HEATER))
+            klipper_standin.panda_bridge_config(self.path, extra=VERIFY_HEATER))
         self.printer.connect()
         reactor = self.printer.get_reactor()
         self.stdin_handle = reactor.register_fd(sys.stdin.fileno(),
@@ -70,7 +70,7 @@ class Driver:
 
     def status(self):
         eventtime = self.printer.get_reactor().monotonic()
-        extra = self.printer.lookup_object('panda_breath')
+        extra = self.printer.lookup_object('panda_bridge')
         gcode = self.printer.lookup_object('gcode')
         console = gcode.output[self.console_seen:]
         self.console_seen = len(gcode.output)

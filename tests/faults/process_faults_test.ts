@@ -3,7 +3,7 @@
  * under a running Klipper (the extra reconnects and re-asserts), Klipper
  * killed or hung (the failsafe), and Klipper's RESTART, FIRMWARE_RESTART
  * and emergency shutdown (OFF at once). The Klipper side is the real
- * klipper/panda_breath.py in the stand-in reactor, in a Python subprocess.
+ * klipper/panda_bridge.py in the stand-in reactor, in a Python subprocess.
  */
 import type { Simulator } from "../../lib/simulator.ts";
 import {
@@ -21,7 +21,7 @@ import {
 import { deviceBehavior, RawDevice } from "./raw_device.ts";
 import { finalCheck, simView, withSimulator } from "./rig.ts";
 
-/** klipper/panda_breath.py in the stand-in reactor (tests/faults/klipper_driver.py). */
+/** klipper/panda_bridge.py in the stand-in reactor (tests/faults/klipper_driver.py). */
 class KlipperSide {
   readonly process: LineProcess;
   /** Everything Klipper's console showed so far. */

@@ -8,7 +8,7 @@
  * so one bridge manages about five flaps a second. To reach 1000 flaps in
  * the default run (well under a minute), several bridges — each with its
  * own flapping device and heartbeating controller — flap in parallel; every
- * one is measured on its own. PANDA_BREATH_SOAK=1 runs 2000 flaps per bridge.
+ * one is measured on its own. PANDA_BRIDGE_SOAK=1 runs 2000 flaps per bridge.
  */
 import { encodeFrame, Opcode } from "../../lib/ws_server.ts";
 import {

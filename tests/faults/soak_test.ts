@@ -4,7 +4,7 @@
  * subscriber takes every status notification and another client subscribes
  * and never reads. The bridge's fds and RSS are sampled throughout.
  *
- * Default: >= 10^5 frames. PANDA_BREATH_SOAK=1: 10^6 frames, then the
+ * Default: >= 10^5 frames. PANDA_BRIDGE_SOAK=1: 10^6 frames, then the
  * simulator at a 1 ms telemetry interval for 5 minutes.
  */
 import { encodeFrame, Opcode } from "../../lib/ws_server.ts";

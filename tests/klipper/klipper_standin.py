@@ -1,4 +1,4 @@
-"""Stand-in for the parts of Klipper that klipper/panda_breath.py touches.
+"""Stand-in for the parts of Klipper that klipper/panda_bridge.py touches.
 
 Written from reading Klipper's source (upstream and the Snapmaker U1 fork at
 /work/.mirror); no Klipper code is copied.  Each class names the Klipper file
@@ -12,9 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
 
 
 def load_extra():
-    """Import klipper/panda_breath.py the way klippy imports extras."""
-    path = os.path.join(REPO, 'klipper', 'panda_breath.py')
-    mod = types.ModuleType('extras.panda_breath')
+    """Import klipper/panda_bridge.py the way klippy imports extras."""
+    path = os.path.join(REPO, 'klipper', 'panda_bridge.py')
+    mod = types.ModuleType('extras.panda_bridge')
     mod.__file__ = path
     with open(path) as f:   # compiled here: no __pycache__ in klipper/
         exec(compile(f.read(), path, 'exec'), mod.__dict__)
@@ -748,7 +748,7 @@ class Printer:
             return self.objects[section]
         module = section.split()[0]
         sconfig = config.getsection(section)
-        if module == 'panda_breath':
+        if module == 'panda_bridge':
             obj = self.extra.load_config(sconfig)
         elif module == 'heaters':
             obj = PrinterHeaters(sconfig)
@@ -817,9 +817,9 @@ class Printer:
                 if hasattr(obj, 'get_status')}
 
 
-def panda_breath_config(socket_path, host='127.0.0.1', extra=''):
-    """printer.cfg text with the two panda_breath sections, for the tests."""
-    return ("[panda_breath]\nhost: %s\nsocket: %s\n\n"
-            "[heater_generic panda_breath]\nheater_pin: panda_breath:heater\n"
-            "sensor_type: panda_breath\ncontrol: watermark\nmin_temp: 0\n"
+def panda_bridge_config(socket_path, host='127.0.0.1', extra=''):
+    """printer.cfg text with the two panda_bridge sections, for the tests."""
+    return ("[panda_bridge]\nhost: %s\nsocket: %s\n\n"
+            "[heater_generic panda_breath]\nheater_pin: panda_bridge:heater\n"
+            "sensor_type: panda_bridge\ncontrol: watermark\nmin_temp: 0\n"
             "max_temp: 60\ngcode_id: C\n%s" % (host, socket_path, extra))

@@ -119,12 +119,12 @@ class EndToEnd(unittest.TestCase):
 
     # Klipper side
     def start_klipper(self):
-        self.printer = ks.Printer(ks.panda_breath_config(
+        self.printer = ks.Printer(ks.panda_bridge_config(
             self.sock, host='127.0.0.1:%d' % (self.port,)))
         self.reactor = self.printer.get_reactor()
         self.gcode = self.printer.lookup_object('gcode')
         self.printer.connect()
-        self.pb = self.printer.lookup_object('panda_breath')
+        self.pb = self.printer.lookup_object('panda_bridge')
         self.heater = self.printer.lookup_object('heaters').lookup_heater(
             'panda_breath')
         self.wait(lambda: self.pb.get_status(0)['device_connected']

@@ -1,4 +1,4 @@
-"""Unit tests for klipper/panda_breath.py against the Klipper stand-in and a
+"""Unit tests for klipper/panda_bridge.py against the Klipper stand-in and a
 fake bridge on a real Unix socket."""
 import logging, os, re, shutil, sys, tempfile, time, unittest
 
@@ -6,7 +6,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import klipper_standin as ks  # noqa: E402
 from fake_bridge import FakeBridge  # noqa: E402
 
-SHIPPED_CFG = os.path.join(ks.REPO, 'klipper', 'panda_breath.cfg')
+SHIPPED_CFG = os.path.join(ks.REPO, 'klipper', 'panda_bridge.cfg')
 
 try:
     import jinja2  # noqa: F401  (Klipper's macro engine)
@@ -29,16 +29,16 @@ class Base(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def pb_loaded(self):
-        return 'panda_breath' in self.printer.objects
+        return 'panda_bridge' in self.printer.objects
 
     def start(self, config=None, bridge=True, wait=True):
-        self.printer = ks.Printer(config or ks.panda_breath_config(self.path))
+        self.printer = ks.Printer(config or ks.panda_bridge_config(self.path))
         self.reactor = self.printer.get_reactor()
         self.gcode = self.printer.lookup_object('gcode')
         if bridge:
             self.bridge = FakeBridge(self.reactor, self.path)
         self.printer.connect()
-        self.pb = self.printer.lookup_object('panda_breath')
+        self.pb = self.printer.lookup_object('panda_bridge')
         self.heater = self.printer.lookup_object('heaters').lookup_heater(
             'panda_breath')
         if bridge and wait:
@@ -374,61 +374,61 @@ class TestConfig(Base):
 
     def test_wrong_pin_name(self):
         self.assertConfigError(
-            (ks.panda_breath_config(self.path)).replace('panda_breath:heater',
-                                            'panda_breath:fan'),
-            r"heater_pin: panda_breath:heater")
+            (ks.panda_bridge_config(self.path)).replace('panda_bridge:heater',
+                                            'panda_bridge:fan'),
+            r"heater_pin: panda_bridge:heater")
 
     def test_chip_rejects_other_pins(self):
         self.start(bridge=False)
         pins = self.printer.lookup_object('pins')
-        for pin_type, desc in (('pwm', 'panda_breath:fan'),
-                               ('pwm', '!panda_breath:heater'),
-                               ('digital_out', 'panda_breath:heater')):
+        for pin_type, desc in (('pwm', 'panda_bridge:fan'),
+                               ('pwm', '!panda_bridge:heater'),
+                               ('digital_out', 'panda_bridge:heater')):
             params = pins.parse_pin(desc, can_invert=True)
             with self.assertRaisesRegex(ks.ConfigError,
-                                        r"heater_pin: panda_breath:heater"):
+                                        r"heater_pin: panda_bridge:heater"):
                 self.pb.setup_pin(pin_type, params)
         with self.assertRaisesRegex(ks.ConfigError, r"only be the heater_pin"):
-            self.pb.setup_pin('pwm', pins.parse_pin('panda_breath:heater'))
+            self.pb.setup_pin('pwm', pins.parse_pin('panda_bridge:heater'))
 
     def test_second_heater(self):
         self.assertConfigError(
-            ks.panda_breath_config(self.path) + """
+            ks.panda_bridge_config(self.path) + """
 [heater_generic chamber2]
-heater_pin: panda_breath:heater
-sensor_type: panda_breath
+heater_pin: panda_bridge:heater
+sensor_type: panda_bridge
 control: watermark
 min_temp: 0
 max_temp: 60
-""", r"only one heater can use sensor_type: panda_breath.*"
+""", r"only one heater can use sensor_type: panda_bridge.*"
      r"\[heater_generic panda_breath\] already does")
 
     def test_sensor_only_for_heater_generic(self):
         self.assertConfigError(
-            "[panda_breath]\n[temperature_sensor chamber]\n"
-            "sensor_type: panda_breath\n",
+            "[panda_bridge]\n[temperature_sensor chamber]\n"
+            "sensor_type: panda_bridge\n",
             r"only for a \[heater_generic panda_breath\]")
 
     def test_bad_socket_paths(self):
         self.assertConfigError(
-            ks.panda_breath_config('panda_breath.sock'), r"must be an absolute path")
+            ks.panda_bridge_config('panda_bridge.sock'), r"must be an absolute path")
         self.assertConfigError(
-            ks.panda_breath_config('/tmp/' + 'x' * 110), r"too long for a Unix socket")
+            ks.panda_bridge_config('/tmp/' + 'x' * 110), r"too long for a Unix socket")
 
-    def test_panda_breath_after_heater(self):
-        text = ks.panda_breath_config(self.path)
+    def test_panda_bridge_after_heater(self):
+        text = ks.panda_bridge_config(self.path)
         head, heater = text.split('[heater_generic')
         self.assertConfigError('[heater_generic' + heater + head,
-                               r"Unknown temperature sensor 'panda_breath'")
+                               r"Unknown temperature sensor 'panda_bridge'")
 
     def test_heater_missing(self):
-        self.assertConfigError("[panda_breath]\n",
+        self.assertConfigError("[panda_bridge]\n",
                                r"needs a \[heater_generic panda_breath\]")
 
     def test_unknown_option_rejected(self):
         self.assertConfigError(
-            (ks.panda_breath_config(self.path)).replace('host:', 'hots:'),
-            r"Option 'hots' is not valid in section 'panda_breath'")
+            (ks.panda_bridge_config(self.path)).replace('host:', 'hots:'),
+            r"Option 'hots' is not valid in section 'panda_bridge'")
 
     def test_upstream_heater(self):
         ks.Heater.FLAVOUR = 'upstream'
@@ -450,7 +450,7 @@ class TestShippedConfig(Base):
 
     def test_loads_in_order_with_tuned_verify_heater(self):
         text = self.shipped()
-        self.assertLess(text.index('[panda_breath]'),
+        self.assertLess(text.index('[panda_bridge]'),
                         text.index('[heater_generic panda_breath]'))
         self.start(text)
         vh = self.printer.lookup_object('verify_heater panda_breath')
@@ -480,10 +480,10 @@ class TestShippedConfig(Base):
         self.assertLess(self.reactor.monotonic() - t0, 5.)
         self.assertEqual(self.bridge.targets()[-1], 40)
         self.reactor.unregister_timer(warm)
-        self.run_gcode("PANDA_BREATH_PREHEAT TARGET=35")
+        self.run_gcode("PANDA_BRIDGE_PREHEAT TARGET=35")
         self.wait_for(lambda: self.bridge.targets()[-1] == 35)
         self.assertTrue(self.console('preheating the chamber to 35 C'))
-        self.run_gcode("PANDA_BREATH_PREHEAT TARGET=38 WAIT=1")
+        self.run_gcode("PANDA_BRIDGE_PREHEAT TARGET=38 WAIT=1")
         self.wait_for(lambda: self.bridge.targets()[-1] == 38)
         self.assertEqual(self.heater.target_temp, 38.)
 

@@ -1,7 +1,7 @@
 # BIQU Panda Breath chamber heater, through the panda-breath bridge
 #
-# [panda_breath] provides "sensor_type: panda_breath" and the pin chip
-# "panda_breath" for one [heater_generic panda_breath] section after it.  The
+# [panda_bridge] provides "sensor_type: panda_bridge" and the pin chip
+# "panda_bridge" for one [heater_generic panda_breath] section after it.  The
 # bridge (a separate service) talks to the device; this module talks to the
 # bridge over a Unix socket, one JSON object per line (README "Socket API").
 import errno, json, logging, math, os, socket
@@ -23,7 +23,7 @@ UNKNOWN_STATUS = {'device_connected': False, 'temperature': None,
                   'target': None, 'device_work_on': None, 'firmware': None,
                   'note': None, 'failsafe_tripped': False}
 TARGET_METHODS = ('set_target', 'off')
-PIN_HINT = ("write 'heater_pin: panda_breath:heater' in"
+PIN_HINT = ("write 'heater_pin: panda_bridge:heater' in"
             " [heater_generic panda_breath]")
 
 def field(obj, key, kind):
@@ -41,13 +41,13 @@ class PandaBreath:
         self.gcode = printer.lookup_object('gcode')
         self.mcu = printer.lookup_object('mcu')
         self.host = config.get('host', None)
-        self.path = config.get('socket', '/tmp/panda_breath.sock')
+        self.path = config.get('socket', '/tmp/panda_bridge.sock')
         if not os.path.isabs(self.path):
-            raise config.error("socket: '%s' in [panda_breath] must be an"
-                               " absolute path such as /tmp/panda_breath.sock"
+            raise config.error("socket: '%s' in [panda_bridge] must be an"
+                               " absolute path such as /tmp/panda_bridge.sock"
                                % (self.path,))
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
-            raise config.error("socket: in [panda_breath] is longer than %d"
+            raise config.error("socket: in [panda_bridge] is longer than %d"
                                " bytes, too long for a Unix socket; choose a"
                                " shorter path (the same for the bridge)"
                                % (MAX_SOCKET_PATH,))
@@ -71,27 +71,27 @@ class PandaBreath:
         self.heartbeat_timer = self.reactor.register_timer(
             self._heartbeat_event)
         pheaters = printer.load_object(config, 'heaters')
-        pheaters.add_sensor_factory('panda_breath', self._setup_sensor)
-        printer.lookup_object('pins').register_chip('panda_breath', self)
+        pheaters.add_sensor_factory('panda_bridge', self._setup_sensor)
+        printer.lookup_object('pins').register_chip('panda_bridge', self)
         printer.register_event_handler('klippy:connect', self._handle_connect)
         printer.register_event_handler('klippy:shutdown',
                                        self._handle_shutdown)
         printer.register_event_handler('klippy:disconnect',
                                        self._handle_disconnect)
-    # Sensor interface (sensor_type: panda_breath)
+    # Sensor interface (sensor_type: panda_bridge)
     def _setup_sensor(self, config):
         name = config.get_name()
         if self.heater_name is not None:
             raise config.error("[%s]: only one heater can use sensor_type:"
-                               " panda_breath; [heater_generic %s] already"
+                               " panda_bridge; [heater_generic %s] already"
                                " does" % (name, self.heater_name))
         if not name.startswith('heater_generic '):
-            raise config.error("[%s]: sensor_type: panda_breath is only for a"
+            raise config.error("[%s]: sensor_type: panda_bridge is only for a"
                                " [heater_generic panda_breath] section"
                                % (name,))
         pin = [s.strip() for s in config.get('heater_pin', '').split(':')]
-        if pin != ['panda_breath', 'heater']:
-            raise config.error("[%s]: with sensor_type: panda_breath, %s"
+        if pin != ['panda_bridge', 'heater']:
+            raise config.error("[%s]: with sensor_type: panda_bridge, %s"
                                % (name, PIN_HINT))
         self.heater_name = name.split()[-1]
         return self
@@ -103,17 +103,17 @@ class PandaBreath:
         return REPORT_TIME
     def set_read_tolerance(self, read_time_tol, min_update_ratio):
         pass
-    # Chip and pin interface (heater_pin: panda_breath:heater)
+    # Chip and pin interface (heater_pin: panda_bridge:heater)
     def setup_pin(self, pin_type, pin_params):
         if (pin_type != 'pwm' or pin_params['pin'] != 'heater'
             or pin_params['invert']):
             raise self.printer.config_error(
-                "Pin '%s' is not valid on chip panda_breath: %s"
+                "Pin '%s' is not valid on chip panda_bridge: %s"
                 % (pin_params['pin'], PIN_HINT))
         if self.heater_name is None or self.pin_ready:
             raise self.printer.config_error(
-                "panda_breath:heater can only be the heater_pin of the one"
-                " [heater_generic] section with sensor_type: panda_breath")
+                "panda_bridge:heater can only be the heater_pin of the one"
+                " [heater_generic] section with sensor_type: panda_bridge")
         self.pin_ready = True
         return self
     def get_mcu(self):
@@ -129,9 +129,9 @@ class PandaBreath:
     def _handle_connect(self):
         if self.heater_name is None:
             raise self.printer.config_error(
-                "[panda_breath] needs a [heater_generic panda_breath] section"
-                " after it with sensor_type: panda_breath and"
-                " heater_pin: panda_breath:heater")
+                "[panda_bridge] needs a [heater_generic panda_breath] section"
+                " after it with sensor_type: panda_bridge and"
+                " heater_pin: panda_bridge:heater")
         pheaters = self.printer.lookup_object('heaters')
         self.heater = heater = pheaters.lookup_heater(self.heater_name)
         # Target changes must reach the bridge within 100 ms, but Heater only
@@ -199,7 +199,7 @@ class PandaBreath:
             return
         self.state = 'open'
         self.reactor.set_fd_wake(self.fd_handle, True, False)
-        logging.info("panda_breath: connected to the bridge at %s", self.path)
+        logging.info("panda_bridge: connected to the bridge at %s", self.path)
         if self.link_error is not None:
             self.gcode.respond_info("Panda Breath: bridge connected")
         self.link_error = None
@@ -211,7 +211,7 @@ class PandaBreath:
                                   eventtime + HEARTBEAT_TIME)
     def _link_failed(self, msg):
         if msg != self.link_error:
-            logging.info("panda_breath: %s", msg)
+            logging.info("panda_bridge: %s", msg)
             self.gcode.respond_info("Panda Breath: %s (is the panda-breath"
                                     " bridge running?)" % (msg,))
         self.link_error = msg
@@ -315,7 +315,7 @@ class PandaBreath:
         except Exception:
             self.bad_count += 1
             if eventtime >= self.bad_log_time + BAD_INPUT_LOG_TIME:
-                logging.exception("panda_breath: ignored bad input from the"
+                logging.exception("panda_bridge: ignored bad input from the"
                                   " bridge (%d in %.0f s): %r", self.bad_count,
                                   BAD_INPUT_LOG_TIME, line[:200])
                 self.bad_count = 0
@@ -328,7 +328,7 @@ class PandaBreath:
         if msg.get('error') is not None:
             error = field(msg, 'error', dict) or {}
             error = error.get('message', msg['error'])
-            logging.warning("panda_breath: %s failed: %s", method, error)
+            logging.warning("panda_bridge: %s failed: %s", method, error)
             self.gcode.respond_info("Panda Breath: bridge refused %s: %s"
                                     % (method, error))
         elif method == 'hello' and msg['result'].get('protocol') != 1:
