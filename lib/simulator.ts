@@ -65,9 +65,9 @@ export interface DeviceSettings {
   filtertemp: number;
   /** Auto-mode hot-bed threshold. */
   hotbedtemp: number;
-  /** Custom drying temperature. */
+  /** Custom drying temperature (written as `filament_temp`: the mapping is inferred from the names). */
   custom_temp: number;
-  /** Custom drying duration in hours. */
+  /** Custom drying duration in whole hours (written as `filament_timer`; assumed one byte). */
   custom_timer: number;
   /** 1 = 55 °C/12 h, 2 = 60 °C/12 h, 3 = custom. */
   filament_drying_mode: number;
