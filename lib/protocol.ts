@@ -265,3 +265,73 @@ export function validateTarget(value: unknown, maxTarget: number): TargetCheck {
   }
   return { ok: true, target };
 }
+
+// ---- Drying lease: heat through a drying run, whose own timer stops the device ----
+// Facts: a drying run is started by one frame (work_mode, filament_temp,
+// filament_timer in hours, filament_drying_mode 3 = custom, isrunning 1,
+// work_on true), ends by itself (isrunning and remaining_seconds drop to 0,
+// the settings block is pushed) and `isrunning: 0` stops it. Unknowns and the
+// renewal procedure: docs/safety.md, "Making the device stop by itself".
+// Nothing here is wired into the bridge.
+
+/** `work_mode` of drying on V1.0.1 and later (V1.0.0 numbers it 1; there 3 is auto). */
+export const DRYING_MODE = 3;
+
+/** `filament_drying_mode` of a custom run (1 and 2 are 12-hour presets at 55/60 °C). */
+export const CUSTOM_DRYING = 3;
+
+/**
+ * Firmware versions whose own web UI (read from the images) shows the drying frame with
+ * the V1.0.1+ mode numbers: the only ones a drying lease may be used on. V1.0.0 numbers
+ * the modes differently and V1.0.4 is known only second-hand.
+ */
+export const DRYING_LEASE_FIRMWARE: readonly string[] = ["V1.0.1", "V1.0.2", "V1.0.3"];
+
+/** Longest lease in hours (the device's own presets run 12 h); 1 h is the shortest. */
+export const DRYING_LEASE_MAX_HOURS = 12;
+
+/**
+ * Gap between {@link DRYING_STOP_FRAME} and the next start: the control tasks poll every
+ * 200–500 ms, so a shorter stop may never be seen (and then the start is a mere re-send).
+ */
+export const DRYING_RENEWAL_GAP_MS = 1000;
+
+/** Stops a drying run and leaves `work_on` alone: the first half of a renewal. */
+export const DRYING_STOP_FRAME = '{"settings":{"isrunning":0}}';
+
+/**
+ * Turns the heater off out of a drying lease: `isrunning: 0` with `work_on: false`, so no
+ * paused run is left behind for a later `work_on` to resume (always leave drying so).
+ */
+export const DRYING_LEASE_OFF_FRAME = '{"settings":{"isrunning":0,"work_on":false}}';
+
+/** Whether a drying lease may be used on the device reporting `firmware` (exact match). */
+export function dryingLeaseSupported(firmware: string | undefined): boolean {
+  return firmware !== undefined && DRYING_LEASE_FIRMWARE.includes(firmware);
+}
+
+/**
+ * Starts a custom drying run at `target` °C for `hours` whole hours, in one frame with
+ * every key (the documented drying start). Only for {@link DRYING_LEASE_FIRMWARE}: on
+ * V1.0.0 `work_mode: 3` selects auto. `target` must already be validated (see
+ * {@link validateTarget}); `hours` is a whole number 1–{@link DRYING_LEASE_MAX_HOURS}
+ * because fractions, 0 and large values are stored in ways the facts do not give.
+ */
+export function buildDryingLeaseFrame(target: number, hours: number): string {
+  if (!isIntegerIn(target, 1, DEVICE_MAX_TARGET)) {
+    throw new RangeError(`target must be a whole number 1-${DEVICE_MAX_TARGET}, got ${target}`);
+  }
+  if (!isIntegerIn(hours, 1, DRYING_LEASE_MAX_HOURS)) {
+    throw new RangeError(
+      `lease hours must be a whole number 1-${DRYING_LEASE_MAX_HOURS}, got ${hours}`,
+    );
+  }
+  return `{"settings":{"work_mode":${DRYING_MODE},"filament_temp":${target},` +
+    `"filament_timer":${hours},"filament_drying_mode":${CUSTOM_DRYING},"isrunning":1,` +
+    `"work_on":true}}`;
+}
+
+/** The frame asserting a desired target in lease mode: leave drying and off for 0. */
+export function buildDryingLeaseDesiredFrame(target: number, hours: number): string {
+  return target === 0 ? DRYING_LEASE_OFF_FRAME : buildDryingLeaseFrame(target, hours);
+}
