@@ -153,9 +153,9 @@ Deno.test("failsafe turns the heat off when no controller ever heartbeats", asyn
 
 Deno.test("failsafe never trips while the controller heartbeats, and trips when it hangs", async () => {
   await using r = rig({}, { failsafeTimeoutMs: 300 });
-  r.bridge.heartbeat();
+  r.bridge.heartbeat(client, true);
   r.bridge.setTarget(40, client);
-  const beat = setInterval(() => r.bridge.heartbeat(), 50);
+  const beat = setInterval(() => r.bridge.heartbeat(client, true), 50);
   await delay(1000);
   clearInterval(beat);
   assert.equal(r.bridge.status().target, 40);
