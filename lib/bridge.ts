@@ -88,6 +88,10 @@ export class Bridge {
   #wake: ReturnType<typeof setTimeout> | undefined;
   #readback: Promise<void> | null = null;
   #started = false;
+  /** Nesting of {@link #dispatch} (a send that fails reports the link down at once). */
+  #depth = 0;
+  /** The wake-up time of the latest decision. */
+  #wakeAt: number | null = null;
 
   /** A bridge to the device at `options.url`; call {@link start}. */
   constructor(options: BridgeOptions) {
@@ -158,7 +162,7 @@ export class Bridge {
    * `offTimeoutMs` for one to deliver it.
    */
   async stop(reason: string, offTimeoutMs = 3000): Promise<void> {
-    if (!this.#state.running) return;
+    if (!this.#started || !this.#state.running) return;
     const { delivered: sent } = this.#dispatch({ type: "stop", reason });
     clearTimeout(this.#wake);
     const delivered = sent || await this.#waitForLinkToSendOff(offTimeoutMs);
@@ -259,7 +263,20 @@ export class Bridge {
     const now = performance.now();
     const decision = decide(this.#state, event, now);
     this.#state = decision.state;
-    const effects = decision.effects;
+    this.#wakeAt = decision.wakeAt;
+    this.#depth++;
+    try {
+      return this.#perform(decision.effects, now, respond);
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  #perform(
+    effects: Effect[],
+    now: number,
+    respond?: Respond,
+  ): { effects: Effect[]; delivered: boolean } {
     // 1. Actuation. A failed send drops the link; the next connect asserts the state.
     let delivered = true;
     for (const effect of effects) {
@@ -272,8 +289,8 @@ export class Bridge {
     if (effects.some((e) => e.type === "notify")) this.#emit();
     // 3. Read-back (I/O that actuates nothing).
     if (effects.some((e) => e.type === "readback")) this.#startReadback();
-    // 4. The wake-up, then logs: neither can stop what came before.
-    this.#arm(decision.wakeAt, now);
+    // 4. The wake-up (of the latest state: a nested event may have changed it), then logs.
+    if (this.#depth === 1) this.#arm(this.#wakeAt, now);
     for (const effect of effects) {
       if (effect.type !== "log") continue;
       if (effect.limit) {

@@ -585,7 +585,7 @@ function onLinkDown(step: Step, reason: string): void {
   s.link.assertAt = null;
   s.link.drops++;
   s.readback.dueAt = null;
-  step.log("warn", "device link down", { reason });
+  step.log(s.running ? "warn" : "debug", "device link down", { reason });
   step.notify();
 }
 
