@@ -163,6 +163,25 @@ class ApiClientConnection {
     return true;
   }
 
+  /** Bytes waiting to be written to this client. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /**
+   * Resolves once at most `limit` bytes are queued, or the client is closed:
+   * one that takes nothing for `maxStallMs` while data waits is cut off.
+   */
+  async drain(limit: number): Promise<void> {
+    while (!this.#closed && this.#queuedBytes > limit) {
+      if (this.#writing && performance.now() - this.#writeStartedAt > this.#limits.maxStallMs) {
+        this.close();
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
   #dropQueuedStatus(): void {
     this.#queue = this.#queue.filter((line) => {
       if (line.status) this.#queuedBytes -= line.bytes.byteLength;
@@ -369,6 +388,11 @@ export class ApiServer {
           if (client.closed) break;
           const reply = this.#handleLine(client, line, decoder);
           if (reply) client.send(encodeLine(reply));
+          // A client that pipelines many requests is answered at the pace it reads:
+          // its next request waits while half the queue cap is taken.
+          if (client.queuedBytes > this.#limits.maxQueuedBytes / 2) {
+            await client.drain(this.#limits.maxQueuedBytes / 4);
+          }
         }
       }
     } finally {
