@@ -110,7 +110,7 @@ Deno.test({
       await waitForSocket(path, 120_000);
       const client = await ApiClient.connect(path);
       try {
-        await client.request("heartbeat");
+        await client.request("heartbeat", { ready: true });
         const startTemp = (await state()).temperature;
         const sentAt = Date.now();
         await client.request("set_target", { target: 45 });
@@ -119,7 +119,10 @@ Deno.test({
           return frames.find((f) => f.at >= sentAt && JSON.stringify(f.frame) === buildOnFrame(45));
         }, 20_000);
         console.log(`ON frame reached the simulated device ${on.at - sentAt} ms after set_target`);
-        const heartbeat = setInterval(() => client.request("heartbeat").catch(() => {}), 1000);
+        const heartbeat = setInterval(
+          () => client.request("heartbeat", { ready: true }).catch(() => {}),
+          1000,
+        );
         try {
           const risen = await until(async () => {
             const { temperature } = await state();
