@@ -98,6 +98,7 @@ class PandaBridge:
         self.ready = False  # between klippy:ready and shutdown/disconnect
         # Bridge link: state is closed, connecting, open or dead (to close)
         self.state = 'closed'
+        self.linked = False  # open, and hello answered
         self.sock = self.fd_handle = self.link_error = None
         self.partial = self.send_buffer = b''
         self.write_wake = False
@@ -330,6 +331,7 @@ class PandaBridge:
         # Closed from the retry timer, never inside an fd callback: the U1
         # fork's reactor has no fallback for an fd unregistered mid-dispatch
         self.state = 'dead'
+        self.linked = False
         self.reactor.set_fd_wake(self.fd_handle, False, False)
         self.reactor.update_timer(self.retry_timer, self.reactor.NOW)
         self.pending.clear()
@@ -343,6 +345,7 @@ class PandaBridge:
             self.sock.close()
             self.sock = self.fd_handle = None
         self.state = 'closed'
+        self.linked = False
         self.partial = self.send_buffer = b''
         self.write_wake = False
         self.pending.clear()
@@ -455,6 +458,7 @@ class PandaBridge:
                        " panda_bridge.py" % (protocol, API_PROTOCOL))
             return
         self.retry_time = RETRY_MIN_TIME
+        self.linked = True
         logging.info("panda_bridge: connected to the bridge at %s", self.path)
         if self.link_error is not None:
             self._report("bridge connected", False)
@@ -553,9 +557,9 @@ class PandaBridge:
                                    " stays off until it clears"
                                    % (self._fault_text(fault),))
     def get_status(self, eventtime):
-        status = dict(self.status, connected=self.state == 'open',
-                      host=self.host, power=self.power)
-        status['faults'] = list(self.faults) if self.state == 'open' else []
+        status = dict(self.status, connected=self.linked, host=self.host,
+                      power=self.power)
+        status['faults'] = list(self.faults) if self.linked else []
         return status
 
 def load_config(config):
