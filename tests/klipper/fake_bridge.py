@@ -7,7 +7,8 @@ process (for real klippy, or to run as another user):
 reads one JSON command per line on stdin and answers one JSON line on
 stdout (FakeBridgeProcess below drives it):
     {"cmd": "notify", "changes": {...}}   change the status and push it
-    {"cmd": "requests"}                   every request so far
+    {"cmd": "requests"}                   every request so far, connections
+                                          accepted, each live one's ready
     {"cmd": "reply", "method": M, "reply": {...} | null}   override replies
     {"cmd": "quit"}
 """
@@ -318,7 +319,8 @@ def main():
             bridge.notify(**msg['changes'])
             answer({'ok': True})
         elif cmd == 'requests':
-            answer({'requests': bridge.requests})
+            answer({'requests': bridge.requests, 'accepted': bridge.accepted,
+                    'ready': [c.ready for c in bridge.live_conns()]})
         elif cmd == 'reply':
             if msg.get('reply', 0) == 0:
                 bridge.replies.pop(msg['method'], None)
