@@ -312,7 +312,6 @@ class PandaBridge:
             return
         self.state = 'open'
         self.reactor.set_fd_wake(self.fd_handle, True, False)
-        # Nothing else until the bridge is known to speak this protocol
         self._request('hello', {'client': 'klipper', 'controller': True,
                                 'ready': self._is_ready()})
     def _link_failed(self, msg, alarm=None):
@@ -392,7 +391,8 @@ class PandaBridge:
             if self.state == 'open' and line.strip():
                 self._process_line(line, eventtime)
     def _request(self, method, params=None):
-        if self.state != 'open':
+        # Until hello is answered only hello goes out (it then sends the rest)
+        if self.state != 'open' or not (self.linked or method == 'hello'):
             return
         self.next_id += 1
         msg = {'id': self.next_id, 'method': method}

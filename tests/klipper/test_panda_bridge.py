@@ -814,6 +814,17 @@ class TestApiV2(Base):
         self.assertEqual(len(self.console('speaks protocol')), 1)
         self.assertGreaterEqual(self.bridge.accepted, 2)   # retried
 
+    def test_nothing_but_hello_while_hello_is_unanswered(self):
+        self.start(wait=False, ready=False)
+        self.bridge.replies['hello'] = None
+        self.wait_for(lambda: self.bridge.methods('hello'))
+        self.printer.ready()
+        self.run_gcode(SET % 45)
+        self.printer.invoke_shutdown("Shutdown due to M112 command")
+        self.run_for(1.5)
+        self.assertEqual([m for t, m, p in self.bridge.requests], ['hello'])
+        self.assertFalse(self.pb.get_status(0)['connected'])
+
     def test_heartbeat_without_ready_is_refused_by_the_fake(self):
         # The fake enforces the contract the extra is tested against
         self.start()
