@@ -23,6 +23,7 @@ import {
   type ReplyEffect,
 } from "./core.ts";
 import { DeviceLink, type LinkTimings } from "./device_link.ts";
+import { type FirmwareProbe, firmwareProblem, probeFirmware } from "./firmware_probe.ts";
 import type { Logger } from "./log.ts";
 import { KEEPALIVE_FRAME, OFF_FRAME, parseDeviceFrame } from "./protocol.ts";
 import { readBack, READBACK_TIMEOUT_MS, type ReadbackResult } from "./readback.ts";
@@ -48,6 +49,12 @@ export interface BridgeOptions {
   readbackTimeoutMs?: number;
   linkTimings?: Partial<LinkTimings>;
   backoff?: BackoffOptions;
+  /** Shortest time between two firmware probes after failed connects. */
+  probeIntervalMs?: number;
+  /** Time between connection attempts to a device found to run other firmware. */
+  foreignFirmwareRetryMs?: number;
+  /** Tells which firmware answers at the device's address (tests may replace it). */
+  probe?: (address: string) => Promise<FirmwareProbe>;
 }
 
 /** Who asked for a change, for the failsafe and the log. */
@@ -62,6 +69,8 @@ export const BRIDGE_DEFAULTS = {
   maxTarget: CORE_DEFAULTS.maxTarget,
   staleAfterMs: CORE_DEFAULTS.staleAfterMs,
   readbackIntervalMs: CORE_DEFAULTS.readbackIntervalMs,
+  probeIntervalMs: 60_000,
+  foreignFirmwareRetryMs: 300_000,
 } as const;
 
 /** A target request's outcome, as the socket API answers it. */
@@ -94,11 +103,21 @@ export class Bridge {
   #depth = 0;
   /** The wake-up time of the latest decision. */
   #wakeAt: number | null = null;
+  #probe: (address: string) => Promise<FirmwareProbe>;
+  #probeIntervalMs: number;
+  #foreignFirmwareRetryMs: number;
+  #lastProbeAt: number | null = null;
+  /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
+  #firmwareProblem: string | null = null;
 
   /** A bridge to the device at `options.url`; call {@link start}. */
   constructor(options: BridgeOptions) {
     this.#logger = options.logger;
     this.#readbackTimeoutMs = options.readbackTimeoutMs ?? READBACK_TIMEOUT_MS;
+    this.#probe = options.probe ?? probeFirmware;
+    this.#probeIntervalMs = options.probeIntervalMs ?? BRIDGE_DEFAULTS.probeIntervalMs;
+    this.#foreignFirmwareRetryMs = options.foreignFirmwareRetryMs ??
+      BRIDGE_DEFAULTS.foreignFirmwareRetryMs;
     this.#state = initialState({
       failsafeTimeoutMs: options.failsafeTimeoutMs ?? BRIDGE_DEFAULTS.failsafeTimeoutMs,
       maxTarget: options.maxTarget ?? BRIDGE_DEFAULTS.maxTarget,
@@ -114,6 +133,7 @@ export class Bridge {
       handlers: {
         onOpen: () => {
           this.#connectedSince = new Date();
+          this.#clearFirmwareProblem();
           this.#dispatch({ type: "link_open" });
         },
         onFrame: (data) => {
@@ -121,6 +141,7 @@ export class Bridge {
           this.#dispatch({ type: "frame", report, dropped });
         },
         onDown: (reason) => this.#dispatch({ type: "link_down", reason }),
+        onConnectFailed: () => this.#maybeProbeFirmware(),
       },
     });
   }
@@ -254,7 +275,35 @@ export class Bridge {
       startedIso: this.#startedAt.toISOString(),
       connectedIso: this.#connectedSince?.toISOString() ?? null,
       logWriteFailures: this.#logger.writeFailures,
+      firmwareProblem: this.#firmwareProblem,
     });
+  }
+
+  /**
+   * After a failed connect, asks the address once a probe interval which
+   * firmware answers there. DragonBreath has no /ws: the bridge says so once,
+   * in the log and in status, and retries only every few minutes instead of
+   * hammering a device it cannot drive. It never actuates anything.
+   */
+  #maybeProbeFirmware(): void {
+    const now = performance.now();
+    if (this.#lastProbeAt !== null && now - this.#lastProbeAt < this.#probeIntervalMs) return;
+    this.#lastProbeAt = now;
+    this.#probe(this.#link.url).then((probe) => {
+      const problem = firmwareProblem(this.#link.url, probe);
+      if (problem === null || !this.#state.running || this.#link.connected) return;
+      if (problem !== this.#firmwareProblem) this.#logger.error(problem);
+      this.#firmwareProblem = problem;
+      this.#link.setRetryFloor(this.#foreignFirmwareRetryMs);
+      this.#emit();
+    }, () => {});
+  }
+
+  #clearFirmwareProblem(): void {
+    if (this.#firmwareProblem === null) return;
+    this.#firmwareProblem = null;
+    this.#link.setRetryFloor(0);
+    this.#logger.info("the device speaks the stock protocol again");
   }
 
   /**

@@ -308,6 +308,7 @@ export function formatStatus(status: BridgeStatus): string {
       "device link",
       status.connected ? `connected (${status.link.url})` : `DOWN (${status.link.url})`,
     ],
+    ...(status.firmware_problem ? [["PROBLEM", status.firmware_problem] as [string, string]] : []),
     [
       "temperature",
       status.temperature === null
@@ -367,7 +368,7 @@ async function commandStatus(args: string[]): Promise<number> {
     (client) => client.request("status") as Promise<BridgeStatus>,
   );
   print(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
-  return 0;
+  return status.firmware_problem ? 1 : 0;
 }
 
 async function commandSet(args: string[]): Promise<number> {

@@ -993,6 +993,8 @@ export interface BridgeStatus {
   };
   /** Log lines dropped because the log could not be written (e.g. a full disk). */
   log_write_failures: number;
+  /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
+  firmware_problem: string | null;
   bridge: string;
 }
 
@@ -1002,6 +1004,7 @@ export interface ShellFacts {
   startedIso: string;
   connectedIso: string | null;
   logWriteFailures: number;
+  firmwareProblem: string | null;
 }
 
 function age(now: number, at: number | null): number | null {
@@ -1061,6 +1064,7 @@ export function buildStatus(s: CoreState, now: number, facts: ShellFacts): Bridg
       skipped_writes: s.link.skippedWrites,
     },
     log_write_failures: facts.logWriteFailures,
+    firmware_problem: facts.firmwareProblem,
     bridge: VERSION,
   };
 }

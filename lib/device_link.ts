@@ -30,6 +30,8 @@ export interface LinkHandlers {
   onFrame(data: string | Uint8Array): void;
   /** The link went down (closed, failed, or declared dead by the watchdog). */
   onDown(reason: string): void;
+  /** A connection attempt failed before the WebSocket opened. */
+  onConnectFailed?(reason: string): void;
 }
 
 /** Settings of a {@link DeviceLink}. */
@@ -71,6 +73,7 @@ export class DeviceLink {
   #retry: ReturnType<typeof setTimeout> | undefined;
   #stopped = true;
   #closing = new Set<Promise<void>>();
+  #retryFloorMs = 0;
 
   /** A link to `options.url`; call {@link start} to connect. */
   constructor(options: DeviceLinkOptions) {
@@ -112,6 +115,14 @@ export class DeviceLink {
     const timeout = new Promise<void>((resolve) => timer = setTimeout(resolve, closeTimeoutMs));
     await Promise.race([Promise.all(this.#closing), timeout]);
     clearTimeout(timer);
+  }
+
+  /**
+   * Waits at least `ms` between connection attempts from now on (0 restores
+   * the backoff alone): for a device that answers but is not one to drive.
+   */
+  setRetryFloor(ms: number): void {
+    this.#retryFloorMs = Math.max(0, ms);
   }
 
   /** Sends a text frame; returns false when the link is not open. */
@@ -192,6 +203,7 @@ export class DeviceLink {
         url: this.url,
         reason,
       });
+      this.#handlers.onConnectFailed?.(reason);
     }
     if (reconnect) this.#scheduleRetry();
   }
@@ -214,7 +226,7 @@ export class DeviceLink {
   #scheduleRetry(): void {
     if (this.#stopped) return;
     clearTimeout(this.#retry);
-    const delay = this.#backoff.next();
+    const delay = Math.max(this.#backoff.next(), this.#retryFloorMs);
     this.#logger.debug("reconnecting to device", {
       in_ms: Math.round(delay),
       attempt: this.#backoff.attempt,

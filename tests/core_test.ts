@@ -29,7 +29,13 @@ const CONFIG: CoreConfig = {
   readbackIntervalMs: 60_000,
 };
 
-const FACTS = { url: "ws://dev/ws", startedIso: "x", connectedIso: "y", logWriteFailures: 0 };
+const FACTS = {
+  url: "ws://dev/ws",
+  startedIso: "x",
+  connectedIso: "y",
+  logWriteFailures: 0,
+  firmwareProblem: null,
+};
 
 /** A settings block; `roots` adds the wifi/sta/ap roots of known connect frames. */
 function settingsFrame(settings: Record<string, unknown>, roots = false): string {
