@@ -4,8 +4,14 @@
 # "panda_bridge" for one [heater_generic panda_breath] section after it.  The
 # bridge (a separate service) talks to the device; this module talks to the
 # bridge over a Unix socket, one JSON object per line (README "Socket API").
-import errno, json, logging, math, os, socket
+#
+# Heater safety: the heartbeat tells the bridge whether Klipper is ready
+# (between klippy:ready and a shutdown or disconnect); only a ready Klipper
+# keeps heat alive.  While not ready this module answers any target the
+# bridge reports with "off".
+import errno, json, logging, math, os, pwd, socket, struct
 
+API_PROTOCOL = 2
 REPORT_TIME = .5
 HEARTBEAT_TIME = 1.
 RETRY_MIN_TIME, RETRY_MAX_TIME = .5, 5.
@@ -13,18 +19,23 @@ MAX_LINE = 64 * 1024
 MAX_SEND_BUFFER = 256 * 1024
 BAD_INPUT_LOG_TIME = 60.
 MAX_SOCKET_PATH = 107
-FAULTS = {
-    'ptc_sensor_short': "heater (PTC) temperature sensor short circuit",
-    'ptc_sensor_open': "heater (PTC) temperature sensor open circuit",
-    'chamber_sensor_short': "chamber temperature sensor short circuit",
-    'chamber_sensor_open': "chamber temperature sensor open circuit",
-    'heater_no_heat': "heater did not heat (about 60 s without a rise)"}
+DEFAULT_SOCKET = '/run/panda-breath/bridge.sock'
+SOCKET_DIRS = ('/tmp', '/run', '/var/run')  # where the bridge may listen
 UNKNOWN_STATUS = {'device_connected': False, 'temperature': None,
                   'target': None, 'device_work_on': None, 'firmware': None,
                   'note': None, 'failsafe_tripped': False}
 TARGET_METHODS = ('set_target', 'off')
 PIN_HINT = ("write 'heater_pin: panda_bridge:heater' in"
             " [heater_generic panda_breath]")
+# Sections and objects of the U1 extended firmware's own integration
+BUILTIN_NAMES = ('panda_breath', 'dragonbreath')
+BUILTIN_MSG = (
+    "[panda_bridge] cannot run together with the firmware's built-in Panda"
+    " Breath integration ([%s] is loaded): two controllers must never drive"
+    " one device.  On the Snapmaker U1 open the web UI's Firmware Config ->"
+    " chamber heater (PandaBreath / DragonBreath Chamber Heater) -> Disabled,"
+    " then restart Klipper.  On other hosts remove the [%s] section of the"
+    " other Panda Breath module.")
 
 def field(obj, key, kind):
     value = obj.get(key) if isinstance(obj, dict) else None
@@ -34,28 +45,60 @@ def field(obj, key, kind):
         return float(value) if ok else None
     return value if isinstance(value, kind) else None
 
-class PandaBreath:
+def user_name(uid):
+    try:
+        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
+    except KeyError:
+        return "uid %d" % (uid,)
+
+class PandaBridge:
     def __init__(self, config):
         self.printer = printer = config.get_printer()
         self.reactor = printer.get_reactor()
         self.gcode = printer.lookup_object('gcode')
         self.mcu = printer.lookup_object('mcu')
+        for name in BUILTIN_NAMES:
+            if config.has_section(name):
+                raise config.error(BUILTIN_MSG % (name, name))
         self.host = config.get('host', None)
-        self.path = config.get('socket', '/tmp/panda_bridge.sock')
+        self.path = config.get('socket', DEFAULT_SOCKET)
         if not os.path.isabs(self.path):
             raise config.error("socket: '%s' in [panda_bridge] must be an"
-                               " absolute path such as /tmp/panda_bridge.sock"
-                               % (self.path,))
+                               " absolute path such as %s"
+                               % (self.path, DEFAULT_SOCKET))
+        if not any(os.path.normpath(self.path).startswith(d + '/')
+                   for d in SOCKET_DIRS):
+            raise config.error(
+                "socket: '%s' in [panda_bridge] is outside /tmp, /run and"
+                " /var/run, where the bridge can create its socket; write"
+                " 'socket: %s' (the installed default) or another path there,"
+                " the same as the bridge's --socket" % (self.path,
+                                                         DEFAULT_SOCKET))
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
             raise config.error("socket: in [panda_bridge] is longer than %d"
                                " bytes, too long for a Unix socket; choose a"
                                " shorter path (the same for the bridge)"
                                % (MAX_SOCKET_PATH,))
+        user = config.get('bridge_user', None)
+        if user is None:
+            self.bridge_uid = os.getuid()
+        elif user.isdigit():
+            self.bridge_uid = int(user)
+        else:
+            try:
+                self.bridge_uid = pwd.getpwnam(user).pw_uid
+            except KeyError:
+                raise config.error("bridge_user: '%s' in [panda_bridge] is"
+                                   " not a user on this host; write the user"
+                                   " name or uid the bridge service runs as"
+                                   % (user,))
         self.heater_name = self.heater = self.callback = None
         self.min_temp = self.max_temp = self.power = 0.
         self.pin_ready = False
+        self.ready = False  # between klippy:ready and shutdown/disconnect
         # Bridge link: state is closed, connecting, open or dead (to close)
         self.state = 'closed'
+        self.linked = False  # open, and hello answered
         self.sock = self.fd_handle = self.link_error = None
         self.partial = self.send_buffer = b''
         self.write_wake = False
@@ -63,21 +106,31 @@ class PandaBreath:
         self.next_id = self.bad_count = 0
         self.bad_log_time = -BAD_INPUT_LOG_TIME
         self.retry_time = RETRY_MIN_TIME
-        # What was last sent, what the bridge confirmed, what it reports
+        # From hello; what was last sent; the bridge's target as last known
+        self.max_target = None
+        self.fault_descriptions = {}
+        self.max_target_warned = False
         self.requested = self.bridge_target = self.device_link = None
         self.status = dict(UNKNOWN_STATUS)
         self.faults = []
-        self.retry_timer = self.reactor.register_timer(self._retry_event)
-        self.heartbeat_timer = self.reactor.register_timer(
-            self._heartbeat_event)
         pheaters = printer.load_object(config, 'heaters')
         pheaters.add_sensor_factory('panda_bridge', self._setup_sensor)
         printer.lookup_object('pins').register_chip('panda_bridge', self)
         printer.register_event_handler('klippy:connect', self._handle_connect)
+        # Batch mode (klippy.py -o): never reach the real device
+        if printer.get_start_args().get('debugoutput') is not None:
+            return
+        printer.register_event_handler('klippy:ready', self._handle_ready)
         printer.register_event_handler('klippy:shutdown',
                                        self._handle_shutdown)
         printer.register_event_handler('klippy:disconnect',
                                        self._handle_disconnect)
+        self.heartbeat_timer = self.reactor.register_timer(
+            self._heartbeat_event)
+        # Connect from startup on, so that "off" is enforced in Klipper's
+        # startup and error states too
+        self.retry_timer = self.reactor.register_timer(self._retry_event,
+                                                       self.reactor.NOW)
     # Sensor interface (sensor_type: panda_bridge)
     def _setup_sensor(self, config):
         name = config.get_name()
@@ -127,6 +180,9 @@ class PandaBreath:
         self.power = value
     # Klippy events
     def _handle_connect(self):
+        for name in BUILTIN_NAMES:
+            if self.printer.lookup_object(name, None) is not None:
+                raise self.printer.config_error(BUILTIN_MSG % (name, name))
         if self.heater_name is None:
             raise self.printer.config_error(
                 "[panda_bridge] needs a [heater_generic panda_breath] section"
@@ -138,27 +194,70 @@ class PandaBreath:
         # calls set_pwm from temperature callbacks and suppresses repeats.
         # Every target request (SET_HEATER_TEMPERATURE, TURN_OFF_HEATERS,
         # idle_timeout, macros) goes through this instance's set_temp, so wrap
-        # it: the original runs first (range check), then the target is sent,
-        # even when unchanged.  The heartbeat timer catches paths that bypass
-        # set_temp (alter_target, set_control during PID_CALIBRATE).
+        # it: the bridge's limits and Klipper's range are checked before the
+        # target changes, then the target is sent, even when unchanged.  The
+        # heartbeat timer catches paths that bypass set_temp (alter_target,
+        # set_control during PID_CALIBRATE).
         orig_set_temp = heater.set_temp
         def set_temp(degrees):
+            self._check_target(degrees)
             orig_set_temp(degrees)
             self._send_target(degrees)
         heater.set_temp = set_temp
-        self.reactor.update_timer(self.retry_timer, self.reactor.NOW)
+    def _handle_ready(self):
+        self.ready = True
+        self._heartbeat()
+        self._send_target(self._klipper_target())
     def _handle_shutdown(self):
+        self.ready = False
         self.requested = self.power = 0.
         self._request('off')
+        self._heartbeat()
     def _handle_disconnect(self):
         self._handle_shutdown()
         if self.state == 'open' and self.send_buffer:
             self._handle_write()
         self._close()
         self.reactor.update_timer(self.retry_timer, self.reactor.NEVER)
+    def _is_ready(self):
+        return self.ready and not self.printer.is_shutdown()
+    def _klipper_target(self):
+        if self.heater is None:
+            return 0.
+        return self.heater.get_temp(self.reactor.monotonic())[1]
+    def _fault_text(self, fault):
+        return self.fault_descriptions.get(fault, fault)
+    def _check_target(self, degrees):
+        if degrees <= 0.:
+            return
+        if self.faults:
+            raise self.printer.command_error(
+                "Panda Breath fault: %s; the heater stays off until the fault"
+                " clears" % (self._fault_text(self.faults[0]),))
+        if self.max_target is not None and degrees > self.max_target:
+            raise self.printer.command_error(
+                "Requested temperature (%.1f) above the bridge's max_target"
+                " (%.1f) for [heater_generic %s]"
+                % (degrees, self.max_target, self.heater_name))
     def _send_target(self, target):
-        self.requested = 0. if self.printer.is_shutdown() else target
-        self._request('set_target', {'target': self.requested})
+        if not self._is_ready():
+            self._enforce_off()
+            return
+        self.requested = target
+        self._request('set_target', {'target': target})
+    def _enforce_off(self):
+        if 'off' in self.pending.values():
+            return False
+        self.requested = 0.
+        self._request('off')
+        return True
+    def _heartbeat(self):
+        self._request('heartbeat', {'ready': self._is_ready()})
+    def _report(self, msg, alarm):
+        if alarm:
+            self.gcode.respond_raw("!! Panda Breath: " + msg)
+        else:
+            self.gcode.respond_info("Panda Breath: " + msg)
     # Bridge connection
     def _retry_event(self, eventtime):
         if self.state == 'dead':
@@ -179,7 +278,8 @@ class PandaBreath:
             err = e.errno
         if err not in (0, errno.EINPROGRESS):
             sock.close()
-            self._link_failed("cannot reach the bridge at %s: %s"
+            self._link_failed("cannot reach the bridge at %s: %s (is the"
+                              " panda-breath bridge running?)"
                               % (self.path, os.strerror(err)))
             return
         self.sock = sock
@@ -197,43 +297,54 @@ class PandaBreath:
             self._drop("cannot reach the bridge at %s: %s"
                        % (self.path, os.strerror(err)))
             return
+        # Only the bridge's user (or root) may feed temperatures and targets
+        pid, uid, gid = struct.unpack('3i', self.sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize('3i')))
+        if uid not in (0, self.bridge_uid):
+            allowed = "root"
+            if self.bridge_uid:
+                allowed += " or " + user_name(self.bridge_uid)
+            self._drop("refused the process at %s (pid %d): it runs as %s,"
+                       " not as %s; if the bridge runs as that user, write"
+                       " 'bridge_user: %d' in [panda_bridge]"
+                       % (self.path, pid, user_name(uid), allowed, uid),
+                       alarm=False)
+            return
         self.state = 'open'
         self.reactor.set_fd_wake(self.fd_handle, True, False)
-        logging.info("panda_bridge: connected to the bridge at %s", self.path)
-        if self.link_error is not None:
-            self.gcode.respond_info("Panda Breath: bridge connected")
-        self.link_error = None
-        self._request('hello', {'client': 'klipper'})
-        self._request('subscribe')
-        self._request('heartbeat')
-        self._send_target(self.heater.get_temp(eventtime)[1])
-        self.reactor.update_timer(self.heartbeat_timer,
-                                  eventtime + HEARTBEAT_TIME)
-    def _link_failed(self, msg):
+        self._request('hello', {'client': 'klipper', 'controller': True,
+                                'ready': self._is_ready()})
+    def _link_failed(self, msg, alarm=None):
         if msg != self.link_error:
             logging.info("panda_bridge: %s", msg)
-            self.gcode.respond_info("Panda Breath: %s (is the panda-breath"
-                                    " bridge running?)" % (msg,))
+            target = self._klipper_target()
+            if alarm is None and target > 0.:
+                self._report("%s while the chamber target is %.0f"
+                             % (msg, target), True)
+            else:
+                self._report(msg, False)
         self.link_error = msg
-    def _drop(self, reason):
+    def _drop(self, reason, alarm=None):
         if self.state in ('closed', 'dead'):
             return
         # Closed from the retry timer, never inside an fd callback: the U1
         # fork's reactor has no fallback for an fd unregistered mid-dispatch
         self.state = 'dead'
+        self.linked = False
         self.reactor.set_fd_wake(self.fd_handle, False, False)
         self.reactor.update_timer(self.retry_timer, self.reactor.NOW)
         self.pending.clear()
         self.send_buffer = b''
         self.status = dict(UNKNOWN_STATUS)
-        self.device_link = None
-        self._link_failed(reason)
+        self.device_link = self.bridge_target = None
+        self._link_failed(reason, alarm)
     def _close(self):
         if self.fd_handle is not None:
             self.reactor.unregister_fd(self.fd_handle)
             self.sock.close()
             self.sock = self.fd_handle = None
         self.state = 'closed'
+        self.linked = False
         self.partial = self.send_buffer = b''
         self.write_wake = False
         self.pending.clear()
@@ -280,7 +391,8 @@ class PandaBreath:
             if self.state == 'open' and line.strip():
                 self._process_line(line, eventtime)
     def _request(self, method, params=None):
-        if self.state != 'open':
+        # Until hello is answered only hello goes out (it then sends the rest)
+        if self.state != 'open' or not (self.linked or method == 'hello'):
             return
         self.next_id += 1
         msg = {'id': self.next_id, 'method': method}
@@ -295,12 +407,12 @@ class PandaBreath:
     def _heartbeat_event(self, eventtime):
         if self.state != 'open':
             return self.reactor.NEVER
-        self._request('heartbeat')
-        target = self.heater.get_temp(eventtime)[1]
-        if self.printer.is_shutdown():
-            target = 0.
-        if target != self.requested:
-            self._send_target(target)
+        self._heartbeat()
+        if not self._is_ready():
+            if self.bridge_target:
+                self._enforce_off()
+        elif self._klipper_target() != self.requested:
+            self._send_target(self._klipper_target())
         return eventtime + HEARTBEAT_TIME
     # Messages from the bridge
     def _process_line(self, line, eventtime):
@@ -309,7 +421,7 @@ class PandaBreath:
             if not isinstance(msg, dict):
                 raise ValueError("not a JSON object")
             if msg.get('id') is not None:
-                self._handle_reply(msg)
+                self._handle_reply(msg, eventtime)
             elif msg.get('method') == 'status':
                 self._handle_status(msg['params'], eventtime)
         except Exception:
@@ -320,24 +432,65 @@ class PandaBreath:
                                   BAD_INPUT_LOG_TIME, line[:200])
                 self.bad_count = 0
                 self.bad_log_time = eventtime
-    def _handle_reply(self, msg):
+    def _handle_reply(self, msg, eventtime):
         method = self.pending.pop(msg['id'], None)
         if method is None:
             return
-        self.retry_time = RETRY_MIN_TIME
         if msg.get('error') is not None:
             error = field(msg, 'error', dict) or {}
             error = error.get('message', msg['error'])
             logging.warning("panda_bridge: %s failed: %s", method, error)
-            self.gcode.respond_info("Panda Breath: bridge refused %s: %s"
-                                    % (method, error))
-        elif method == 'hello' and msg['result'].get('protocol') != 1:
-            self.gcode.respond_info(
-                "Panda Breath: the bridge speaks protocol %s, this module"
-                " expects 1; install matching versions"
-                % (msg['result'].get('protocol'),))
+            if method == 'hello':
+                self._drop("the bridge refused hello: %s" % (error,))
+            elif method == 'set_target':
+                self._refused(error)
+            else:
+                self._report("bridge refused %s: %s" % (method, error), False)
+        elif method == 'hello':
+            self._handle_hello(msg['result'], eventtime)
         elif method in TARGET_METHODS:
             self.bridge_target = field(msg['result'], 'target', float)
+    def _handle_hello(self, result, eventtime):
+        protocol = result.get('protocol')
+        if protocol != API_PROTOCOL:
+            self._drop("the bridge speaks protocol %s, this module expects"
+                       " %d; install matching versions of the bridge and"
+                       " panda_bridge.py" % (protocol, API_PROTOCOL))
+            return
+        self.retry_time = RETRY_MIN_TIME
+        self.linked = True
+        logging.info("panda_bridge: connected to the bridge at %s", self.path)
+        if self.link_error is not None:
+            self._report("bridge connected", False)
+        self.link_error = None
+        self.max_target = field(result, 'max_target', float)
+        descriptions = field(result, 'fault_descriptions', dict) or {}
+        self.fault_descriptions = dict(
+            (k, v) for k, v in descriptions.items() if isinstance(v, str))
+        if (self.max_target is not None and self.max_temp > self.max_target
+            and not self.max_target_warned):
+            self.max_target_warned = True
+            self._report("max_temp %.1f of [heater_generic %s] is above the"
+                         " bridge's max_target %.1f; targets above %.1f will"
+                         " be refused" % (self.max_temp, self.heater_name,
+                                          self.max_target, self.max_target),
+                         False)
+        self._request('subscribe')
+        self._heartbeat()
+        self._send_target(self._klipper_target())
+        self.reactor.update_timer(self.heartbeat_timer,
+                                  eventtime + HEARTBEAT_TIME)
+    def _refused(self, error):
+        # Klipper takes the bridge's target back so that the two never
+        # disagree; a later request still outstanding decides instead
+        if any(m in TARGET_METHODS for m in self.pending.values()):
+            return
+        target = self.bridge_target or 0.
+        self.requested = target
+        if self.heater is not None and self._is_ready():
+            self.heater.alter_target(target)
+        self._report("the bridge refused the target: %s; the target is %.0f"
+                     % (error, target), True)
     def _handle_status(self, st, eventtime):
         device, failsafe = st.get('device'), st.get('failsafe')
         connected = st.get('connected') is True
@@ -349,20 +502,14 @@ class PandaBreath:
             'target': target, 'note': note, 'failsafe_tripped': tripped,
             'device_work_on': field(device, 'work_on', bool),
             'firmware': field(device, 'firmware', str)}
+        heating = self._klipper_target() > 0.
         if connected and self.device_link == 'lost':
-            self.gcode.respond_info("Panda Breath: device reachable again")
+            self._report("device reachable again", False)
         elif not connected and self.device_link is True:
-            self.gcode.respond_info("Panda Breath: the bridge lost the device"
-                                    " (%s)" % (note or self.host,))
+            self._report("the bridge lost the device (%s)"
+                         % (note or self.host,), heating)
         self.device_link = connected or ('lost' if self.device_link else None)
-        faults = st.get('faults')
-        faults = [f for f in faults if isinstance(f, str)] if isinstance(
-            faults, list) else []
-        for fault in faults:
-            if fault not in self.faults:
-                self.gcode.respond_raw("!! Panda Breath fault: %s"
-                                       % (FAULTS.get(fault, fault),))
-        self.faults = faults
+        self._handle_faults(st.get('faults'), heating)
         if temp is not None and self.callback is not None:
             if not self.min_temp <= temp <= self.max_temp:
                 self.printer.invoke_shutdown(
@@ -370,27 +517,50 @@ class PandaBreath:
                     "max_temp %.1f:%.1f of [heater_generic %s]"
                     % (temp, self.min_temp, self.max_temp, self.heater_name))
             self.callback(self.mcu.estimated_print_time(eventtime), temp)
-        if (target is None or target == self.bridge_target
-            or self.heater is None or self.printer.is_shutdown()
+        changed = target is not None and target != self.bridge_target
+        if target is not None:
+            self.bridge_target = target
+        if not self._is_ready():
+            if target and self._enforce_off():
+                self._report("Klipper is not ready: turned off the target %.0f"
+                             " set outside Klipper" % (target,), False)
+            return
+        if (not changed or self.heater is None
             or any(m in TARGET_METHODS for m in self.pending.values())):
             return
         # The bridge changed the target itself (failsafe, button, a CLI set):
         # adopt it without sending it back
-        self.bridge_target = self.requested = target
+        self.requested = target
         self.heater.alter_target(target)
         if tripped and not target:
-            self.gcode.respond_raw("!! Panda Breath failsafe turned the heater"
-                                   " off: %s" % (field(failsafe, 'reason', str)
-                                                 or note,))
+            self._report("failsafe turned the heater off: %s"
+                         % (field(failsafe, 'reason', str) or note,), True)
         else:
-            self.gcode.respond_info("Panda Breath: target is now %.0f, set"
-                                    " outside Klipper: %s"
-                                    % (target, note or "by the bridge"))
+            self._report("target is now %.0f, set outside Klipper: %s"
+                         % (target, note or "by the bridge"), False)
+    def _handle_faults(self, faults, heating):
+        if not isinstance(faults, list):
+            faults = []
+        faults = [f for f in faults if isinstance(f, str)]
+        new = [f for f in faults if f not in self.faults]
+        if self.faults and not faults:
+            self._report("device fault cleared", False)
+        self.faults = faults
+        if new and heating and self._is_ready():
+            # As any Klipper heater whose sensor fails
+            self.printer.invoke_shutdown(
+                "Panda Breath fault: %s" % (", ".join(
+                    self._fault_text(f) for f in new),))
+            return
+        for fault in new:
+            self.gcode.respond_raw("!! Panda Breath fault: %s; the heater"
+                                   " stays off until it clears"
+                                   % (self._fault_text(fault),))
     def get_status(self, eventtime):
-        status = dict(self.status, connected=self.state == 'open',
-                      host=self.host, power=self.power)
-        status['faults'] = list(self.faults) if self.state == 'open' else []
+        status = dict(self.status, connected=self.linked, host=self.host,
+                      power=self.power)
+        status['faults'] = list(self.faults) if self.linked else []
         return status
 
 def load_config(config):
-    return PandaBreath(config)
+    return PandaBridge(config)

@@ -4,7 +4,21 @@ import { LineSplitter, writeAll } from "./lines.ts";
 /** Default path of the bridge's socket. */
 export const DEFAULT_SOCKET_PATH = "/run/panda-breath/bridge.sock";
 
-/** An `error` reply from the bridge. */
+/** The result of `hello` (socket API v2). */
+export interface HelloResult {
+  /** The socket API version (2). */
+  protocol: number;
+  /** The bridge's version. */
+  bridge: string;
+  /** Seconds without a ready heartbeat after which heat goes off. */
+  failsafe_timeout: number;
+  /** Highest target the bridge accepts, °C. */
+  max_target: number;
+  /** What each fault name in `status.faults` means. */
+  fault_descriptions: Record<string, string>;
+}
+
+/** An `error` reply from the bridge (`code`: e.g. `out_of_range`, `device_fault`). */
 export class ApiError extends Error {
   readonly code: string;
 
@@ -66,6 +80,18 @@ export class ApiClient {
     const line = JSON.stringify(params === undefined ? { id, method } : { id, method, params });
     await writeAll(this.#conn, new TextEncoder().encode(line + "\n"));
     return await reply;
+  }
+
+  /** Says hello; `controller: true` makes this connection a controller (socket API v2). */
+  async hello(
+    params: { client?: string; controller?: boolean; ready?: boolean } = {},
+  ): Promise<HelloResult> {
+    return await this.request("hello", params) as HelloResult;
+  }
+
+  /** A controller's heartbeat; only `ready: true` counts as someone in control. */
+  async heartbeat(ready: boolean): Promise<{ failsafe_timeout: number }> {
+    return await this.request("heartbeat", { ready }) as { failsafe_timeout: number };
   }
 
   /** Subscribes to status notifications, delivered to `onStatus`. */

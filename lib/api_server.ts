@@ -1,7 +1,7 @@
 import type { Bridge, BridgeStatus } from "./bridge.ts";
+import type { ReplyEffect } from "./core.ts";
 import { LineSplitter, writeAll } from "./lines.ts";
 import type { Logger } from "./log.ts";
-import { API_PROTOCOL_VERSION, VERSION } from "./version.ts";
 
 /** Caps on what socket clients may cost the bridge. */
 export interface ApiLimits {
@@ -34,6 +34,7 @@ export type ApiErrorCode =
   | "unknown_method"
   | "invalid_params"
   | "out_of_range"
+  | "device_fault"
   | "line_too_long"
   | "too_many_clients";
 
@@ -160,6 +161,25 @@ class ApiClientConnection {
     this.#queuedBytes += bytes.byteLength;
     if (!this.#writing) this.#pump();
     return true;
+  }
+
+  /** Bytes waiting to be written to this client. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /**
+   * Resolves once at most `limit` bytes are queued, or the client is closed:
+   * one that takes nothing for `maxStallMs` while data waits is cut off.
+   */
+  async drain(limit: number): Promise<void> {
+    while (!this.#closed && this.#queuedBytes > limit) {
+      if (this.#writing && performance.now() - this.#writeStartedAt > this.#limits.maxStallMs) {
+        this.close();
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
   }
 
   #dropQueuedStatus(): void {
@@ -320,20 +340,29 @@ export class ApiServer {
 
   #onClientClosed(client: ApiClientConnection): void {
     if (!this.#clients.delete(client)) return;
-    if (client.controller) {
-      this.#logger.info("controller disconnected", { client: client.label });
-    } else {
-      this.#logger.debug("socket client disconnected", { client: client.label });
-    }
+    // A controller's connection closing is an event for the failsafe (OFF at once
+    // when it was the last ready one and heat is on); the core logs it.
+    if (client.controller) this.#bridge.controllerGone({ client: client.label });
+    else this.#logger.debug("socket client disconnected", { client: client.label });
   }
 
+  /**
+   * Reads and answers one client. Only socket errors end it quietly; an
+   * error in handling a request is a bug and propagates (the process's
+   * catch-all turns the heater off and exits, see lib/cli.ts).
+   */
   async #serve(client: ApiClientConnection): Promise<void> {
     const splitter = new LineSplitter(this.#limits.maxLineBytes);
     const buffer = new Uint8Array(16 * 1024);
     const decoder = new TextDecoder("utf-8", { fatal: true });
     try {
       while (!client.closed) {
-        const n = await client.conn.read(buffer);
+        let n: number | null;
+        try {
+          n = await client.conn.read(buffer);
+        } catch {
+          break; // Reset by the peer or closed by us: nothing to answer.
+        }
         if (n === null) break;
         const lines = splitter.push(buffer.subarray(0, n));
         if (lines === null) {
@@ -359,10 +388,13 @@ export class ApiServer {
           if (client.closed) break;
           const reply = this.#handleLine(client, line, decoder);
           if (reply) client.send(encodeLine(reply));
+          // A client that pipelines many requests is answered at the pace it reads:
+          // its next request waits while half the queue cap is taken.
+          if (client.queuedBytes > this.#limits.maxQueuedBytes / 2) {
+            await client.drain(this.#limits.maxQueuedBytes / 4);
+          }
         }
       }
-    } catch {
-      // Reset by the peer or closed by us: nothing to answer.
     } finally {
       client.close();
     }
@@ -406,42 +438,50 @@ export class ApiServer {
     return this.#dispatch(client, id, method, (params ?? {}) as Record<string, unknown>);
   }
 
+  /**
+   * Answers one request. Requests that concern the heater go to the bridge's
+   * decision core, whose reply is queued after its sends and before its
+   * notifications (so nothing here returns them).
+   */
   #dispatch(
     client: ApiClientConnection,
     id: unknown,
     method: string,
     params: Record<string, unknown>,
-  ): Reply | Notification {
+  ): Reply | Notification | null {
     const bridge = this.#bridge;
+    const source = client.label;
+    const respond = (reply: ReplyEffect, becomesController = false) => {
+      if (reply.ok && becomesController) client.controller = true;
+      client.send(encodeLine(
+        reply.ok ? { id, result: reply.result } : errorReply(
+          id,
+          reply.code,
+          reply.message,
+        ),
+      ));
+    };
     switch (method) {
       case "hello":
-        return {
-          id,
-          result: {
-            protocol: API_PROTOCOL_VERSION,
-            bridge: VERSION,
-            failsafe_timeout: bridge.failsafeTimeout,
-            max_target: bridge.maxTarget,
-          },
-        };
+        bridge.request(
+          { type: "hello", client: source, params },
+          (reply) => respond(reply, params.controller === true),
+        );
+        return null;
       case "status":
         return { id, result: bridge.status() };
       case "set_target":
-      case "off": {
-        const check = bridge.setTarget(method === "off" ? 0 : params.target, {
-          client: client.label,
-        });
-        return check.ok
-          ? { id, result: { target: check.target } }
-          : errorReply(id, check.code, check.message);
-      }
+        bridge.request({ type: "set_target", client: source, value: params.target }, respond);
+        return null;
+      case "off":
+        bridge.request({ type: "off", client: source }, respond);
+        return null;
       case "heartbeat":
-        if (!client.controller) {
-          client.controller = true;
-          this.#logger.info("controller connected", { client: client.label });
-        }
-        bridge.heartbeat();
-        return { id, result: { failsafe_timeout: bridge.failsafeTimeout } };
+        bridge.request(
+          { type: "heartbeat", client: source, ready: params.ready },
+          (reply) => respond(reply, true),
+        );
+        return null;
       case "subscribe":
         // The reply first, then the current status: nothing may come between them.
         client.send(encodeLine({ id, result: { subscribed: true } }));

@@ -1,183 +1,192 @@
+/**
+ * The bridge's thin shell: owns the device link, the read-back, the timer
+ * and the status listeners; turns what happens into events for the pure
+ * decision core (lib/core.ts) and performs the effects it returns, in this
+ * order: sends to the device first, then replies and status notifications,
+ * then the read-back, then log lines. Nothing that actuates the heater
+ * depends on logging, and the logger never throws.
+ *
+ * @module
+ */
+
 import type { BackoffOptions } from "./backoff.ts";
+import {
+  type BridgeStatus,
+  buildStatus,
+  CORE_DEFAULTS,
+  type CoreErrorCode,
+  type CoreEvent,
+  type CoreState,
+  decide,
+  type Effect,
+  initialState,
+  type ReplyEffect,
+} from "./core.ts";
 import { DeviceLink, type LinkTimings } from "./device_link.ts";
 import type { Logger } from "./log.ts";
-import {
-  ALWAYS_ON_MODE,
-  buildDesiredStateFrame,
-  DEFAULT_MAX_TARGET,
-  type DeviceReport,
-  FAULT_DESCRIPTIONS,
-  type FaultName,
-  parseDeviceFrame,
-  type TargetCheck,
-  validateTarget,
-  WORK_MODE_NAMES,
-} from "./protocol.ts";
-import { VERSION } from "./version.ts";
+import { KEEPALIVE_FRAME, OFF_FRAME, parseDeviceFrame } from "./protocol.ts";
+import { readBack, READBACK_TIMEOUT_MS, type ReadbackResult } from "./readback.ts";
+
+export type { BridgeStatus, DeviceStatus, FailsafeStatus, ReadbackStatus } from "./core.ts";
 
 /** Settings of a {@link Bridge}. */
 export interface BridgeOptions {
   /** Device WebSocket URL, e.g. `ws://PandaBreath.local:80/ws`. */
   url: string;
   logger: Logger;
-  /** Heat is switched off when no controller heartbeated for this long. */
+  /** Heat is switched off when no ready controller heartbeated for this long. */
   failsafeTimeoutMs?: number;
   /** Highest target accepted, in °C. */
   maxTarget?: number;
   /** A temperature older than this is reported as unknown. */
   staleAfterMs?: number;
+  /** The desired state is asserted this long after connecting if no connect frame came. */
+  connectAssertMs?: number;
+  /** Period of the read-back; 0 disables it. */
+  readbackIntervalMs?: number;
+  /** Bound on one read-back's wait for its connect frame. */
+  readbackTimeoutMs?: number;
   linkTimings?: Partial<LinkTimings>;
   backoff?: BackoffOptions;
 }
 
-/** What the device last reported about itself. */
-export interface DeviceStatus {
-  work_on: boolean | null;
-  work_mode: number | null;
-  set_temp: number | null;
-  firmware: string | null;
-  /** Seconds since the device last reported its settings. */
-  reported_age: number | null;
-}
-
-/** The failsafe's view: is anyone in control? */
-export interface FailsafeStatus {
-  timeout: number;
-  controller: boolean;
-  controller_age: number | null;
-  tripped: boolean;
-  reason: string | null;
-}
-
-/** The bridge's status, as served on the socket API (see README). */
-export interface BridgeStatus {
-  connected: boolean;
-  temperature: number | null;
-  temperature_age: number | null;
-  target: number;
-  heating: boolean;
-  device: DeviceStatus;
-  faults: FaultName[];
-  note: string | null;
-  failsafe: FailsafeStatus;
-  since: { started: string; connected: string | null };
-  link: { url: string; connects: number; drops: number; dropped_frames: number };
-  bridge: string;
-}
-
 /** Who asked for a change, for the failsafe and the log. */
 export interface RequestSource {
-  /** A short label for the log, e.g. `socket#3`. */
+  /** A short label for the log, e.g. `socket#3`; also the controller's identity. */
   client: string;
 }
 
 /** Defaults of {@link BridgeOptions}. */
 export const BRIDGE_DEFAULTS = {
-  failsafeTimeoutMs: 10_000,
-  maxTarget: DEFAULT_MAX_TARGET,
-  staleAfterMs: 5_000,
+  failsafeTimeoutMs: CORE_DEFAULTS.failsafeTimeoutMs,
+  maxTarget: CORE_DEFAULTS.maxTarget,
+  staleAfterMs: CORE_DEFAULTS.staleAfterMs,
+  readbackIntervalMs: CORE_DEFAULTS.readbackIntervalMs,
 } as const;
 
-function seconds(ms: number | null): number | null {
-  return ms === null ? null : Math.round(ms / 100) / 10;
-}
+/** A target request's outcome, as the socket API answers it. */
+export type TargetResult =
+  | { ok: true; target: number }
+  | { ok: false; code: CoreErrorCode; message: string };
+
+/** Called with the reply to a request, after the sends and before notifications and logs. */
+export type Respond = (reply: ReplyEffect) => void;
 
 /**
- * The bridge's heart: owns the desired state (off, or on at a target),
- * asserts it on every (re)connect and change, tracks what the device
- * reports, and turns the heater off when nobody is in control.
+ * The bridge: a device link, a read-back, a timer and listeners around the
+ * decision core. The desired state (off, or on at a target) and every
+ * policy live in the core; this class only does what the core says.
  */
 export class Bridge {
   #logger: Logger;
   #link: DeviceLink;
-  #failsafeTimeoutMs: number;
-  #maxTarget: number;
-  #staleAfterMs: number;
+  #state: CoreState;
+  #readbackTimeoutMs: number;
   #startedAt = new Date();
-
-  #target = 0;
-  #heatRequestedAt = 0;
-  #lastHeartbeatAt: number | null = null;
-  #failsafeTimer: ReturnType<typeof setTimeout> | undefined;
-  #tripReason: string | null = null;
-
-  #temperature: number | null = null;
-  #temperatureAt = 0;
-  #device: Omit<DeviceStatus, "reported_age"> = {
-    work_on: null,
-    work_mode: null,
-    set_temp: null,
-    firmware: null,
-  };
-  #deviceReportedAt: number | null = null;
-  #faults = new Set<FaultName>();
-  #note: string | null = null;
   #connectedSince: Date | null = null;
-  #droppedFrames = 0;
   #listeners = new Set<(status: BridgeStatus) => void>();
-  #running = false;
+  #wake: ReturnType<typeof setTimeout> | undefined;
+  /** When the armed {@link #wake} timer fires. */
+  #wakeArmedFor: number | null = null;
+  #readback: Promise<void> | null = null;
+  #started = false;
+  /** Nesting of {@link #dispatch} (a send that fails reports the link down at once). */
+  #depth = 0;
+  /** The wake-up time of the latest decision. */
+  #wakeAt: number | null = null;
 
   /** A bridge to the device at `options.url`; call {@link start}. */
   constructor(options: BridgeOptions) {
     this.#logger = options.logger;
-    this.#failsafeTimeoutMs = options.failsafeTimeoutMs ?? BRIDGE_DEFAULTS.failsafeTimeoutMs;
-    this.#maxTarget = options.maxTarget ?? BRIDGE_DEFAULTS.maxTarget;
-    this.#staleAfterMs = options.staleAfterMs ?? BRIDGE_DEFAULTS.staleAfterMs;
+    this.#readbackTimeoutMs = options.readbackTimeoutMs ?? READBACK_TIMEOUT_MS;
+    this.#state = initialState({
+      failsafeTimeoutMs: options.failsafeTimeoutMs ?? BRIDGE_DEFAULTS.failsafeTimeoutMs,
+      maxTarget: options.maxTarget ?? BRIDGE_DEFAULTS.maxTarget,
+      staleAfterMs: options.staleAfterMs ?? BRIDGE_DEFAULTS.staleAfterMs,
+      connectAssertMs: options.connectAssertMs ?? CORE_DEFAULTS.connectAssertMs,
+      readbackIntervalMs: options.readbackIntervalMs ?? BRIDGE_DEFAULTS.readbackIntervalMs,
+    });
     this.#link = new DeviceLink({
       url: options.url,
       logger: options.logger,
       timings: options.linkTimings,
       backoff: options.backoff,
       handlers: {
-        onOpen: () => this.#onLinkOpen(),
-        onFrame: (data) => this.#onFrame(data),
-        onDown: (reason) => this.#onLinkDown(reason),
+        onOpen: () => {
+          this.#connectedSince = new Date();
+          this.#dispatch({ type: "link_open" });
+        },
+        onFrame: (data) => {
+          const { report, dropped } = parseDeviceFrame(data);
+          this.#dispatch({ type: "frame", report, dropped });
+        },
+        onDown: (reason) => this.#dispatch({ type: "link_down", reason }),
       },
     });
   }
 
   /** The highest target accepted, in °C. */
   get maxTarget(): number {
-    return this.#maxTarget;
+    return this.#state.config.maxTarget;
   }
 
   /** The failsafe timeout in seconds. */
   get failsafeTimeout(): number {
-    return this.#failsafeTimeoutMs / 1000;
+    return this.#state.config.failsafeTimeoutMs / 1000;
   }
 
   /** The desired target in °C (0 = off). */
   get target(): number {
-    return this.#target;
+    return this.#state.target;
+  }
+
+  /** The core's current state (a snapshot for tests and diagnostics; do not modify). */
+  get coreState(): Readonly<CoreState> {
+    return this.#state;
   }
 
   /** Starts the device link. */
   start(): void {
-    this.#running = true;
+    if (this.#started) return;
+    this.#started = true;
+    this.#link.start();
     this.#logger.info("bridge started", {
       device: this.#link.url,
       failsafe_timeout_s: this.failsafeTimeout,
-      max_target: this.#maxTarget,
+      max_target: this.maxTarget,
+      readback_interval_s: this.#state.config.readbackIntervalMs / 1000,
     });
-    this.#link.start();
   }
 
   /**
    * Turns the heater off and stops: nobody will be in control once the
-   * bridge is gone. Waits up to `offTimeoutMs` for a link to deliver OFF.
+   * bridge is gone. OFF is written first; if the link is down, waits up to
+   * `offTimeoutMs` for one to deliver it.
    */
   async stop(reason: string, offTimeoutMs = 3000): Promise<void> {
-    if (!this.#running) return;
-    this.#running = false;
-    clearTimeout(this.#failsafeTimer);
-    this.#target = 0;
-    this.#note = `bridge stopped: ${reason}`;
-    const delivered = this.#link.send(buildDesiredStateFrame(0)) ||
-      await this.#waitForLinkToSendOff(offTimeoutMs);
+    if (!this.#started || !this.#state.running) return;
+    const { delivered: sent } = this.#dispatch({ type: "stop", reason });
+    this.#disarm();
+    const delivered = sent || await this.#waitForLinkToSendOff(offTimeoutMs);
     if (delivered) this.#logger.info("heater off sent before exit", { reason });
     else this.#logger.error("could not send OFF before exit: device unreachable", { reason });
+    // A read-back in flight ends by itself (bounded); the link does not wait for it.
     await this.#link.stop();
+    if (this.#state.link.open) this.#dispatch({ type: "link_down", reason: "bridge stopped" });
+    this.#disarm();
     this.#listeners.clear();
+  }
+
+  /**
+   * Sends OFF on the link now, bypassing the core: the last resort when the
+   * process is about to die from an unexpected error. Never throws.
+   */
+  emergencyOff(): boolean {
+    try {
+      return this.#link.send(OFF_FRAME);
+    } catch {
+      return false;
+    }
   }
 
   #waitForLinkToSendOff(timeoutMs: number): Promise<boolean> {
@@ -185,7 +194,7 @@ export class Bridge {
     return new Promise((resolve) => {
       const started = performance.now();
       const poll = setInterval(() => {
-        if (this.#link.connected && this.#link.send(buildDesiredStateFrame(0))) {
+        if (this.#link.connected && this.#link.send(OFF_FRAME)) {
           clearInterval(poll);
           resolve(true);
         } else if (performance.now() - started >= timeoutMs) {
@@ -203,230 +212,158 @@ export class Bridge {
   }
 
   /**
-   * Sets the desired target (0 = off). Rejects values outside 0..maxTarget
-   * with a clear error, never wraps. Heat requested starts the failsafe clock.
+   * Feeds a request event to the core; `respond` gets the reply after the
+   * sends and before notifications and logs. Also returns the reply.
    */
-  setTarget(value: unknown, source: RequestSource): TargetCheck {
-    const check = validateTarget(value, this.#maxTarget);
-    if (!check.ok) {
-      this.#logger.info("rejected target", { client: source.client, reason: check.message });
-      return check;
-    }
-    this.#tripReason = null;
-    this.#note = null;
-    this.#applyTarget(check.target, `requested by ${source.client}`);
-    return check;
+  request(event: CoreEvent, respond?: Respond): ReplyEffect | null {
+    let reply: ReplyEffect | null = null;
+    this.#dispatch(event, (r) => {
+      reply = r;
+      respond?.(r);
+    });
+    return reply;
   }
 
-  /** Records a controller's heartbeat, proof that someone is in control. */
-  heartbeat(): void {
-    this.#lastHeartbeatAt = performance.now();
+  /**
+   * Sets the desired target (0 = off). Rejects values outside 0..maxTarget
+   * and heat while a device fault is latched, never wraps.
+   */
+  setTarget(value: unknown, source: RequestSource): TargetResult {
+    return targetResult(this.request({ type: "set_target", client: source.client, value }));
+  }
+
+  /** Turns the heater off; never refused. */
+  off(source: RequestSource): TargetResult {
+    return targetResult(this.request({ type: "off", client: source.client }));
+  }
+
+  /** A controller's heartbeat with Klipper's readiness; only `ready: true` is proof of control. */
+  heartbeat(source: RequestSource, ready: unknown): ReplyEffect | null {
+    return this.request({ type: "heartbeat", client: source.client, ready });
+  }
+
+  /** A controller's connection closed. */
+  controllerGone(source: RequestSource): void {
+    this.#dispatch({ type: "controller_gone", client: source.client });
   }
 
   /** The current status (see README, "Status object"). */
   status(): BridgeStatus {
-    const now = performance.now();
-    const connected = this.#link.connected;
-    const temperatureAge = this.#temperatureAt ? now - this.#temperatureAt : null;
-    const fresh = connected && temperatureAge !== null && temperatureAge <= this.#staleAfterMs;
-    const controllerAge = this.#lastHeartbeatAt === null ? null : now - this.#lastHeartbeatAt;
-    return {
-      connected,
-      temperature: fresh ? this.#temperature : null,
-      temperature_age: seconds(temperatureAge),
-      target: this.#target,
-      heating: this.#target > 0,
-      device: {
-        ...this.#device,
-        reported_age: seconds(
-          this.#deviceReportedAt === null ? null : now - this.#deviceReportedAt,
-        ),
-      },
-      faults: [...this.#faults],
-      note: this.#note,
-      failsafe: {
-        timeout: this.failsafeTimeout,
-        controller: controllerAge !== null && controllerAge <= this.#failsafeTimeoutMs,
-        controller_age: seconds(controllerAge),
-        tripped: this.#tripReason !== null,
-        reason: this.#tripReason,
-      },
-      since: {
-        started: this.#startedAt.toISOString(),
-        connected: connected && this.#connectedSince ? this.#connectedSince.toISOString() : null,
-      },
-      link: {
-        url: this.#link.url,
-        connects: this.#link.stats.connects,
-        drops: this.#link.stats.drops,
-        dropped_frames: this.#droppedFrames,
-      },
-      bridge: VERSION,
-    };
-  }
-
-  #applyTarget(target: number, why: string): void {
-    const previous = this.#target;
-    this.#target = target;
-    if (target > 0) this.#heatRequestedAt = performance.now();
-    if (target !== previous) {
-      this.#logger.info("target changed", { from: previous, to: target, why });
-    }
-    this.#armFailsafe();
-    this.#sendDesiredState();
-    this.#emit();
-  }
-
-  #sendDesiredState(): void {
-    if (!this.#running) return;
-    if (this.#link.send(buildDesiredStateFrame(this.#target))) {
-      this.#logger.debug("desired state sent", { target: this.#target });
-    }
-  }
-
-  #failsafeDeadline(): number {
-    const lastSign = Math.max(this.#heatRequestedAt, this.#lastHeartbeatAt ?? 0);
-    return lastSign + this.#failsafeTimeoutMs;
-  }
-
-  #armFailsafe(): void {
-    clearTimeout(this.#failsafeTimer);
-    this.#failsafeTimer = undefined;
-    if (this.#target === 0 || !this.#running) return;
-    const wait = Math.max(0, this.#failsafeDeadline() - performance.now());
-    this.#failsafeTimer = setTimeout(() => this.#checkFailsafe(), wait + 1);
-  }
-
-  #checkFailsafe(): void {
-    if (this.#target === 0) return;
-    if (performance.now() < this.#failsafeDeadline()) {
-      this.#armFailsafe();
-      return;
-    }
-    const reason = this.#lastHeartbeatAt !== null && this.#lastHeartbeatAt >= this.#heatRequestedAt
-      ? `controller silent for more than ${this.failsafeTimeout} s`
-      : `heat requested without a live controller for ${this.failsafeTimeout} s`;
-    this.#tripReason = reason;
-    this.#note = `failsafe turned the heater off: ${reason}`;
-    this.#logger.warn("failsafe: turning heater off", { reason, target_was: this.#target });
-    this.#applyTarget(0, "failsafe");
-  }
-
-  #onLinkOpen(): void {
-    this.#connectedSince = new Date();
-    this.#logger.info("device connected", { url: this.#link.url, target: this.#target });
-    this.#sendDesiredState();
-    this.#emit();
-  }
-
-  #onLinkDown(reason: string): void {
-    this.#logger.warn("device link down", { reason });
-    this.#emit();
-  }
-
-  #onFrame(data: string | Uint8Array): void {
-    const { report, dropped } = parseDeviceFrame(data);
-    if (dropped.length > 0) {
-      this.#droppedFrames++;
-      this.#logger.limited("dropped-frame", 10_000, "debug", "dropped device data", {
-        reason: dropped.join("; "),
-      });
-    }
-    if (!report) return;
-    if (report.temperature !== undefined) {
-      this.#temperature = report.temperature;
-      this.#temperatureAt = performance.now();
-    }
-    this.#recordDeviceState(report);
-    if (report.isConnectFrame) this.#noteConnectState(report);
-    else if (report.isSettingsBlock) this.#followDevicePush(report);
-    this.#emit();
-  }
-
-  #recordDeviceState(report: DeviceReport): void {
-    const device = this.#device;
-    if (report.workOn !== undefined) device.work_on = report.workOn;
-    if (report.workMode !== undefined) device.work_mode = report.workMode;
-    if (report.setTemp !== undefined) device.set_temp = report.setTemp;
-    if (report.firmware !== undefined) device.firmware = report.firmware;
-    if (report.isSettingsBlock) {
-      this.#deviceReportedAt = performance.now();
-      this.#updateFaults(report, true);
-    } else if (report.faults) {
-      this.#updateFaults(report, false);
-    }
-  }
-
-  /** Fault fields are sent only while non-zero: a settings block without one clears it. */
-  #updateFaults(report: DeviceReport, wholeBlock: boolean): void {
-    const next = wholeBlock ? new Set<FaultName>() : new Set(this.#faults);
-    for (const [name, active] of Object.entries(report.faults ?? {})) {
-      if (active) next.add(name as FaultName);
-      else next.delete(name as FaultName);
-    }
-    for (const name of next) {
-      if (!this.#faults.has(name)) {
-        this.#logger.error("device fault", { fault: name, meaning: FAULT_DESCRIPTIONS[name] });
-      }
-    }
-    for (const name of this.#faults) {
-      if (!next.has(name)) this.#logger.info("device fault cleared", { fault: name });
-    }
-    this.#faults = next;
-  }
-
-  #noteConnectState(report: DeviceReport): void {
-    const heating = report.workOn === true;
-    if (heating !== this.#target > 0 || (heating && report.setTemp !== this.#target)) {
-      this.#logger.info("device state differs from desired state on connect; asserting", {
-        device_work_on: report.workOn,
-        device_set_temp: report.setTemp,
-        target: this.#target,
-      });
-    }
+    return buildStatus(this.#state, performance.now(), {
+      url: this.#link.url,
+      startedIso: this.#startedAt.toISOString(),
+      connectedIso: this.#connectedSince?.toISOString() ?? null,
+      logWriteFailures: this.#logger.writeFailures,
+    });
   }
 
   /**
-   * A settings push comes only from a button, the end of a drying run or a
-   * fault. The bridge follows it instead of fighting it: switched off at the
-   * device means off; switched on (always-on) means heat at the device's
-   * target, under the failsafe like any other request.
+   * Runs one event through the core and performs its effects in order;
+   * `delivered` says whether every send reached an open link.
    */
-  #followDevicePush(report: DeviceReport): void {
-    if (report.workOn === false && this.#target > 0) {
-      const faults = [...this.#faults];
-      this.#note = faults.length > 0
-        ? `device switched the heater off: fault ${faults.join(", ")}`
-        : "heater switched off at the device (button)";
-      this.#logger.warn(this.#note);
-      this.#applyTarget(0, "device push");
-    } else if (report.workOn === true && this.#target === 0) {
-      const mode = report.workMode ?? this.#device.work_mode;
-      const setTemp = report.setTemp ?? this.#device.set_temp;
-      if (
-        mode === ALWAYS_ON_MODE && setTemp !== null && setTemp >= 1 && setTemp <= this.#maxTarget
-      ) {
-        this.#note = `heater switched on at the device (${setTemp} °C); the failsafe applies`;
-        this.#logger.warn(this.#note);
-        this.#applyTarget(setTemp, "device push");
+  #dispatch(event: CoreEvent, respond?: Respond): { effects: Effect[]; delivered: boolean } {
+    const now = performance.now();
+    const decision = decide(this.#state, event, now);
+    this.#state = decision.state;
+    this.#wakeAt = decision.wakeAt;
+    this.#depth++;
+    try {
+      return this.#perform(decision.effects, now, respond);
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  #perform(
+    effects: Effect[],
+    now: number,
+    respond?: Respond,
+  ): { effects: Effect[]; delivered: boolean } {
+    // 1. Actuation. A failed send drops the link; the next connect asserts the state.
+    let delivered = true;
+    for (const effect of effects) {
+      if (effect.type === "send" && !this.#link.send(effect.frame)) delivered = false;
+    }
+    // 2. Replies and notifications.
+    for (const effect of effects) {
+      if (effect.type === "reply") respond?.(effect);
+    }
+    if (effects.some((e) => e.type === "notify")) this.#emit();
+    // 3. Read-back (I/O that actuates nothing).
+    if (effects.some((e) => e.type === "readback")) this.#startReadback();
+    // 4. The wake-up (of the latest state: a nested event may have changed it), then logs.
+    if (this.#depth === 1) this.#arm(this.#wakeAt, now);
+    for (const effect of effects) {
+      if (effect.type !== "log") continue;
+      if (effect.limit) {
+        this.#logger.limited(
+          effect.limit.key,
+          effect.limit.intervalMs,
+          effect.level,
+          effect.message,
+          effect.fields,
+        );
       } else {
-        const modeName = mode === null ? "unknown" : WORK_MODE_NAMES[mode] ?? `mode ${mode}`;
-        this.#note = `device switched on at the device in ${modeName} mode; ` +
-          "the bridge asserts its desired state (off) on the next reconnect";
-        this.#logger.warn(this.#note);
+        this.#logger.log(effect.level, effect.message, effect.fields);
       }
     }
+    return { effects, delivered };
+  }
+
+  /**
+   * Makes sure a tick comes by `wakeAt`. A timer already due earlier is kept
+   * (the early tick re-arms), so the timer is not replaced on every frame:
+   * creating a timer per device frame grows Deno's heap (measured: about
+   * 6 bytes per frame that are never given back).
+   */
+  #arm(wakeAt: number | null, now: number): void {
+    if (!this.#started || wakeAt === null) return;
+    if (this.#wake !== undefined && this.#wakeArmedFor !== null && this.#wakeArmedFor <= wakeAt) {
+      return;
+    }
+    this.#disarm();
+    this.#wakeArmedFor = wakeAt;
+    this.#wake = setTimeout(() => {
+      this.#wake = undefined;
+      this.#wakeArmedFor = null;
+      this.#dispatch({ type: "tick" });
+    }, Math.max(0, wakeAt - now) + 1);
+  }
+
+  #disarm(): void {
+    clearTimeout(this.#wake);
+    this.#wake = undefined;
+    this.#wakeArmedFor = null;
+  }
+
+  #startReadback(): void {
+    if (this.#readback) return;
+    // The main link becomes the device's most recently used socket (see lib/readback.ts).
+    this.#link.send(KEEPALIVE_FRAME);
+    this.#readback = readBack(this.#link.url, this.#readbackTimeoutMs)
+      .then((result: ReadbackResult) => {
+        this.#readback = null;
+        this.#dispatch({ type: "readback", report: result.report, error: result.error });
+      });
   }
 
   #emit(): void {
     if (this.#listeners.size === 0) return;
     const status = this.status();
+    const failures: string[] = [];
     for (const listener of this.#listeners) {
       try {
         listener(status);
       } catch (error) {
-        this.#logger.error("status listener failed", { error: (error as Error).message });
+        failures.push((error as Error).message);
       }
     }
+    for (const error of failures) this.#logger.error("status listener failed", { error });
   }
+}
+
+function targetResult(reply: ReplyEffect | null): TargetResult {
+  if (reply === null) return { ok: false, code: "invalid_request", message: "no reply" };
+  if (!reply.ok) return { ok: false, code: reply.code, message: reply.message };
+  return { ok: true, target: reply.result.target as number };
 }

@@ -7,6 +7,7 @@ import {
   checkSocketPath,
   deviceUrl,
   parseNumber,
+  parseReadbackInterval,
   parseSocketMode,
   parseWholeNumber,
   UsageError,
@@ -30,7 +31,10 @@ Options:
   -h, --help     Show help (also after a command: panda-breath run --help)
   -V, --version  Print the version
 
-Exit status: 0 ok, 1 failure (e.g. bridge unreachable), 2 bad usage.`;
+Exit status: 0 ok, 1 failure (e.g. bridge unreachable, device fault), 2 bad usage.`;
+
+/** Exit status of `run` after an unexpected internal error (EX_SOFTWARE). */
+const EXIT_CRASH = 70;
 
 const SOCKET_HELP = `  --socket PATH   Bridge socket (default ${DEFAULT_SOCKET_PATH})`;
 
@@ -38,8 +42,11 @@ const HELP: Record<string, string> = {
   run: `Usage: panda-breath run --host HOST[:PORT] [options]
 
 Holds a WebSocket to the device, keeps the desired state and asserts it on
-every (re)connect, and serves the Klipper extra on a local Unix socket.
-On SIGINT/SIGTERM it turns the heater off, then exits.
+every (re)connect when the device differs, reads the device's real state back
+periodically, and serves the Klipper extra on a local Unix socket.
+On SIGINT/SIGTERM it turns the heater off, then exits 0. On an unexpected
+internal error it sends OFF, logs it and exits ${EXIT_CRASH}, so that the service
+manager restarts it (a new bridge starts off).
 
 Options:
   --host HOST[:PORT]        Device address, e.g. PandaBreath.local or 192.168.1.50 (port 80)
@@ -48,6 +55,11 @@ ${SOCKET_HELP}
   --failsafe-timeout S      Turn heat off when no controller heartbeated for S seconds
                             (default ${BRIDGE_DEFAULTS.failsafeTimeoutMs / 1000}, 1-600)
   --max-target C            Highest accepted target in °C (default ${BRIDGE_DEFAULTS.maxTarget}, 1-${DEVICE_MAX_TARGET})
+  --readback-interval S     Read the device's real state back every S seconds over a
+                            short extra connection, correcting changes made by other
+                            clients (default ${
+    BRIDGE_DEFAULTS.readbackIntervalMs / 1000
+  }; 0 disables; 1-3600)
   --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
@@ -62,7 +74,8 @@ ${SOCKET_HELP}
 
 Sets the chamber target through the running bridge (0 turns it off).
 The CLI is not a controller: unless Klipper (the panda_bridge extra) is
-connected, the bridge's failsafe turns the heat off after its timeout.
+connected and ready, the bridge's failsafe turns the heat off after its
+timeout. While the device reports a fault, heat is refused (exit 1).
 
 Options:
 ${SOCKET_HELP}
@@ -143,6 +156,7 @@ async function commandRun(args: string[]): Promise<number> {
     "socket-mode": { type: "string" },
     "failsafe-timeout": { type: "string" },
     "max-target": { type: "string" },
+    "readback-interval": { type: "string" },
     "log-level": { type: "string" },
   });
   if (values.help) return printHelp("run");
@@ -163,11 +177,23 @@ async function commandRun(args: string[]): Promise<number> {
     1,
     DEVICE_MAX_TARGET,
   );
+  const readbackS = parseReadbackInterval(
+    (values["readback-interval"] as string | undefined) ??
+      String(BRIDGE_DEFAULTS.readbackIntervalMs / 1000),
+  );
   const level = (values["log-level"] as string | undefined) ?? "info";
   if (!isLogLevel(level)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${level}'`);
   }
-  return await runBridge({ url, socket, mode, failsafeMs: failsafeS * 1000, maxTarget, level });
+  return await runBridge({
+    url,
+    socket,
+    mode,
+    failsafeMs: failsafeS * 1000,
+    maxTarget,
+    readbackMs: readbackS * 1000,
+    level,
+  });
 }
 
 interface RunSettings {
@@ -176,6 +202,7 @@ interface RunSettings {
   mode: number;
   failsafeMs: number;
   maxTarget: number;
+  readbackMs: number;
   level: LogLevel;
 }
 
@@ -186,6 +213,7 @@ async function runBridge(settings: RunSettings): Promise<number> {
     logger,
     failsafeTimeoutMs: settings.failsafeMs,
     maxTarget: settings.maxTarget,
+    readbackIntervalMs: settings.readbackMs,
   });
   let server: ApiServer;
   try {
@@ -197,12 +225,22 @@ async function runBridge(settings: RunSettings): Promise<number> {
     logger.error(message);
     return 1;
   }
+  // An uncaught error leaves the bridge in an unknown state: OFF first, then
+  // log, then exit non-zero so that supervision restarts it into OFF.
+  let crashed!: (error: unknown) => void;
+  const crash = new Promise<unknown>((resolve) => crashed = resolve);
+  let crashing = false;
   const onUnexpected = (event: PromiseRejectionEvent | ErrorEvent) => {
     event.preventDefault();
+    if (crashing) return;
+    crashing = true;
     const error = "reason" in event ? event.reason : event.error;
-    logger.error("unexpected error (bridge keeps running)", {
+    const offSent = bridge.emergencyOff();
+    logger.error("unexpected error: heater OFF sent; exiting so the service restarts the bridge", {
       error: error instanceof Error ? error.message : String(error),
+      off_sent: offSent,
     });
+    crashed(error);
   };
   globalThis.addEventListener("unhandledrejection", onUnexpected);
   globalThis.addEventListener("error", onUnexpected);
@@ -215,11 +253,28 @@ async function runBridge(settings: RunSettings): Promise<number> {
   const signals = ["SIGINT", "SIGTERM"] as const;
   for (const name of signals) Deno.addSignalListener(name, onRepeat);
   bridge.start();
-  const signal = await waitForSignal([...signals]);
+  const outcome = await Promise.race([
+    waitForSignal([...signals]).then((signal) => ({ signal })),
+    crash.then(() => ({ signal: null })),
+  ]);
   stopping = true;
-  logger.info("shutting down", { signal });
+  if (outcome.signal === null) {
+    // Bounded: whatever state the error left, the process ends within a few seconds.
+    const hardExit = setTimeout(() => Deno.exit(EXIT_CRASH), 5000);
+    try {
+      await bridge.stop("unexpected error", 1000);
+      await server.close();
+    } catch {
+      // Exiting anyway; the restarted bridge asserts OFF.
+    }
+    clearTimeout(hardExit);
+    logger.error("bridge exited after an unexpected error", { exit: EXIT_CRASH });
+    return EXIT_CRASH;
+  }
+  logger.info("shutting down", { signal: outcome.signal });
+  // OFF first: the core refuses heat from here on, so the socket can close after.
+  await bridge.stop(`received ${outcome.signal}`);
   await server.close();
-  await bridge.stop(`received ${signal}`);
   for (const name of signals) Deno.removeSignalListener(name, onRepeat);
   globalThis.removeEventListener("unhandledrejection", onUnexpected);
   globalThis.removeEventListener("error", onUnexpected);
@@ -277,11 +332,23 @@ export function formatStatus(status: BridgeStatus): string {
     [
       "controller",
       status.failsafe.controller
-        ? `connected (heartbeat ${age(status.failsafe.controller_age)})`
+        ? `ready (heartbeat ${age(status.failsafe.controller_age)})`
+        : status.failsafe.controllers > 0
+        ? `connected, not ready (failsafe after ${status.failsafe.timeout} s)`
         : `none (failsafe after ${status.failsafe.timeout} s)`,
+    ],
+    [
+      "read-back",
+      status.readback.interval === 0
+        ? "off"
+        : `every ${status.readback.interval} s, ${status.readback.count} done, ` +
+          `${status.readback.corrections} corrections, last ${status.readback.last ?? "none yet"}`,
     ],
   ];
   if (status.failsafe.tripped) rows.push(["failsafe", `TRIPPED: ${status.failsafe.reason}`]);
+  if (status.log_write_failures > 0) {
+    rows.push(["log", `${status.log_write_failures} lines could not be written (disk full?)`]);
+  }
   if (status.note) rows.push(["note", status.note]);
   rows.push([
     "link",
@@ -395,7 +462,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const run = COMMANDS[command];
   if (!run) {
-    console.error(`panda-breath: unknown command '${command}'. Run 'panda-breath --help'.`);
+    printError(`panda-breath: unknown command '${command}'. Run 'panda-breath --help'.`);
     return 2;
   }
   try {
@@ -404,10 +471,23 @@ export async function main(args: string[]): Promise<number> {
     const badValue = error instanceof ApiError &&
       (error.code === "out_of_range" || error.code === "invalid_params");
     if (error instanceof UsageError || badValue) {
-      console.error(`panda-breath: ${error.message}\nRun 'panda-breath ${command} --help'.`);
+      printError(`panda-breath: ${error.message}\nRun 'panda-breath ${command} --help'.`);
       return 2;
     }
-    console.error(`panda-breath: ${(error as Error).message}`);
+    if (error instanceof ApiError && error.code === "device_fault") {
+      printError(`panda-breath: device_fault: ${error.message}`);
+      return 1;
+    }
+    printError(`panda-breath: ${(error as Error).message}`);
     return 1;
+  }
+}
+
+/** Writes an error line to stderr; a failing stderr (e.g. a full disk) is ignored. */
+function printError(line: string): void {
+  try {
+    console.error(line);
+  } catch {
+    // Nothing else can report it; the exit status still does.
   }
 }

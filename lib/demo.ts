@@ -68,8 +68,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     }
   });
   const say = (text: string) => write(`\n>>> ${text}\n\n`);
+  // The demo plays a ready Klipper: a controller whose heartbeats say `ready: true`.
   let heartbeats: ReturnType<typeof setInterval> | undefined = setInterval(
-    () => client.request("heartbeat"),
+    () => client.request("heartbeat", { ready: true }).catch(() => {}),
     1000,
   );
   try {
@@ -77,7 +78,8 @@ export async function runDemo(options: DemoOptions): Promise<void> {
       `Simulated Panda Breath at ${simulator.url}, bridge socket ${server.path}. ` +
         `Klipper's role is played by this demo: it heartbeats and sets ${options.target} °C.`,
     );
-    await client.request("heartbeat");
+    await client.request("hello", { client: "demo", controller: true, ready: true });
+    await client.request("heartbeat", { ready: true });
     await client.request("set_target", { target: options.target });
     await until(() => (latest?.temperature ?? 0) >= options.target, 120_000);
     say(`Reached ${options.target} °C. Now the controller hangs: heartbeats stop.`);

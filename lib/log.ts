@@ -4,13 +4,21 @@ export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
 /** One of {@link LOG_LEVELS}. */
 export type LogLevel = typeof LOG_LEVELS[number];
 
-/** Where formatted log lines go; defaults to stderr. */
+/** Where formatted log lines go; defaults to stderr. A sink may throw: the logger counts it. */
 export type LogSink = (line: string) => void;
 
 const encoder = new TextEncoder();
 
+/** Writes the whole line to stderr; throws when the write fails (e.g. ENOSPC). */
 function stderrSink(line: string): void {
-  Deno.stderr.writeSync(encoder.encode(line + "\n"));
+  const bytes = encoder.encode(line + "\n");
+  let written = 0;
+  // A short write continues; a write of nothing is a failure, never a busy loop.
+  while (written < bytes.byteLength) {
+    const n = Deno.stderr.writeSync(bytes.subarray(written));
+    if (n <= 0) throw new Error("stderr accepted no bytes");
+    written += n;
+  }
 }
 
 function formatValue(value: unknown): string {
@@ -26,11 +34,16 @@ export function isLogLevel(value: string): value is LogLevel {
 /**
  * A levelled logger writing one line per event:
  * `2026-11-24T10:00:00.000Z INFO device connected host=10.0.0.5`.
+ *
+ * Logging never throws: a line the sink cannot take (a full disk, a closed
+ * stderr, a sink that throws) is dropped and counted in {@link writeFailures}.
+ * Nothing that actuates the heater may depend on a log line being written.
  */
 export class Logger {
   #rank: number;
   #sink: LogSink;
   #lastByKey = new Map<string, { at: number; suppressed: number }>();
+  #writeFailures = 0;
 
   /** A logger at `level` writing to `sink` (stderr by default). */
   constructor(level: LogLevel = "info", sink: LogSink = stderrSink) {
@@ -43,14 +56,23 @@ export class Logger {
     return LOG_LEVELS.indexOf(level) <= this.#rank;
   }
 
-  /** Writes `message` with `key=value` fields at `level`. */
+  /** Lines the sink failed to take (dropped), since the logger was made. */
+  get writeFailures(): number {
+    return this.#writeFailures;
+  }
+
+  /** Writes `message` with `key=value` fields at `level`; never throws. */
   log(level: LogLevel, message: string, fields: Record<string, unknown> = {}): void {
-    if (!this.enabled(level)) return;
-    const parts = [new Date().toISOString(), level.toUpperCase(), message];
-    for (const [key, value] of Object.entries(fields)) {
-      if (value !== undefined) parts.push(`${key}=${formatValue(value)}`);
+    try {
+      if (!this.enabled(level)) return;
+      const parts = [new Date().toISOString(), level.toUpperCase(), message];
+      for (const [key, value] of Object.entries(fields)) {
+        if (value !== undefined) parts.push(`${key}=${formatValue(value)}`);
+      }
+      this.#sink(parts.join(" "));
+    } catch {
+      this.#writeFailures++;
     }
-    this.#sink(parts.join(" "));
   }
 
   /** Logs at error level. */

@@ -68,7 +68,16 @@ export function parseWholeNumber(name: string, value: string, min: number, max: 
   return number;
 }
 
-/** Checks a socket path: absolute and short enough for a Unix socket. */
+/**
+ * The directories the bridge may use for its socket: the `bridge` permission
+ * set's read/write paths in deno.json (tests/options_test.ts keeps them equal).
+ */
+export const SOCKET_DIRECTORIES: readonly string[] = ["/tmp", "/run", "/var/run"];
+
+/**
+ * Checks a socket path: absolute, short enough for a Unix socket, and inside
+ * {@link SOCKET_DIRECTORIES}, where the bridge's permissions let it listen.
+ */
 export function checkSocketPath(path: string): string {
   if (!path.startsWith("/")) {
     throw new UsageError(`--socket must be an absolute path, got '${path}'`);
@@ -79,7 +88,29 @@ export function checkSocketPath(path: string): string {
     );
   }
   if (path.endsWith("/")) throw new UsageError(`--socket must name a file, got '${path}'`);
+  const segments = path.split("/").slice(1);
+  const inside = SOCKET_DIRECTORIES.some((dir) => path === dir || path.startsWith(`${dir}/`));
+  if (!inside || segments.some((part) => part === "." || part === ".." || part === "")) {
+    throw new UsageError(
+      `--socket '${path}' is outside the directories the bridge may use: put it under ` +
+        `${SOCKET_DIRECTORIES.join(", ")} (e.g. /run/panda-breath/bridge.sock)`,
+    );
+  }
   return path;
+}
+
+/** Parses `--readback-interval`: 0 (off) or 1 to 3600 seconds. */
+export function parseReadbackInterval(value: string): number {
+  const number = Number(value);
+  if (
+    !DECIMAL.test(value) || !Number.isFinite(number) ||
+    (number !== 0 && (number < 1 || number > 3600))
+  ) {
+    throw new UsageError(
+      `--readback-interval must be 0 (off) or a number from 1 to 3600 seconds, got '${value}'`,
+    );
+  }
+  return number;
 }
 
 /** Parses a socket file mode: 0600 or 0660. */

@@ -20,21 +20,31 @@ export const DEFAULT_MAX_TARGET = 60;
 /** Chamber temperatures outside this range are treated as garbage. */
 export const PLAUSIBLE_TEMPERATURE = { min: -40, max: 150 } as const;
 
-/** Names of the faults the device can report. */
+/**
+ * Names of the faults the device can report. The `*_unknown` names stand for
+ * a non-zero value in a fault field that no known firmware sends: it counts
+ * as a fault, never as "no fault".
+ */
 export type FaultName =
   | "ptc_sensor_short"
   | "ptc_sensor_open"
+  | "ptc_sensor_unknown"
   | "chamber_sensor_short"
   | "chamber_sensor_open"
-  | "heater_no_heat";
+  | "chamber_sensor_unknown"
+  | "heater_no_heat"
+  | "heater_unknown";
 
 /** What each fault means, for logs and the Klipper console. */
 export const FAULT_DESCRIPTIONS: Readonly<Record<FaultName, string>> = {
   ptc_sensor_short: "heater (PTC) temperature sensor short circuit",
   ptc_sensor_open: "heater (PTC) temperature sensor open circuit",
+  ptc_sensor_unknown: "heater (PTC) temperature sensor reports an unknown fault code",
   chamber_sensor_short: "chamber temperature sensor short circuit",
   chamber_sensor_open: "chamber temperature sensor open circuit",
+  chamber_sensor_unknown: "chamber temperature sensor reports an unknown fault code",
   heater_no_heat: "heater did not heat (about 60 s of heating without a rise)",
+  heater_unknown: "heater reports an unknown fault code",
 };
 
 /** Meaning of `work_mode` on firmware V1.0.1 and later. */
@@ -58,10 +68,16 @@ export interface DeviceReport {
   workMode?: number;
   setTemp?: number;
   firmware?: string;
+  /** `isrunning`: a drying run is active. */
+  dryingRunning?: boolean;
   faults?: Partial<Record<FaultName, boolean>>;
   /** The device's own printer link state (0 disconnected … 3 connected). */
   printerState?: number;
-  /** The frame is the connect frame (carries `wifi`/`sta`/`ap` roots). */
+  /**
+   * The frame carries `wifi`/`sta`/`ap` roots, as connect frames of the known
+   * firmware do. Informational only: the bridge takes the first settings block
+   * after a link opens as the connect frame whatever its roots (lib/core.ts).
+   */
   isConnectFrame: boolean;
   /** The frame carries the whole settings block (connect frame or a device push). */
   isSettingsBlock: boolean;
@@ -91,13 +107,20 @@ const TEMPERATURE_FIELDS_BY_PREFERENCE = [
   "warehouse_temper",
 ] as const;
 
-const FAULT_FIELDS: ReadonlyArray<{ field: string; codes: Record<number, FaultName> }> = [
-  { field: "ptc_sensor_status", codes: { 1: "ptc_sensor_short", 2: "ptc_sensor_open" } },
+const FAULT_FIELDS: ReadonlyArray<
+  { field: string; codes: Record<number, FaultName>; unknown: FaultName }
+> = [
+  {
+    field: "ptc_sensor_status",
+    codes: { 1: "ptc_sensor_short", 2: "ptc_sensor_open" },
+    unknown: "ptc_sensor_unknown",
+  },
   {
     field: "warehouse_sensor_status",
     codes: { 1: "chamber_sensor_short", 2: "chamber_sensor_open" },
+    unknown: "chamber_sensor_unknown",
   },
-  { field: "ptc_heater_status", codes: { 1: "heater_no_heat" } },
+  { field: "ptc_heater_status", codes: { 1: "heater_no_heat" }, unknown: "heater_unknown" },
 ];
 
 function readTemperature(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
@@ -147,20 +170,31 @@ function readFirmware(settings: JsonObject, report: DeviceReport, dropped: strin
   }
 }
 
-function readFaults(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
-  for (const { field, codes } of FAULT_FIELDS) {
+/**
+ * Fault fields: 0 clears the field's faults; a known code names its fault;
+ * anything else that is not 0 (an unknown code, a wrong type) is the field's
+ * `*_unknown` fault: a fault field that does not say "no fault" is a fault.
+ */
+function readFaults(settings: JsonObject, report: DeviceReport): void {
+  for (const { field, codes, unknown } of FAULT_FIELDS) {
     if (!(field in settings)) continue;
     const value = settings[field];
-    if (value === 0) {
-      for (const name of Object.values(codes)) (report.faults ??= {})[name] = false;
-      continue;
+    const active = value === 0
+      ? null
+      : (typeof value === "number" && Object.hasOwn(codes, value) ? codes[value] : unknown);
+    for (const name of [...Object.values(codes), unknown]) {
+      (report.faults ??= {})[name] = name === active;
     }
-    const name = typeof value === "number" ? codes[value] : undefined;
-    if (!name) {
-      dropped.push(`${field}: unknown fault code`);
-      continue;
-    }
-    for (const other of Object.values(codes)) (report.faults ??= {})[other] = other === name;
+  }
+}
+
+function readDryingRunning(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
+  if (!("isrunning" in settings)) return;
+  const value = settings.isrunning;
+  if (value === 0 || value === 1 || typeof value === "boolean") {
+    report.dryingRunning = Boolean(value);
+  } else {
+    dropped.push("isrunning: not 0/1 or a boolean");
   }
 }
 
@@ -172,7 +206,8 @@ function readSettings(settings: JsonObject, report: DeviceReport, dropped: strin
   const setTemp = readByteField(settings, "set_temp", dropped);
   if (setTemp !== undefined) report.setTemp = setTemp;
   readFirmware(settings, report, dropped);
-  readFaults(settings, report, dropped);
+  readDryingRunning(settings, report, dropped);
+  readFaults(settings, report);
   report.isSettingsBlock = report.workOn !== undefined;
 }
 
@@ -264,4 +299,74 @@ export function validateTarget(value: unknown, maxTarget: number): TargetCheck {
     };
   }
   return { ok: true, target };
+}
+
+// ---- Drying lease: heat through a drying run, whose own timer stops the device ----
+// Facts: a drying run is started by one frame (work_mode, filament_temp,
+// filament_timer in hours, filament_drying_mode 3 = custom, isrunning 1,
+// work_on true), ends by itself (isrunning and remaining_seconds drop to 0,
+// the settings block is pushed) and `isrunning: 0` stops it. Unknowns and the
+// renewal procedure: docs/safety.md, "Making the device stop by itself".
+// Nothing here is wired into the bridge.
+
+/** `work_mode` of drying on V1.0.1 and later (V1.0.0 numbers it 1; there 3 is auto). */
+export const DRYING_MODE = 3;
+
+/** `filament_drying_mode` of a custom run (1 and 2 are 12-hour presets at 55/60 °C). */
+export const CUSTOM_DRYING = 3;
+
+/**
+ * Firmware versions whose own web UI (read from the images) shows the drying frame with
+ * the V1.0.1+ mode numbers: the only ones a drying lease may be used on. V1.0.0 numbers
+ * the modes differently and V1.0.4 is known only second-hand.
+ */
+export const DRYING_LEASE_FIRMWARE: readonly string[] = ["V1.0.1", "V1.0.2", "V1.0.3"];
+
+/** Longest lease in hours (the device's own presets run 12 h); 1 h is the shortest. */
+export const DRYING_LEASE_MAX_HOURS = 12;
+
+/**
+ * Gap between {@link DRYING_STOP_FRAME} and the next start: the control tasks poll every
+ * 200–500 ms, so a shorter stop may never be seen (and then the start is a mere re-send).
+ */
+export const DRYING_RENEWAL_GAP_MS = 1000;
+
+/** Stops a drying run and leaves `work_on` alone: the first half of a renewal. */
+export const DRYING_STOP_FRAME = '{"settings":{"isrunning":0}}';
+
+/**
+ * Turns the heater off out of a drying lease: `isrunning: 0` with `work_on: false`, so no
+ * paused run is left behind for a later `work_on` to resume (always leave drying so).
+ */
+export const DRYING_LEASE_OFF_FRAME = '{"settings":{"isrunning":0,"work_on":false}}';
+
+/** Whether a drying lease may be used on the device reporting `firmware` (exact match). */
+export function dryingLeaseSupported(firmware: string | undefined): boolean {
+  return firmware !== undefined && DRYING_LEASE_FIRMWARE.includes(firmware);
+}
+
+/**
+ * Starts a custom drying run at `target` °C for `hours` whole hours, in one frame with
+ * every key (the documented drying start). Only for {@link DRYING_LEASE_FIRMWARE}: on
+ * V1.0.0 `work_mode: 3` selects auto. `target` must already be validated (see
+ * {@link validateTarget}); `hours` is a whole number 1–{@link DRYING_LEASE_MAX_HOURS}
+ * because fractions, 0 and large values are stored in ways the facts do not give.
+ */
+export function buildDryingLeaseFrame(target: number, hours: number): string {
+  if (!isIntegerIn(target, 1, DEVICE_MAX_TARGET)) {
+    throw new RangeError(`target must be a whole number 1-${DEVICE_MAX_TARGET}, got ${target}`);
+  }
+  if (!isIntegerIn(hours, 1, DRYING_LEASE_MAX_HOURS)) {
+    throw new RangeError(
+      `lease hours must be a whole number 1-${DRYING_LEASE_MAX_HOURS}, got ${hours}`,
+    );
+  }
+  return `{"settings":{"work_mode":${DRYING_MODE},"filament_temp":${target},` +
+    `"filament_timer":${hours},"filament_drying_mode":${CUSTOM_DRYING},"isrunning":1,` +
+    `"work_on":true}}`;
+}
+
+/** The frame asserting a desired target in lease mode: leave drying and off for 0. */
+export function buildDryingLeaseDesiredFrame(target: number, hours: number): string {
+  return target === 0 ? DRYING_LEASE_OFF_FRAME : buildDryingLeaseFrame(target, hours);
 }

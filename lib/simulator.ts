@@ -1,8 +1,17 @@
 /**
  * A simulated BIQU Panda Breath: the device's WebSocket protocol (connect frame, 500 ms
- * temperature frames, unacknowledged writes with the firmware's quirks, pushes on buttons
- * and faults, 7-socket LRU eviction, reboots that refuse connections) over a simple thermal
- * model, plus HTTP control endpoints for tests and the demo.
+ * temperature frames, unacknowledged writes with the firmware's quirks, pushes on buttons,
+ * faults and the end of a drying run, 7-socket LRU eviction, reboots that refuse
+ * connections) over a simple thermal model, plus HTTP control endpoints for tests and the
+ * demo.
+ *
+ * It models what `shared/reference/panda-breath-protocol.md` establishes and nothing more.
+ * Where the facts are silent and the answer matters to a controller, the behaviour is an
+ * explicit option whose default is the pessimistic one (the device keeps heating longer, or
+ * a bridge's trick does not work): `dryingRewriteRestartsTimer`, `dryingRegulates`,
+ * `dryingSurvivesReboot`, `controlPollMs`, `hotbedC`. Other gaps are filled by assumptions
+ * named in the comments (e.g. the drying timer is paused while `work_on` is off); see
+ * docs/safety.md, "Making the device stop by itself".
  *
  * @module
  */
@@ -28,6 +37,16 @@ export const FAULT_KINDS = [
 /** One injectable fault. */
 export type FaultKind = typeof FAULT_KINDS[number];
 
+/** The settings fields that carry fault codes (sent only when non-zero). */
+export const FAULT_FIELD_NAMES = [
+  "ptc_sensor_status",
+  "warehouse_sensor_status",
+  "ptc_heater_status",
+] as const;
+
+/** One fault field. */
+export type FaultField = typeof FAULT_FIELD_NAMES[number];
+
 /** The device's physical buttons. */
 export const BUTTON_ACTIONS = ["power", "auto", "always_on", "drying"] as const;
 
@@ -46,9 +65,9 @@ export interface DeviceSettings {
   filtertemp: number;
   /** Auto-mode hot-bed threshold. */
   hotbedtemp: number;
-  /** Custom drying temperature. */
+  /** Custom drying temperature (written as `filament_temp`: the mapping is inferred from the names). */
   custom_temp: number;
-  /** Custom drying duration in hours. */
+  /** Custom drying duration in whole hours (written as `filament_timer`; assumed one byte). */
   custom_timer: number;
   /** 1 = 55 °C/12 h, 2 = 60 °C/12 h, 3 = custom. */
   filament_drying_mode: number;
@@ -78,7 +97,12 @@ export interface SimulatorOptions {
   heatTimeConstantS?: number;
   /** Time constant of cooling toward ambient at speed 1 (default 1200 s). */
   coolTimeConstantS?: number;
-  /** The printer's hot-bed °C, which auto mode compares with `hotbedtemp` (default 0). */
+  /**
+   * The printer's hot-bed °C, which the stand-in auto mode compares with `hotbedtemp`
+   * (default 100: hot, so auto heats). The facts give auto mode two thresholds and nothing
+   * else; this simulator's auto heats toward `set_temp` while `hotbedC >= hotbedtemp`, an
+   * invented stand-in that errs toward heating.
+   */
   hotbedC?: number;
   /** TCP sockets the HTTP server holds at most (default 7). */
   maxSockets?: number;
@@ -96,6 +120,36 @@ export interface SimulatorOptions {
   receivedLimit?: number;
   /** Receives one line per received frame and per event; secrets are masked. */
   log?: (line: string) => void;
+  /**
+   * Unknown on the real device: does writing `isrunning: 1` while a drying run is active
+   * restart its timer (with the stored plan)? Default false: the write is ignored and the
+   * run keeps its remaining time. A stop (`isrunning: 0`, seen by the control task) followed
+   * by a start restarts it either way.
+   */
+  dryingRewriteRestartsTimer?: boolean;
+  /**
+   * Unknown: does a drying run regulate the chamber to its temperature (heat while below,
+   * as always-on does)? Default false: it heats for the whole run, whatever the chamber.
+   */
+  dryingRegulates?: boolean;
+  /**
+   * Unknown: `isrunning` is not among the settings the facts say are saved. Default true:
+   * a run active at a reboot starts again after it with the full stored timer (the drying
+   * mode and `work_on` are saved). False: the device comes back with no run.
+   */
+  dryingSurvivesReboot?: boolean;
+  /**
+   * The firmware's control tasks poll every 200–500 ms. A stop (`isrunning: 0` while a run
+   * is active) ends the run only when the flag has stayed 0 this long (default 500 ms, the
+   * slow end); a shorter stop is missed and the run goes on. Writes otherwise apply at once.
+   */
+  controlPollMs?: number;
+  /**
+   * The connect frame carries the `wifi`, `sta` and `ap` roots (default true). False models
+   * a firmware whose connect frame has only `settings` and `printer` (V1.0.4 is known only
+   * second-hand): a client must not recognise the connect frame by its roots.
+   */
+  connectFrameSecretRoots?: boolean;
 }
 
 /** A frame the device received. */
@@ -118,13 +172,17 @@ export interface SimulatorState {
   set_temp: number;
   /** Chamber temperature, °C (unrounded). */
   temperature: number;
-  /** Active faults. */
+  /** Active known faults. */
   faults: FaultKind[];
+  /** Every active fault field with its code, known or not (e.g. `ptc_sensor_status: 7`). */
+  faultCodes: Partial<Record<FaultField, number>>;
   /** The heater is on right now. */
   heating: boolean;
-  /** A drying run is active. */
+  /** The `isrunning` flag the device reports (set by writes and buttons, cleared at a run's end). */
   isrunning: boolean;
-  /** Seconds left of the drying run. */
+  /** A drying run is active as the firmware's control task sees it (its timer exists). */
+  drying: boolean;
+  /** Seconds left of the drying run (0 without one), as the connect frame reports it. */
   remaining_seconds: number;
   /** Down for a reboot. */
   rebooting: boolean;
@@ -133,7 +191,6 @@ export interface SimulatorState {
 }
 
 type ModeMeaning = "auto" | "always_on" | "drying" | "unknown";
-type FaultField = "ptc_sensor_status" | "warehouse_sensor_status" | "ptc_heater_status";
 
 const FAULT_FIELDS: Record<FaultKind, [FaultField, number]> = {
   ptc_sensor_short: ["ptc_sensor_status", 1],
@@ -161,7 +218,13 @@ const MAX_MODEL_STEP_S = 1;
 const STATE_RECEIVED_COUNT = 50;
 const LOG_TEXT_LIMIT = 1000;
 const PRINTER_CONNECTED = 3;
-const DRYING_PRESETS: Record<number, { temp: number; hours: number }> = {
+/** What a drying run does: its temperature and length. */
+interface DryingPlan {
+  temp: number;
+  hours: number;
+}
+
+const DRYING_PRESETS: Record<number, DryingPlan> = {
   1: { temp: 55, hours: 12 },
   2: { temp: 60, hours: 12 },
 };
@@ -294,9 +357,14 @@ export class Simulator {
   #server: WsServer;
   #settings: DeviceSettings;
   #temperature: number;
-  #faults = new Map<FaultField, FaultKind>();
+  #faults = new Map<FaultField, number>();
+  /** The reported `isrunning` flag. */
   #isrunning = false;
+  /** The active drying run (the control task's view), or null. */
+  #run: DryingPlan | null = null;
   #remainingSeconds = 0;
+  /** When the flag went to 0 while a run was active (a stop the control task has not seen). */
+  #stopSince: number | null = null;
   #running = false;
   #rebooting = false;
   #silenced = false;
@@ -321,18 +389,26 @@ export class Simulator {
       temperatureC: options.temperatureC ?? options.ambientC ?? 22,
       heatTimeConstantS: options.heatTimeConstantS ?? 600,
       coolTimeConstantS: options.coolTimeConstantS ?? 1200,
-      hotbedC: options.hotbedC ?? 0,
+      hotbedC: options.hotbedC ?? 100,
       maxSockets: options.maxSockets ?? 7,
       fwVersion: options.fwVersion ?? "V1.0.3",
       rebootDownMs: options.rebootDownMs ?? 2000,
       maxFrameBytes: options.maxFrameBytes ?? 16 * 1024,
       receivedLimit: options.receivedLimit ?? 1000,
+      dryingRewriteRestartsTimer: options.dryingRewriteRestartsTimer ?? false,
+      dryingRegulates: options.dryingRegulates ?? false,
+      dryingSurvivesReboot: options.dryingSurvivesReboot ?? true,
+      controlPollMs: options.controlPollMs ?? 500,
+      connectFrameSecretRoots: options.connectFrameSecretRoots ?? true,
     };
     if (!(this.#options.speed > 0) || !Number.isFinite(this.#options.speed)) {
       throw new RangeError("speed must be a positive number");
     }
     if (!(this.#options.telemetryIntervalMs > 0)) {
       throw new RangeError("telemetryIntervalMs must be positive");
+    }
+    if (!(this.#options.controlPollMs >= 0) || !Number.isFinite(this.#options.controlPollMs)) {
+      throw new RangeError("controlPollMs must be a number >= 0");
     }
     this.#stateFile = options.stateFile;
     this.#logLine = options.log;
@@ -365,15 +441,18 @@ export class Simulator {
 
   /** The device state. */
   get state(): SimulatorState {
+    this.#syncDrying();
     return {
       work_on: this.#settings.work_on,
       work_mode: this.#settings.work_mode,
       set_temp: this.#settings.set_temp,
       temperature: this.#temperature,
-      faults: [...this.#faults.values()],
+      faults: this.#knownFaults(),
+      faultCodes: Object.fromEntries(this.#faults),
       heating: this.#isHeating(),
       isrunning: this.#isrunning,
-      remaining_seconds: Math.ceil(this.#remainingSeconds),
+      drying: this.#run !== null,
+      remaining_seconds: this.#reportedRemaining(),
       rebooting: this.#rebooting,
       silenced: this.#silenced,
     };
@@ -428,9 +507,24 @@ export class Simulator {
   injectFault(kind: FaultKind): void {
     const mapping = FAULT_FIELDS[kind];
     if (!mapping) throw new RangeError(`unknown fault ${kind}`);
-    this.#faults.set(mapping[0], kind);
+    this.injectFaultCode(mapping[0], mapping[1]);
+  }
+
+  /**
+   * Injects any non-zero code in a fault field, known or not (a later firmware may add
+   * codes, e.g. `ptc_sensor_status: 7`); the device treats it as every fault: `work_on` is
+   * forced off, heating stops and the settings block is pushed.
+   */
+  injectFaultCode(field: FaultField, code: number): void {
+    if (!(FAULT_FIELD_NAMES as readonly string[]).includes(field)) {
+      throw new RangeError(`unknown fault field ${field}`);
+    }
+    if (!Number.isInteger(code) || code < 1 || code > 255) {
+      throw new RangeError("a fault code is a whole number from 1 to 255");
+    }
+    this.#faults.set(field, code);
     this.#updateSettings({ work_on: false });
-    this.#log(`fault ${kind}`);
+    this.#log(`fault ${field}=${code}`);
     this.#pushSettings();
   }
 
@@ -448,13 +542,16 @@ export class Simulator {
         break;
       case "auto":
       case "always_on":
+        // Assumed: choosing another mode at the device ends a drying run.
         this.#isrunning = false;
-        this.#remainingSeconds = 0;
+        this.#endRun();
         this.#updateSettings({ work_mode: this.#modeNumber(action), work_on: true });
         break;
       case "drying":
+        // Assumed: the button (re)starts a run with the stored drying mode's plan.
         this.#updateSettings({ work_mode: this.#modeNumber("drying"), work_on: true });
-        this.#startDrying();
+        this.#isrunning = true;
+        this.#startRun();
         break;
       default:
         throw new RangeError(`unknown button ${action}`);
@@ -564,8 +661,10 @@ export class Simulator {
     this.#log(`reboot: down for ${downMs} ms`);
     await this.#server.close();
     await this.#sleep(downMs);
-    this.#isrunning = false;
-    this.#remainingSeconds = 0;
+    this.#syncDrying();
+    this.#endRun();
+    this.#isrunning = this.#options.dryingSurvivesReboot && this.#isrunning;
+    this.#syncDrying();
     if (this.#faults.size > 0) this.#updateSettings({ work_on: false });
     while (this.#running && !this.#server.listening) {
       try {
@@ -577,6 +676,13 @@ export class Simulator {
     }
     this.#rebooting = false;
     if (this.#running) this.#log("reboot: up");
+  }
+
+  #knownFaults(): FaultKind[] {
+    return FAULT_KINDS.filter((kind) => {
+      const [field, code] = FAULT_FIELDS[kind];
+      return this.#faults.get(field) === code;
+    });
   }
 
   #modeMeaning(mode: number): ModeMeaning {
@@ -594,14 +700,45 @@ export class Simulator {
     return 2;
   }
 
-  #dryingPlan(): { temp: number; hours: number } {
+  /** The plan a run started now would follow: a preset, or the stored custom values. */
+  #dryingPlan(): DryingPlan {
     return DRYING_PRESETS[this.#settings.filament_drying_mode] ??
       { temp: this.#settings.custom_temp, hours: this.#settings.custom_timer };
   }
 
-  #startDrying(): void {
-    this.#isrunning = true;
-    this.#remainingSeconds = this.#dryingPlan().hours * 3600;
+  /** Starts (or restarts) a run with the current plan; it keeps that plan until it ends. */
+  #startRun(): void {
+    this.#run = this.#dryingPlan();
+    this.#remainingSeconds = this.#run.hours * 3600;
+    this.#stopSince = null;
+    this.#log(`drying run: ${this.#run.temp} °C for ${this.#run.hours} h`);
+  }
+
+  #endRun(): void {
+    this.#run = null;
+    this.#remainingSeconds = 0;
+    this.#stopSince = null;
+  }
+
+  /**
+   * What the firmware's drying task has done by now: a stop that has lasted
+   * `controlPollMs` ends the run; a set flag in drying mode starts one.
+   */
+  #syncDrying(): void {
+    if (
+      this.#run && !this.#isrunning && this.#stopSince !== null &&
+      performance.now() - this.#stopSince >= this.#options.controlPollMs
+    ) {
+      this.#endRun();
+      this.#log("drying run stopped");
+    }
+    if (!this.#run && this.#isrunning && this.#modeMeaning(this.#settings.work_mode) === "drying") {
+      this.#startRun();
+    }
+  }
+
+  #reportedRemaining(): number {
+    return this.#run ? Math.ceil(this.#remainingSeconds) : 0;
   }
 
   /** The temperature the heater works toward right now, or null when it must stay off. */
@@ -611,7 +748,8 @@ export class Simulator {
       case "always_on":
         return this.#settings.set_temp;
       case "drying":
-        return this.#isrunning ? this.#dryingPlan().temp : null;
+        if (!this.#run) return null;
+        return this.#options.dryingRegulates ? this.#run.temp : Number.POSITIVE_INFINITY;
       case "auto":
         return this.#options.hotbedC >= this.#settings.hotbedtemp ? this.#settings.set_temp : null;
       default:
@@ -625,6 +763,7 @@ export class Simulator {
   }
 
   #tick(): void {
+    this.#syncDrying();
     const now = performance.now();
     let seconds = ((now - this.#lastTick) / 1000) * this.#options.speed;
     this.#lastTick = now;
@@ -643,14 +782,21 @@ export class Simulator {
     this.#stepDrying(seconds);
   }
 
+  /**
+   * Counts the run down. Assumed: the timer runs only while `work_on` is on and the mode is
+   * drying (paused otherwise: the pessimistic reading of "always send isrunning:0 when
+   * leaving drying"). At the end `isrunning` and `remaining_seconds` drop to 0, heating
+   * stops and the settings block is pushed (fact). `work_on` and `work_mode` are left as
+   * they are (unknown).
+   */
   #stepDrying(seconds: number): void {
-    const drying = this.#isrunning && this.#settings.work_on &&
+    const counting = this.#run !== null && this.#settings.work_on &&
       this.#modeMeaning(this.#settings.work_mode) === "drying";
-    if (!drying || this.#rebooting) return;
+    if (!counting || this.#rebooting) return;
     this.#remainingSeconds -= seconds;
     if (this.#remainingSeconds > 0) return;
     this.#isrunning = false;
-    this.#remainingSeconds = 0;
+    this.#endRun();
     this.#log("drying finished");
     this.#pushSettings();
   }
@@ -683,15 +829,21 @@ export class Simulator {
       custom_temp: settings.custom_temp,
       custom_timer: settings.custom_timer,
       isrunning: this.#isrunning ? 1 : 0,
-      remaining_seconds: Math.ceil(this.#remainingSeconds),
+      remaining_seconds: this.#reportedRemaining(),
     });
-    for (const [field, kind] of this.#faults) block[field] = FAULT_FIELDS[kind][1];
+    for (const [field, code] of this.#faults) block[field] = code;
     return block;
   }
 
   #printerBlock(): Record<string, unknown> {
     if (this.#settings.printer_type === 2) {
-      return { name: "Sim Klipper", host: "192.0.2.20", port: 7125, state: PRINTER_CONNECTED };
+      return {
+        name: "Sim Klipper",
+        host: "192.0.2.20",
+        port: 7125,
+        state: PRINTER_CONNECTED,
+        scan: 0,
+      };
     }
     return {
       name: "Sim Bambu P1S",
@@ -699,20 +851,28 @@ export class Simulator {
       access_code: SIMULATOR_SECRETS[2],
       ip: "192.0.2.10",
       state: PRINTER_CONNECTED,
+      scan: 0,
     };
   }
 
   #connectFrame(): string {
+    this.#syncDrying();
+    const secretRoots = this.#options.connectFrameSecretRoots
+      ? {
+        wifi: { ssid: "SimHomeWiFi", password: SIMULATOR_SECRETS[0], scan: 0 },
+        sta: { hostname: "PandaBreath" },
+        ap: { ssid: "PandaBreath-SIM", password: SIMULATOR_SECRETS[1], ip: "192.168.254.1" },
+      }
+      : {};
     return JSON.stringify({
-      wifi: { ssid: "SimHomeWiFi", password: SIMULATOR_SECRETS[0], scan: 0 },
-      sta: { hostname: "PandaBreath" },
-      ap: { ssid: "PandaBreath-SIM", password: SIMULATOR_SECRETS[1], ip: "192.168.254.1" },
+      ...secretRoots,
       settings: this.#settingsBlock(),
       printer: this.#printerBlock(),
     });
   }
 
   #pushSettings(): void {
+    this.#syncDrying();
     const frame = JSON.stringify({
       settings: { ...this.#settingsBlock(), warehouse_temper: this.#reportedTemperature() },
     });
@@ -803,10 +963,9 @@ export class Simulator {
     if (isNumber(printerType)) changes.printer_type = toDeviceByte(printerType);
     const mode = settings.work_mode;
     if (isNumber(mode) && toDeviceByte(mode) !== 0) changes.work_mode = toDeviceByte(mode);
-    if (isNumber(settings.set_temp)) changes.set_temp = toDeviceByte(settings.set_temp);
-    if (this.#options.fwVersion === "V1.0.0" && isNumber(settings.temp)) {
-      changes.set_temp = toDeviceByte(settings.temp);
-    }
+    const legacy = this.#options.fwVersion === "V1.0.0";
+    const targetKey = legacy ? "temp" : "set_temp";
+    if (isNumber(settings[targetKey])) changes.set_temp = toDeviceByte(settings[targetKey]);
     for (const [key, field] of byteKeys) {
       const value = settings[key];
       if (isNumber(value)) changes[field] = toDeviceByte(value);
@@ -814,17 +973,30 @@ export class Simulator {
     if (typeof settings.work_on === "boolean") changes.work_on = settings.work_on;
     if (Object.keys(changes).length > 0) this.#updateSettings(changes);
     this.#applyRunning(settings.isrunning);
+    this.#syncDrying();
     this.#applyRebootKeys(conn, settings, isNumber(printerType));
   }
 
+  /**
+   * `isrunning` (1 start, 0 stop; other types ignored). It is applied after `work_mode`, so
+   * one frame carrying the drying mode and `isrunning: 1` starts a run, as a set flag does
+   * whenever the mode becomes drying. A stop ends the run once the control task has seen it
+   * (`controlPollMs`); a start while a run is active restarts its timer only with
+   * `dryingRewriteRestartsTimer`.
+   */
   #applyRunning(isrunning: unknown): void {
     if (!isNumber(isrunning)) return;
-    if (Math.trunc(isrunning) !== 0) {
-      if (!this.#isrunning) this.#startDrying();
+    this.#syncDrying();
+    if (Math.trunc(isrunning) === 0) {
+      if (this.#isrunning && this.#run) this.#stopSince = performance.now();
+      this.#isrunning = false;
       return;
     }
-    this.#isrunning = false;
-    this.#remainingSeconds = 0;
+    const rewrite = this.#run !== null;
+    this.#isrunning = true;
+    this.#stopSince = null;
+    if (rewrite && this.#options.dryingRewriteRestartsTimer) this.#startRun();
+    this.#syncDrying();
   }
 
   #applyRebootKeys(
@@ -834,6 +1006,8 @@ export class Simulator {
   ): void {
     if (settings.factory_reset === 1) {
       this.#faults.clear();
+      this.#isrunning = false;
+      this.#endRun();
       this.#updateSettings({ ...FACTORY_SETTINGS });
       this.reboot();
       return;
@@ -920,6 +1094,17 @@ export class Simulator {
   }
 
   #controlFault(query: URLSearchParams): HttpResponse {
+    if (query.has("field")) {
+      const field = query.get("field") ?? "";
+      if (!(FAULT_FIELD_NAMES as readonly string[]).includes(field)) {
+        return badRequest(`field must be one of ${FAULT_FIELD_NAMES.join(", ")}`);
+      }
+      const code = numberParam(query, "code", 1, 255);
+      if (typeof code === "string") return badRequest(code);
+      if (!Number.isInteger(code)) return badRequest("code must be a whole number from 1 to 255");
+      this.injectFaultCode(field as FaultField, code);
+      return this.#ok();
+    }
     const kind = query.get("kind") ?? "";
     if (kind === "clear") {
       this.clearFaults();

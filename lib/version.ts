@@ -2,4 +2,4 @@
 export const VERSION = "0.1.0";
 
 /** Version of the local socket API (see README, "Socket API"). */
-export const API_PROTOCOL_VERSION = 1;
+export const API_PROTOCOL_VERSION = 2;

@@ -3,7 +3,7 @@ import { ApiClient, ApiError } from "../lib/api_client.ts";
 import { type ApiLimits, ApiServer, SocketInUseError } from "../lib/api_server.ts";
 import { Bridge, type BridgeStatus } from "../lib/bridge.ts";
 import { Logger } from "../lib/log.ts";
-import { buildOnFrame } from "../lib/protocol.ts";
+import { buildOnFrame, FAULT_DESCRIPTIONS, OFF_FRAME } from "../lib/protocol.ts";
 import { FakeDevice } from "./fake_device.ts";
 import { until } from "./wait.ts";
 
@@ -100,9 +100,10 @@ Deno.test("hello, status, set_target, off over the socket", async () => {
   const client = await ApiClient.connect(r.path);
   try {
     const hello = await client.request("hello", { client: "test" }) as Record<string, unknown>;
-    assert.equal(hello.protocol, 1);
+    assert.equal(hello.protocol, 2);
     assert.equal(hello.max_target, 60);
     assert.equal(hello.failsafe_timeout, 60);
+    assert.deepEqual(hello.fault_descriptions, FAULT_DESCRIPTIONS);
     assert.deepEqual(await client.request("set_target", { target: 39.5 }), { target: 40 });
     await r.device.waitFor((t) => t === buildOnFrame(40));
     const status = await client.request("status") as BridgeStatus;
@@ -168,7 +169,7 @@ Deno.test("an oversized line gets line_too_long and the connection is closed", a
   assert.equal(await raw.line(), null);
   raw.close();
   const client = await ApiClient.connect(r.path);
-  assert.equal((await client.request("hello") as { protocol: number }).protocol, 1);
+  assert.equal((await client.request("hello") as { protocol: number }).protocol, 2);
   await client.close();
 });
 
@@ -202,11 +203,69 @@ Deno.test("a reply to set_target is followed only by statuses that reflect it", 
 Deno.test("heartbeat makes a controller; its disconnect is logged", async () => {
   await using r = await rig();
   const client = await ApiClient.connect(r.path);
-  assert.deepEqual(await client.request("heartbeat"), { failsafe_timeout: 60 });
+  assert.deepEqual(await client.request("heartbeat", { ready: true }), { failsafe_timeout: 60 });
+  assert.equal(r.bridge.status().failsafe.controller, true);
+  assert.equal(r.bridge.status().failsafe.controllers, 1);
+  await client.close();
+  await until(() => r.bridge.status().failsafe.controllers === 0, 2000, "the controller gone");
+  assert.equal(r.bridge.status().failsafe.controller, false);
+  assert.ok(r.logs.some((l) => l.includes("controller disconnected")));
+});
+
+Deno.test("API v2: heartbeat needs {ready}; a not-ready controller is no one in control", async () => {
+  await using r = await rig();
+  const client = await ApiClient.connect(r.path);
+  await assert.rejects(
+    client.request("heartbeat"),
+    (error: Error) => error instanceof ApiError && error.code === "invalid_params",
+  );
+  await assert.rejects(client.request("heartbeat", { ready: "yes" }), ApiError);
+  assert.equal(r.bridge.status().failsafe.controllers, 0, "an invalid heartbeat makes nothing");
+  const hello = await client.hello({ client: "klipper", controller: true, ready: false });
+  assert.equal(hello.protocol, 2);
+  assert.equal(r.bridge.status().failsafe.controllers, 1);
+  assert.deepEqual(await client.heartbeat(false), { failsafe_timeout: 60 });
+  assert.equal(r.bridge.status().failsafe.controller, false);
+  await client.heartbeat(true);
   assert.equal(r.bridge.status().failsafe.controller, true);
   await client.close();
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.ok(r.logs.some((l) => l.includes("controller disconnected")));
+});
+
+Deno.test("hazard 8: the controller's socket closed while heating turns the heat off within 1 s", async () => {
+  await using r = await rig(); // a 60 s failsafe: only the close can explain a fast OFF
+  const klipper = await ApiClient.connect(r.path);
+  await klipper.hello({ client: "klipper", controller: true, ready: true });
+  await klipper.heartbeat(true);
+  await klipper.request("set_target", { target: 45 });
+  await r.device.waitFor((t) => t === buildOnFrame(45));
+  const from = r.device.received.length;
+  const closedAt = performance.now();
+  await klipper.close();
+  const off = await r.device.waitFor((t) => t === OFF_FRAME, 2000, from);
+  assert.ok(off.at - closedAt <= 1000, `OFF ${Math.round(off.at - closedAt)} ms after the close`);
+  const status = r.bridge.status();
+  assert.equal(status.target, 0);
+  assert.equal(status.failsafe.tripped, true);
+  assert.match(status.failsafe.reason ?? "", /klipper\) disconnected while heating/);
+});
+
+Deno.test("hazard 5: with a device fault latched set_target answers device_fault and sends nothing", async () => {
+  await using r = await rig();
+  const client = await ApiClient.connect(r.path);
+  await until(() => r.bridge.status().connected);
+  r.device.sendAll('{"settings":{"work_on":0,"work_mode":2,"set_temp":45,"ptc_sensor_status":1}}');
+  await until(() => r.bridge.status().faults.includes("ptc_sensor_short"));
+  const from = r.device.received.length;
+  await assert.rejects(
+    client.request("set_target", { target: 45 }),
+    (error: Error) =>
+      error instanceof ApiError && error.code === "device_fault" &&
+      /ptc_sensor_short/.test(error.message),
+  );
+  assert.deepEqual(await client.request("off"), { target: 0 });
+  await r.device.waitFor((t) => t === OFF_FRAME, 2000, from);
+  assert.ok(!r.device.received.slice(from).some((x) => x.text.includes('"work_on":true')));
+  await client.close();
 });
 
 Deno.test("a client that never reads is cut off; others keep getting status", async () => {
@@ -246,7 +305,7 @@ Deno.test("a live bridge on the socket path refuses a second one", async () => {
     (error: Error) => error instanceof SocketInUseError && /already running/.test(error.message),
   );
   const client = await ApiClient.connect(r.path);
-  assert.equal((await client.request("hello") as { protocol: number }).protocol, 1);
+  assert.equal((await client.request("hello") as { protocol: number }).protocol, 2);
   await client.close();
 });
 
@@ -290,10 +349,13 @@ Deno.test("subscribe's reply is followed at once by the status, even in a burst"
       '{"id":3,"method":"set_target","params":{"target":33}}\n',
   );
   const lines = [await raw.line(), await raw.line(), await raw.line(), await raw.line()];
-  assert.deepEqual(lines.map((l) => l?.id ?? l?.method), [1, 2, "status", "status"]);
+  // A reply comes right after the decision's sends, before its status notification.
+  assert.deepEqual(lines.map((l) => l?.id ?? l?.method), [1, 2, "status", 3]);
   assert.equal((lines[2]?.params as BridgeStatus).target, 0);
-  assert.equal((lines[3]?.params as BridgeStatus).target, 33);
-  assert.equal((await raw.line())?.id, 3);
+  assert.deepEqual(lines[3]?.result, { target: 33 });
+  const next = await raw.line();
+  assert.equal(next?.method, "status");
+  assert.equal((next?.params as BridgeStatus).target, 33);
   raw.close();
 });
 

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Bridge } from "../lib/bridge.ts";
 import { Logger } from "../lib/log.ts";
-import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
+import { OFF_FRAME } from "../lib/protocol.ts";
 import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator.ts";
 import { until } from "./wait.ts";
 
@@ -64,28 +64,41 @@ Deno.test("off requested while the device reboots is asserted when it comes back
   });
 });
 
-Deno.test("a reboot while heating is followed by the ON frame again", async () => {
+/** Settings frames (anything but the `{}` keepalive) the simulator received from index `from`. */
+function settingsWrites(sim: Simulator, from: number): string[] {
+  return sim.received.slice(from).map((r) => r.text).filter((text) => text !== "{}");
+}
+
+Deno.test("hazard 10: a reboot while heating resumes from flash and nothing is rewritten", async () => {
   await withRig({ work_on: false }, async (sim, bridge) => {
     bridge.setTarget(42, client);
     await until(() => sim.state.work_on && sim.state.set_temp === 42);
-    const again = sim.waitForFrame(isText(buildOnFrame(42)), 5000);
+    const from = sim.received.length;
+    const skipped = bridge.status().link.skipped_writes;
     await sim.reboot(300);
-    await again;
+    await until(() => bridge.status().link.connects === 2 && bridge.status().connected, 5000);
+    await until(() => bridge.status().link.skipped_writes === skipped + 1, 3000, "the compare");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(settingsWrites(sim, from), [], "the connect frame matched: no write");
+    assert.ok(sim.state.work_on && sim.state.set_temp === 42, "still heating at 42 from flash");
     assert.equal(bridge.status().link.drops, 1);
   });
 });
 
-Deno.test("after the power button the adopted off is what a reconnect asserts", async () => {
+Deno.test("after the power button the adopted off holds across a reconnect, unwritten", async () => {
   await withRig({ work_on: false }, async (sim, bridge, logs) => {
     bridge.setTarget(44, client);
     await until(() => sim.state.work_on);
     sim.pressButton("power");
     await until(() => bridge.target === 0);
     assert.ok(logs.some((l) => l.includes("switched off at the device (button)")));
-    const reasserted = sim.waitForFrame(isText(OFF_FRAME), 5000);
+    const from = sim.received.length;
     sim.abortClients();
-    await reasserted;
+    await until(() => bridge.status().link.connects === 2 && bridge.status().connected, 5000);
+    await until(() => logs.some((l) => l.includes("matches the desired state on connect")), 3000);
+    assert.deepEqual(settingsWrites(sim, from), []);
     assert.equal(sim.state.work_on, false);
+    assert.equal(bridge.target, 0);
   });
 });
 
@@ -97,14 +110,19 @@ Deno.test("a fault mid-heat is reported and the heat stays off after reconnects"
     await until(() => bridge.status().faults.includes("heater_no_heat"));
     assert.equal(bridge.target, 0);
     assert.match(bridge.status().note ?? "", /fault heater_no_heat/);
+    const from = sim.received.length;
+    const skipped = bridge.status().link.skipped_writes;
     sim.abortClients();
-    await sim.waitForFrame(isText(OFF_FRAME), 5000);
-    await until(() => bridge.status().connected);
+    await until(() => bridge.status().link.connects === 2 && bridge.status().connected, 5000);
+    await until(() => bridge.status().link.skipped_writes === skipped + 1, 3000, "the compare");
     assert.deepEqual(
       bridge.status().faults,
       ["heater_no_heat"],
       "fault still in the connect frame",
     );
+    assert.equal(bridge.setTarget(45, client).ok, false, "heat refused while latched");
+    assert.ok(!settingsWrites(sim, from).some((t) => t.includes('"work_on":true')), "never ON");
+    assert.equal(sim.state.work_on, false);
   });
 });
 

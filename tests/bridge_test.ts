@@ -153,9 +153,9 @@ Deno.test("failsafe turns the heat off when no controller ever heartbeats", asyn
 
 Deno.test("failsafe never trips while the controller heartbeats, and trips when it hangs", async () => {
   await using r = rig({}, { failsafeTimeoutMs: 300 });
-  r.bridge.heartbeat();
+  r.bridge.heartbeat(client, true);
   r.bridge.setTarget(40, client);
-  const beat = setInterval(() => r.bridge.heartbeat(), 50);
+  const beat = setInterval(() => r.bridge.heartbeat(client, true), 50);
   await delay(1000);
   clearInterval(beat);
   assert.equal(r.bridge.status().target, 40);
@@ -251,4 +251,54 @@ Deno.test("backoff is bounded while the device is unreachable", async () => {
   assert.ok(delays.length >= 6, `only ${delays.length} attempts`);
   assert.ok(delays[0] <= 40);
   assert.ok(Math.max(...delays) <= 200);
+});
+
+Deno.test("hazard 1: a logger whose every write fails: the bridge still connects, heats and stops", async () => {
+  const device = new FakeDevice({ connectFrame: connectFrame(1, 50) });
+  const logger = new Logger("debug", () => {
+    throw new Error("No space left on device (os error 28)");
+  });
+  const bridge = new Bridge({
+    url: device.url,
+    logger,
+    linkTimings: FAST_LINK,
+    backoff: FAST_BACKOFF,
+  });
+  try {
+    bridge.start();
+    await device.waitFor((t) => t === OFF_FRAME, 3000);
+    await until(() => bridge.status().connected);
+    assert.equal(bridge.setTarget(45, client).ok, true);
+    await device.waitFor((t) => t === buildOnFrame(45));
+    let from = device.received.length;
+    bridge.off(client);
+    await device.waitFor((t) => t === OFF_FRAME, 2000, from);
+    bridge.setTarget(40, client);
+    await device.waitFor((t) => t === buildOnFrame(40));
+    assert.ok(bridge.status().log_write_failures > 0);
+    from = device.received.length;
+    await bridge.stop("SIGTERM");
+    await device.waitFor((t) => t === OFF_FRAME, 1000, from);
+  } finally {
+    await bridge.stop("test over", 0);
+    await device.close();
+  }
+});
+
+Deno.test("hazard 6: read-back over a second connection corrects the device, one at a time", async () => {
+  await using r = rig({}, { readbackIntervalMs: 300 });
+  await until(() => r.bridge.status().connected);
+  let mostSockets = 0;
+  const sampler = setInterval(() => mostSockets = Math.max(mostSockets, r.device.sockets.size), 5);
+  // What the device would show a new connection: heating, set by someone else.
+  r.device.connectFrame = connectFrame(1, 55);
+  const from = r.device.received.length;
+  await r.device.waitFor((t) => t === OFF_FRAME, 3000, from);
+  await until(() => r.bridge.status().readback.corrections >= 1);
+  r.device.connectFrame = connectFrame(0, 55);
+  await until(() => r.bridge.status().readback.last === "match", 3000);
+  clearInterval(sampler);
+  assert.ok(r.device.connections >= 3, `${r.device.connections} connections`);
+  assert.ok(mostSockets <= 2, `never more than the link and one read-back (${mostSockets})`);
+  assert.equal(r.bridge.status().target, 0);
 });

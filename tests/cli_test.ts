@@ -161,14 +161,32 @@ Deno.test("a second bridge on a live socket refuses; a killed bridge's socket is
   }
 });
 
-Deno.test("a socket outside the permitted directories fails with a clear error", async () => {
+Deno.test("a socket outside the permitted directories is refused with a product message", async () => {
   // /var/tmp is outside /tmp, /run and /var/run wherever the repository is cloned.
   const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "pb-denied-" });
   try {
-    const result = await runCli(["run", "--host", "127.0.0.1:9", "--socket", `${dir}/x.sock`]);
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /cannot listen on .*x\.sock: Requires read access/);
+    for (const command of [["run", "--host", "127.0.0.1:9"], ["status"], ["set", "40"]]) {
+      const result = await runCli([...command, "--socket", `${dir}/x.sock`]);
+      assert.equal(result.code, 2, command.join(" "));
+      assert.match(
+        result.stderr,
+        /--socket '.*x\.sock' is outside the directories the bridge may use: put it under \/tmp, \/run, \/var\/run/,
+      );
+      assert.doesNotMatch(result.stderr, /allow-read|Requires read access/);
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing created there");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("run --help documents --readback-interval and a bad value is a usage error", async () => {
+  const help = await runCli(["run", "--help"]);
+  assert.match(help.stdout, /--readback-interval S/);
+  const { path, cleanup } = await tempSocketPath();
+  const bad = await runCli(["run", "--host", "h", "--socket", path, "--readback-interval", "0.2"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--readback-interval must be 0 \(off\) or a number from 1 to 3600/);
+  await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
+  await cleanup();
 });

@@ -41,15 +41,19 @@ export class FakeDevice {
   connections = 0;
   temperature: number;
   silent = false;
+  /**
+   * Sent to each new client first (null: none). A test may change it, e.g. to
+   * model what the device persisted after a write.
+   */
+  connectFrame: string | null;
   #server: Deno.HttpServer<Deno.NetAddr>;
   #telemetry: ReturnType<typeof setInterval> | undefined;
   #waiters = new Set<() => void>();
-  #options: FakeDeviceOptions;
 
   /** Starts listening on a free port. */
   constructor(options: FakeDeviceOptions = {}) {
-    this.#options = options;
     this.temperature = options.temperature ?? 25;
+    this.connectFrame = options.connectFrame === undefined ? connectFrame() : options.connectFrame;
     this.#server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       (request) => this.#handle(request),
@@ -128,10 +132,7 @@ export class FakeDevice {
     this.connections++;
     socket.onopen = () => {
       this.sockets.add(socket);
-      const frame = this.#options.connectFrame === undefined
-        ? connectFrame()
-        : this.#options.connectFrame;
-      if (frame !== null) socket.send(frame);
+      if (this.connectFrame !== null) socket.send(this.connectFrame);
     };
     socket.onmessage = (event) => {
       this.received.push({ at: performance.now(), text: String(event.data) });

@@ -3,8 +3,10 @@ import {
   checkSocketPath,
   deviceUrl,
   parseNumber,
+  parseReadbackInterval,
   parseSocketMode,
   parseWholeNumber,
+  SOCKET_DIRECTORIES,
   UsageError,
 } from "../lib/options.ts";
 import { permissionFlags, permissionSetFromConfig } from "../lib/permissions.ts";
@@ -45,7 +47,45 @@ Deno.test("socket paths must be absolute and fit a Unix socket", () => {
   assert.throws(() => checkSocketPath("panda.sock"), /absolute/);
   assert.throws(() => checkSocketPath("/tmp/"), /name a file/);
   assert.throws(() => checkSocketPath("/" + "x".repeat(107)), /longer than 107 bytes/);
-  assert.equal(checkSocketPath("/" + "x".repeat(106)).length, 107);
+  assert.equal(checkSocketPath("/tmp/" + "x".repeat(102)).length, 107);
+});
+
+Deno.test("socket paths outside the bridge's directories are refused with a product message", () => {
+  for (const ok of ["/run/panda-breath/bridge.sock", "/var/run/pb.sock", "/tmp/a/b.sock"]) {
+    assert.equal(checkSocketPath(ok), ok);
+  }
+  for (const bad of ["/var/tmp/x.sock", "/etc/pb.sock", "/tmpx/a.sock", "/tmp/../etc/x.sock"]) {
+    assert.throws(
+      () => checkSocketPath(bad),
+      (error: Error) =>
+        error instanceof UsageError &&
+        error.message.includes("outside the directories the bridge may use") &&
+        error.message.includes("/tmp, /run, /var/run") &&
+        !/allow-read|Requires/.test(error.message),
+      bad,
+    );
+  }
+  assert.throws(() => checkSocketPath("/tmp//x.sock"), UsageError);
+});
+
+Deno.test("the socket directories are exactly the bridge permission set's paths", async () => {
+  const config = await Deno.readTextFile(new URL("../deno.json", import.meta.url));
+  const set = permissionSetFromConfig(config);
+  assert.deepEqual(set.read, [...SOCKET_DIRECTORIES]);
+  assert.deepEqual(set.write, [...SOCKET_DIRECTORIES]);
+});
+
+Deno.test("--readback-interval is 0 (off) or 1 to 3600 seconds", () => {
+  assert.equal(parseReadbackInterval("0"), 0);
+  assert.equal(parseReadbackInterval("60"), 60);
+  assert.equal(parseReadbackInterval("1.5"), 1.5);
+  for (const bad of ["0.5", "-1", "3601", "abc", "", "0x10", "Infinity"]) {
+    assert.throws(
+      () => parseReadbackInterval(bad),
+      /--readback-interval must be 0 \(off\) or a number from 1 to 3600 seconds/,
+      bad,
+    );
+  }
 });
 
 Deno.test("socket modes are 0600 or 0660 only", () => {

@@ -39,6 +39,7 @@ Deno.test("connect frame becomes a typed report without any secret", () => {
     workMode: 2,
     setTemp: 45,
     firmware: "V1.0.3",
+    dryingRunning: false,
     printerState: 3,
   });
   for (const secret of ["wifi-secret", "ap-secret", "bambu-secret", "01S00A"]) {
@@ -77,20 +78,46 @@ Deno.test("work_on accepts 0/1 and booleans, nothing else", () => {
   }
 });
 
-Deno.test("faults are named; zero clears; unknown codes are dropped", () => {
+Deno.test("faults are named; zero clears; unknown codes count as faults", () => {
   const push = parseDeviceFrame(
     '{"settings":{"work_on":0,"warehouse_sensor_status":2,"ptc_heater_status":1}}',
   ).report;
   assert.deepEqual(push?.faults, {
     chamber_sensor_short: false,
     chamber_sensor_open: true,
+    chamber_sensor_unknown: false,
     heater_no_heat: true,
+    heater_unknown: false,
   });
   const cleared = parseDeviceFrame('{"settings":{"ptc_sensor_status":0}}').report;
-  assert.deepEqual(cleared?.faults, { ptc_sensor_short: false, ptc_sensor_open: false });
-  const unknown = parseDeviceFrame('{"settings":{"ptc_sensor_status":9}}');
-  assert.equal(unknown.report?.faults, undefined);
-  assert.deepEqual(unknown.dropped, ["ptc_sensor_status: unknown fault code"]);
+  assert.deepEqual(cleared?.faults, {
+    ptc_sensor_short: false,
+    ptc_sensor_open: false,
+    ptc_sensor_unknown: false,
+  });
+  // A fault field that does not say 0 is a fault, whatever it says.
+  for (const value of ["9", '"1"', "null", "-1", "2.5", "{}"]) {
+    const unknown = parseDeviceFrame(`{"settings":{"ptc_sensor_status":${value}}}`);
+    assert.equal(unknown.report?.faults?.ptc_sensor_unknown, true, value);
+    assert.equal(unknown.report?.faults?.ptc_sensor_open, false, value);
+    assert.deepEqual(unknown.dropped, [], value);
+  }
+  const heater = parseDeviceFrame('{"settings":{"ptc_heater_status":2}}').report;
+  assert.deepEqual(heater?.faults, { heater_no_heat: false, heater_unknown: true });
+});
+
+Deno.test("isrunning is read as the drying-run flag", () => {
+  assert.equal(
+    parseDeviceFrame('{"settings":{"work_on":1,"isrunning":1}}').report?.dryingRunning,
+    true,
+  );
+  assert.equal(
+    parseDeviceFrame('{"settings":{"work_on":1,"isrunning":0}}').report?.dryingRunning,
+    false,
+  );
+  const bad = parseDeviceFrame('{"settings":{"work_on":1,"isrunning":"1"}}');
+  assert.equal(bad.report?.dryingRunning, undefined);
+  assert.deepEqual(bad.dropped, ["isrunning: not 0/1 or a boolean"]);
 });
 
 Deno.test("garbage frames are dropped whole, with a reason and no content", () => {

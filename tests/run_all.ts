@@ -3,19 +3,36 @@
  * Python tests, the static checks — and ends with one line
  * `N passed, N failed, N skipped` summing them all.
  *
+ * Tests needing an optional tool (shellcheck, busybox, qemu-aarch64, the
+ * arm64 Deno) skip with a one-line reason (tests/tools.ts); the summary lists
+ * every reason and counts those tests as skipped. A suite that cannot run at
+ * all (python3 missing, a crash of the runner itself) counts as one failure
+ * with its reason: the summary line is always printed.
+ *
  * Usage: deno task test [--suite NAME]... (names: check, deno, python, faults, arm64)
  */
 import { parseArgs } from "node:util";
+import { SKIP_PREFIX, TOOL_HINTS, which } from "./tools.ts";
 
-interface Counts {
+/** Test counts of one suite or of all. */
+export interface Counts {
   passed: number;
   failed: number;
   skipped: number;
 }
 
-interface Suite {
+/** What one suite reports: its counts and one line per skip or failure reason. */
+export interface SuiteResult extends Counts {
+  /** Why tests were skipped, one line each (e.g. "shellcheck not found on PATH ..."). */
+  skips: string[];
+  /** Why the suite failed as a whole, when it did not merely have failing tests. */
+  problems: string[];
+}
+
+/** A named suite of tests. */
+export interface Suite {
   name: string;
-  run(): Promise<Counts>;
+  run(): Promise<SuiteResult>;
 }
 
 const decoder = new TextDecoder();
@@ -60,21 +77,50 @@ export function countUnittest(output: string): Counts | null {
   return { passed: total - failed - skipped, failed, skipped };
 }
 
-function denoSuite(name: string, paths: string[]): Suite {
+const ANSI_ESCAPE = new RegExp(String.fromCharCode(27) + "\\[[0-9;]*m", "g");
+
+/**
+ * Skip reasons in a suite's output: `skip: ...` lines printed through
+ * tests/tools.ts and unittest's `... skipped 'reason'`, each distinct reason
+ * once (with a count when it skipped several tests).
+ */
+export function skipReasons(output: string): string[] {
+  const seen = new Map<string, number>();
+  for (const raw of output.split("\n")) {
+    // deno test may colour its own text, never ours; strip escapes to be safe.
+    const line = raw.replace(ANSI_ESCAPE, "").trimEnd();
+    let reason: string | undefined;
+    if (line.startsWith(SKIP_PREFIX)) reason = line.slice(SKIP_PREFIX.length);
+    else reason = /\.\.\. skipped '(.*)'$/.exec(line)?.[1];
+    if (reason) seen.set(reason, (seen.get(reason) ?? 0) + 1);
+  }
+  return [...seen].map(([reason, n]) => (n > 1 ? `${reason} (${n} tests)` : reason));
+}
+
+function result(counts: Counts, output = "", problems: string[] = []): SuiteResult {
+  return { ...counts, skips: skipReasons(output), problems };
+}
+
+/** A suite of `deno test --allow-all` over `paths`. */
+export function denoSuite(name: string, paths: string[]): Suite {
   return {
     name,
     async run() {
       const junit = await Deno.makeTempFile({ suffix: ".xml" });
       try {
-        const { code } = await runCommand(Deno.execPath(), [
+        const { code, output } = await runCommand(Deno.execPath(), [
           "test",
           "--allow-all",
           `--junit-path=${junit}`,
           ...paths,
         ]);
         const counts = countJunit(await Deno.readTextFile(junit).catch(() => ""));
-        if (code !== 0 && counts.failed === 0) counts.failed = 1;
-        return counts;
+        const problems: string[] = [];
+        if (code !== 0 && counts.failed === 0) {
+          counts.failed = 1;
+          problems.push(`deno test exited with status ${code} (see its output above)`);
+        }
+        return result(counts, output, problems);
       } finally {
         await Deno.remove(junit).catch(() => {});
       }
@@ -82,11 +128,35 @@ function denoSuite(name: string, paths: string[]): Suite {
   };
 }
 
+/**
+ * The Python interpreter for the extra's tests: $PYTHON, else python3 on
+ * PATH; or why there is none.
+ */
+export function findPython(): { python: string } | { problem: string } {
+  const configured = Deno.env.get("PYTHON");
+  if (configured) {
+    const found = which(configured);
+    return found
+      ? { python: found }
+      : { problem: `PYTHON=${configured} is not an executable; unset it or point it at python3` };
+  }
+  const found = which("python3");
+  if (found) return { python: found };
+  return {
+    problem: `python3 not found on PATH (${TOOL_HINTS.python3}): the Klipper extra runs in ` +
+      `Klipper's Python 3 and its tests need it; install python3 or set PYTHON=/path/to/python3`,
+  };
+}
+
 const pythonSuite: Suite = {
   name: "python",
   async run() {
-    const python = Deno.env.get("PYTHON") ?? "python3";
-    const { code, output } = await runCommand(python, [
+    const found = findPython();
+    if ("problem" in found) {
+      console.log(found.problem);
+      return result({ passed: 0, failed: 1, skipped: 0 }, "", [found.problem]);
+    }
+    const { code, output } = await runCommand(found.python, [
       "-m",
       "unittest",
       "discover",
@@ -96,9 +166,15 @@ const pythonSuite: Suite = {
       "-t",
       ".",
     ], { DENO: Deno.execPath() });
-    const counts = countUnittest(output) ?? { passed: 0, failed: 1, skipped: 0 };
-    if (code !== 0 && counts.failed === 0) counts.failed = 1;
-    return counts;
+    const parsed = countUnittest(output);
+    const counts = parsed ?? { passed: 0, failed: 1, skipped: 0 };
+    const problems: string[] = [];
+    if (parsed === null) problems.push(`${found.python} -m unittest printed no result line`);
+    else if (code !== 0 && counts.failed === 0) {
+      counts.failed = 1;
+      problems.push(`${found.python} -m unittest exited with status ${code}`);
+    }
+    return result(counts, output, problems);
   },
 };
 
@@ -111,15 +187,18 @@ const checkSuite: Suite = {
       ["check", "main.ts", "lib/", "tests/"],
     ];
     const counts: Counts = { passed: 0, failed: 0, skipped: 0 };
+    const problems: string[] = [];
     for (const args of checks) {
       const { code } = await runCommand(Deno.execPath(), args);
       counts[code === 0 ? "passed" : "failed"]++;
+      if (code !== 0) problems.push(`deno ${args.join(" ")} failed`);
     }
-    return counts;
+    return result(counts, "", problems);
   },
 };
 
-const SUITES: Record<string, Suite> = {
+/** Every suite `deno task test` runs, in order. */
+export const SUITES: Record<string, Suite> = {
   check: checkSuite,
   deno: denoSuite("deno", ["--ignore=tests/faults,tests/bench,tests/arm64", "tests/"]),
   python: pythonSuite,
@@ -127,31 +206,55 @@ const SUITES: Record<string, Suite> = {
   arm64: denoSuite("arm64", ["tests/arm64/"]),
 };
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: { suite: { type: "string", multiple: true } },
-  });
-  const names = values.suite ?? Object.keys(SUITES);
+/** The summary printed at the end: per-suite lines, reasons, and the total as last line. */
+export function formatSummary(results: { name: string; result: SuiteResult }[]): string {
   const total: Counts = { passed: 0, failed: 0, skipped: 0 };
-  const lines: string[] = [];
-  for (const name of names) {
-    const suite = SUITES[name];
-    if (!suite) {
-      console.error(`unknown suite '${name}'; suites: ${Object.keys(SUITES).join(", ")}`);
-      Deno.exit(2);
-    }
-    console.log(`\n=== suite: ${name}`);
-    const counts = await suite.run();
+  const lines = ["=== summary"];
+  for (const { name, result } of results) {
     lines.push(
-      `${name}: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`,
+      `  ${name}: ${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped`,
     );
-    total.passed += counts.passed;
-    total.failed += counts.failed;
-    total.skipped += counts.skipped;
+    for (const skip of result.skips) lines.push(`    skipped: ${skip}`);
+    for (const problem of result.problems) lines.push(`    failed: ${problem}`);
+    total.passed += result.passed;
+    total.failed += result.failed;
+    total.skipped += result.skipped;
   }
-  console.log("\n=== summary");
-  for (const line of lines) console.log(`  ${line}`);
-  console.log(`${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped`);
-  Deno.exit(total.failed === 0 ? 0 : 1);
+  lines.push(`${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped`);
+  return lines.join("\n");
+}
+
+/** Runs the named suites of `suites`; returns the exit status (0 when nothing failed). */
+export async function main(
+  args: string[],
+  suites: Record<string, Suite> = SUITES,
+): Promise<number> {
+  const { values } = parseArgs({ args, options: { suite: { type: "string", multiple: true } } });
+  const names = values.suite ?? Object.keys(suites);
+  const unknown = names.find((name) => !(name in suites));
+  if (unknown !== undefined) {
+    console.error(`unknown suite '${unknown}'; suites: ${Object.keys(suites).join(", ")}`);
+    return 2;
+  }
+  const results: { name: string; result: SuiteResult }[] = [];
+  for (const name of names) {
+    console.log(`\n=== suite: ${name}`);
+    let outcome: SuiteResult;
+    try {
+      outcome = await suites[name].run();
+    } catch (error) {
+      const message = `the runner could not run it: ${
+        error instanceof Error ? error.message : error
+      }`;
+      console.error(message);
+      outcome = { passed: 0, failed: 1, skipped: 0, skips: [], problems: [message] };
+    }
+    results.push({ name, result: outcome });
+  }
+  console.log(`\n${formatSummary(results)}`);
+  return results.some(({ result }) => result.failed > 0) ? 1 : 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
 }

@@ -140,7 +140,14 @@ Deno.test("connect frame: one frame, roots and settings in device order, to the 
     assert.equal(frame.settings.work_on, 0);
     assert.deepEqual(Object.keys(frame.wifi), ["ssid", "password", "scan"]);
     assert.deepEqual(Object.keys(frame.ap), ["ssid", "password", "ip"]);
-    assert.deepEqual(Object.keys(frame.printer), ["name", "sn", "access_code", "ip", "state"]);
+    assert.deepEqual(Object.keys(frame.printer), [
+      "name",
+      "sn",
+      "access_code",
+      "ip",
+      "state",
+      "scan",
+    ]);
     const raw = JSON.stringify(frame);
     for (const secret of SIMULATOR_SECRETS) assert.ok(raw.includes(secret), secret);
 
@@ -240,6 +247,8 @@ Deno.test("firmware V1.0.0 honours temp and has no printer_type", async () => {
     assert.ok(!("printer_type" in client.connectFrame.settings));
     await write(sim, client, { settings: { temp: 33 } });
     assert.equal(sim.state.set_temp, 33);
+    await write(sim, client, { settings: { set_temp: 50 } });
+    assert.equal(sim.state.set_temp, 33, "set_temp is the V1.0.1+ key");
     sim.pressButton("auto");
     assert.equal(sim.state.work_mode, 3);
     await client.close();
@@ -613,4 +622,289 @@ Deno.test("runSimulatorCli prints one stdout line, logs frames without secrets, 
   const logged = stderr.join("\n");
   for (const secret of SIMULATOR_SECRETS) assert.ok(!logged.includes(secret));
   assert.ok(stderr.every((line) => !line.includes("\n")));
+});
+
+// ---- Drying, faults, other clients: each modelled fact and each option's default ----
+
+/** The drying start the web UI sends, in one frame (V1.0.1+ mode number 3). */
+function dryingStart(temp: number, hours: number, mode = 3) {
+  return {
+    settings: {
+      work_mode: mode,
+      filament_temp: temp,
+      filament_timer: hours,
+      filament_drying_mode: 3,
+      isrunning: 1,
+      work_on: true,
+    },
+  };
+}
+
+/** Reads the device's state the only way a client can: a new connection's connect frame. */
+async function readBack(sim: Simulator): Promise<Record<string, unknown>> {
+  const client = await DeviceClient.open(sim);
+  const settings = client.connectFrame.settings;
+  await client.close();
+  return settings;
+}
+
+/** Frames other than telemetry that `client` received after `from`. */
+function nonTelemetry(client: DeviceClient, from = 1): Frame[] {
+  return client.frames.slice(from).map((entry) => entry.frame).filter((f) => !isTelemetry(f));
+}
+
+Deno.test("drying: one frame with the drying mode and isrunning 1 starts a run of filament_timer hours", async () => {
+  await withSimulator({}, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 2));
+    const state = sim.state;
+    assert.deepEqual(
+      [state.isrunning, state.drying, state.work_mode, state.heating],
+      [true, true, 3, true],
+    );
+    assert.ok(state.remaining_seconds <= 7200 && state.remaining_seconds > 7190);
+    const settings = await readBack(sim);
+    assert.deepEqual(
+      [settings.work_on, settings.work_mode, settings.isrunning],
+      [1, 3, 1],
+    );
+    assert.deepEqual([settings.custom_temp, settings.custom_timer], [45, 2]);
+    assert.ok(Number(settings.remaining_seconds) > 7190, `${settings.remaining_seconds}`);
+    await client.close();
+  });
+});
+
+Deno.test("drying: isrunning 1 outside the drying mode starts nothing until the mode becomes drying", async () => {
+  await withSimulator({}, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 2, 2));
+    assert.deepEqual([sim.state.drying, sim.state.remaining_seconds], [false, 0]);
+    assert.equal(sim.state.isrunning, true, "the flag is stored");
+    await write(sim, client, { settings: { isrunning: true } });
+    await write(sim, client, { settings: { isrunning: "0" } });
+    assert.equal(sim.state.isrunning, true, "isrunning other than a number is ignored");
+    await write(sim, client, { settings: { work_mode: 3 } });
+    assert.equal(sim.state.drying, true, "the stored flag starts a run in drying mode");
+    await client.close();
+  });
+});
+
+Deno.test("drying on V1.0.0: mode 1 is drying, mode 3 is auto", async () => {
+  await withSimulator({ fwVersion: "V1.0.0", hotbedC: 0 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 2, 3));
+    assert.deepEqual([sim.state.drying, sim.state.heating], [false, false], "3 is auto here");
+    await write(sim, client, dryingStart(45, 2, 1));
+    assert.deepEqual([sim.state.drying, sim.state.heating], [true, true]);
+    await client.close();
+  });
+});
+
+Deno.test("drying: filament_timer is stored like the other byte settings (whole hours)", async () => {
+  await withSimulator({}, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 1.9));
+    assert.ok(sim.state.remaining_seconds <= 3600 && sim.state.remaining_seconds > 3590);
+    assert.equal((await readBack(sim)).custom_timer, 1);
+    await client.close();
+  });
+});
+
+Deno.test("drying: the run ends by itself, pushes the block with isrunning and remaining_seconds 0, stops heating", async () => {
+  await withSimulator({ speed: 7200, telemetryIntervalMs: 50 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 1));
+    assert.equal(sim.state.heating, true);
+    const end = await client.waitFor((frame) => frame.settings?.isrunning === 0, 1, 3000);
+    assert.equal(end.settings.remaining_seconds, 0);
+    assert.equal(end.settings.work_mode, 3);
+    assert.ok("warehouse_temper" in end.settings && "custom_timer" in end.settings);
+    const state = sim.state;
+    assert.deepEqual([state.isrunning, state.drying, state.heating], [false, false, false]);
+    assert.equal(state.work_on, true, "work_on is left as it was (unknown on the device)");
+    const pushes = nonTelemetry(client);
+    assert.deepEqual(pushes, [end], "remaining_seconds is never pushed periodically");
+    await client.close();
+  });
+});
+
+Deno.test("drying: remaining_seconds is readable only from a connect frame, and counts down", async () => {
+  await withSimulator({ speed: 200, telemetryIntervalMs: 50 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 2));
+    const first = Number((await readBack(sim)).remaining_seconds);
+    await delay(600);
+    const second = Number((await readBack(sim)).remaining_seconds);
+    assert.ok(first - second >= 80, `${first} -> ${second}`);
+    assert.deepEqual(nonTelemetry(client), [], "the running client was told nothing");
+    await client.close();
+  });
+});
+
+Deno.test("drying: re-sending the start while running does not restart the timer by default", async () => {
+  for (const restarts of [undefined, true]) {
+    await withSimulator({ speed: 100, dryingRewriteRestartsTimer: restarts }, async (sim) => {
+      const client = await DeviceClient.open(sim);
+      await write(sim, client, dryingStart(45, 2));
+      await delay(2000);
+      await write(sim, client, dryingStart(45, 2));
+      const remaining = Number((await readBack(sim)).remaining_seconds);
+      if (restarts) assert.ok(remaining > 7150, `restarted: ${remaining}`);
+      else assert.ok(remaining < 7100, `not restarted: ${remaining}`);
+      await client.close();
+    });
+  }
+});
+
+Deno.test("drying: a stop the control task misses is no stop; a stop it sees, then a start, is a new run", async () => {
+  await withSimulator({ speed: 100, controlPollMs: 2000 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 2));
+    await delay(2000);
+    client.send({ settings: { isrunning: 0 } });
+    await write(sim, client, dryingStart(45, 2));
+    assert.equal(sim.state.drying, true);
+    const remaining = Number((await readBack(sim)).remaining_seconds);
+    assert.ok(remaining < 7100, `a back-to-back stop and start is not a restart: ${remaining}`);
+    await client.close();
+  });
+  await withSimulator({ speed: 100, controlPollMs: 300 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 2));
+    await delay(2000);
+    await write(sim, client, { settings: { isrunning: 0 } });
+    assert.equal(sim.state.drying, true, "the control task has not seen the stop yet");
+    assert.equal(sim.state.heating, true);
+    await delay(800);
+    assert.deepEqual([sim.state.drying, sim.state.heating], [false, false]);
+    await write(sim, client, dryingStart(45, 2));
+    const remaining = Number((await readBack(sim)).remaining_seconds);
+    assert.ok(remaining > 7150, `a stop held past the poll, then a start, restarts: ${remaining}`);
+    await client.close();
+  });
+});
+
+Deno.test("drying: work_on false alone pauses the run; work_on true resumes it (leave with isrunning 0)", async () => {
+  await withSimulator({ speed: 100 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, dryingStart(45, 2));
+    await write(sim, client, { settings: { work_on: false } });
+    assert.deepEqual([sim.state.heating, sim.state.isrunning], [false, true]);
+    const paused = sim.state.remaining_seconds;
+    await delay(500);
+    assert.ok(sim.state.remaining_seconds >= paused - 1, "the timer is paused");
+    await write(sim, client, { settings: { work_on: true } });
+    assert.deepEqual([sim.state.heating, sim.state.drying], [true, true], "the run resumes");
+    await write(sim, client, { settings: { isrunning: 0, work_on: false } });
+    await until(() => !sim.state.drying, 2000, "the stop");
+    await write(sim, client, { settings: { work_on: true } });
+    assert.deepEqual([sim.state.heating, sim.state.drying], [false, false], "left for good");
+    await client.close();
+  });
+});
+
+Deno.test("drying regulates to its temperature only with dryingRegulates", async () => {
+  for (const regulates of [undefined, true]) {
+    await withSimulator({ temperatureC: 50, dryingRegulates: regulates }, async (sim) => {
+      const client = await DeviceClient.open(sim);
+      await write(sim, client, dryingStart(40, 2));
+      assert.equal(sim.state.heating, !regulates, `dryingRegulates: ${regulates}`);
+      await client.close();
+    });
+  }
+});
+
+Deno.test("drying across a reboot: restarted with the full timer by default, gone with dryingSurvivesReboot false", async () => {
+  for (const survives of [undefined, false]) {
+    const resumes = survives === undefined;
+    await withSimulator({ speed: 100, dryingSurvivesReboot: survives }, async (sim) => {
+      const client = await DeviceClient.open(sim);
+      await write(sim, client, dryingStart(45, 2));
+      await delay(2000);
+      await sim.reboot(100);
+      const settings = await readBack(sim);
+      assert.deepEqual([settings.work_on, settings.work_mode], [1, 3]);
+      if (resumes) {
+        assert.equal(settings.isrunning, 1);
+        assert.ok(Number(settings.remaining_seconds) > 7150, `${settings.remaining_seconds}`);
+        assert.equal(sim.state.heating, true);
+      } else {
+        assert.deepEqual([settings.isrunning, settings.remaining_seconds], [0, 0]);
+        assert.equal(sim.state.heating, false);
+      }
+    });
+  }
+});
+
+Deno.test("connect frame without the wifi/sta/ap roots (connectFrameSecretRoots false)", async () => {
+  await withSimulator(
+    { connectFrameSecretRoots: false, telemetryIntervalMs: 1000 },
+    async (sim) => {
+      const client = await DeviceClient.open(sim);
+      assert.deepEqual(Object.keys(client.connectFrame), ["settings", "printer"]);
+      assert.equal(client.connectFrame.settings.fw_version, "V1.0.3");
+      assert.ok(!JSON.stringify(client.connectFrame).includes(SIMULATOR_SECRETS[0]));
+      sim.pressButton("always_on");
+      const push = await client.waitFor((frame) => "work_on" in (frame.settings ?? {}), 1);
+      assert.deepEqual(Object.keys(push), ["settings"]);
+      await client.close();
+    },
+  );
+});
+
+Deno.test("unknown fault codes are injectable and act as faults", async () => {
+  await withSimulator({ telemetryIntervalMs: 1000 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await write(sim, client, { settings: { work_mode: 2, set_temp: 50, work_on: true } });
+    sim.injectFaultCode("ptc_sensor_status", 7);
+    const push = await client.waitFor((frame) => "ptc_sensor_status" in (frame.settings ?? {}), 1);
+    assert.deepEqual([push.settings.ptc_sensor_status, push.settings.work_on], [7, 0]);
+    assert.deepEqual(sim.state.faults, []);
+    assert.deepEqual(sim.state.faultCodes, { ptc_sensor_status: 7 });
+    await write(sim, client, { settings: { work_on: true } });
+    assert.equal(sim.state.heating, false);
+    sim.clearFaults();
+    const http = await control(sim, "/sim/fault?field=warehouse_sensor_status&code=9");
+    assert.deepEqual(http.body.faultCodes, { warehouse_sensor_status: 9 });
+    sim.injectFault("ptc_sensor_open");
+    assert.deepEqual(sim.state.faults, ["ptc_sensor_open"]);
+    for (
+      const path of [
+        "field=nope&code=1",
+        "field=ptc_sensor_status&code=0",
+        "field=ptc_sensor_status&code=2.5",
+      ]
+    ) {
+      assert.equal((await control(sim, `/sim/fault?${path}`)).status, 400, path);
+    }
+    assert.throws(() => sim.injectFaultCode("ptc_sensor_status", 0), RangeError);
+    await client.close();
+  });
+});
+
+Deno.test("another client's writes are applied and never pushed to anyone", async () => {
+  await withSimulator({ telemetryIntervalMs: 100 }, async (sim) => {
+    const bridge = await DeviceClient.open(sim);
+    const webUi = await DeviceClient.open(sim);
+    for (const frame of [{ settings: { work_mode: 2 } }, { settings: { set_temp: 55 } }]) {
+      await write(sim, webUi, frame);
+    }
+    await write(sim, webUi, { settings: { work_on: true } });
+    assert.deepEqual([sim.state.work_on, sim.state.set_temp, sim.state.heating], [true, 55, true]);
+    await delay(300);
+    assert.deepEqual(nonTelemetry(bridge), [], "the bridge's socket was told nothing");
+    assert.deepEqual(nonTelemetry(webUi), [], "nor the writer's");
+    const settings = await readBack(sim);
+    assert.deepEqual([settings.work_on, settings.set_temp], [1, 55], "a read-back shows it");
+    await Promise.all([bridge.close(), webUi.close()]);
+  });
+});
+
+Deno.test("auto stand-in heats by default (hotbedC 100) and not with a cold bed", async () => {
+  for (const [hotbedC, heats] of [[undefined, true], [0, false]] as const) {
+    await withSimulator({ hotbedC }, (sim) => {
+      sim.pressButton("auto");
+      assert.deepEqual([sim.state.work_mode, sim.state.heating], [1, heats], `hotbedC ${hotbedC}`);
+    });
+  }
 });

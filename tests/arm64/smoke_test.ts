@@ -2,17 +2,39 @@
  * The closest this environment gets to the Snapmaker U1: the bridge's
  * end-to-end smoke run by the aarch64 Deno under qemu-aarch64, with the
  * permission flags the compiled binary embeds. Needs DENO_ARM64 (the path
- * of the arm64 `deno` from npm; .ci/run sets it) and qemu-aarch64.
+ * of the arm64 `deno` from npm; .ci/run sets it), qemu-aarch64 and the
+ * aarch64 C library; skipped with the reason when one is missing.
  */
 import assert from "node:assert/strict";
 import { ApiClient } from "../../lib/api_client.ts";
 import { permissionFlags, permissionSetFromConfig } from "../../lib/permissions.ts";
 import { buildOnFrame, OFF_FRAME } from "../../lib/protocol.ts";
 import { tempSocketPath, waitForSocket } from "../process.ts";
+import { missingTools, reportSkip, which } from "../tools.ts";
 
 const DENO_ARM64 = Deno.env.get("DENO_ARM64");
 const QEMU_ROOT = "/usr/aarch64-linux-gnu";
 const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** Why this machine cannot run the aarch64 smoke test, or null. */
+function skipReason(): string | null {
+  if (!DENO_ARM64) {
+    return "DENO_ARM64 is not set (the path of the arm64 deno from the npm package " +
+      "@deno/linux-arm64-glibc; .ci/run sets it)";
+  }
+  if (!which(DENO_ARM64)) return `DENO_ARM64=${DENO_ARM64} is not an executable file`;
+  const tools = missingTools(["qemu-aarch64"]);
+  if (tools) return tools;
+  try {
+    Deno.statSync(`${QEMU_ROOT}/lib/ld-linux-aarch64.so.1`);
+  } catch {
+    return `${QEMU_ROOT}/lib/ld-linux-aarch64.so.1 not found (Debian package: libc6-arm64-cross)`;
+  }
+  return null;
+}
+
+const SKIP = skipReason();
+if (SKIP) reportSkip(SKIP);
 
 interface SimState {
   temperature: number;
@@ -56,7 +78,7 @@ async function until<T>(probe: () => Promise<T | undefined>, timeoutMs: number):
 
 Deno.test({
   name: "aarch64 (qemu): set a target, see the ON frame and a rising temperature, turn it off",
-  ignore: !DENO_ARM64,
+  ignore: SKIP !== null,
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -88,7 +110,7 @@ Deno.test({
       await waitForSocket(path, 120_000);
       const client = await ApiClient.connect(path);
       try {
-        await client.request("heartbeat");
+        await client.request("heartbeat", { ready: true });
         const startTemp = (await state()).temperature;
         const sentAt = Date.now();
         await client.request("set_target", { target: 45 });
@@ -97,7 +119,10 @@ Deno.test({
           return frames.find((f) => f.at >= sentAt && JSON.stringify(f.frame) === buildOnFrame(45));
         }, 20_000);
         console.log(`ON frame reached the simulated device ${on.at - sentAt} ms after set_target`);
-        const heartbeat = setInterval(() => client.request("heartbeat").catch(() => {}), 1000);
+        const heartbeat = setInterval(
+          () => client.request("heartbeat", { ready: true }).catch(() => {}),
+          1000,
+        );
         try {
           const risen = await until(async () => {
             const { temperature } = await state();

@@ -359,6 +359,25 @@ async function benchTelemetry(sim: Simulator, bridge: RunningBridge): Promise<vo
 
 // ---------------------------------------------------------------- 3. reconnect
 
+/** Another WebSocket client writes a state other than `target` to the simulator and leaves. */
+async function changeDeviceBehindTheBridge(sim: Simulator, target: number): Promise<void> {
+  const other = new WebSocket(sim.url);
+  await new Promise((resolve, reject) => {
+    other.onopen = resolve;
+    other.onerror = () => reject(new Error("cannot reach the simulator"));
+  });
+  const closed = new Promise((resolve) => other.onclose = resolve);
+  other.send(
+    target === 0
+      ? '{"settings":{"work_mode":2,"set_temp":30,"temp":30,"isrunning":0,"work_on":true}}'
+      : '{"settings":{"work_on":false}}',
+  );
+  const deadline = performance.now() + 2000;
+  while (sim.state.work_on === (target > 0) && performance.now() < deadline) await sleep(2);
+  other.close();
+  await closed;
+}
+
 async function benchReconnect(sim: Simulator, bridge: RunningBridge): Promise<void> {
   const section = "3 reconnect";
   progress(`reconnect: ${CONFIG.drops} drops`);
@@ -377,6 +396,10 @@ async function benchReconnect(sim: Simulator, bridge: RunningBridge): Promise<vo
   try {
     for (let i = 0; i < CONFIG.drops; i++) {
       downAt = upAt = 0;
+      // The bridge writes on a reconnect only when the connect frame differs from
+      // the desired state (it compares before writing): so another client changes
+      // the device first, as a power cycle or the phone app would while the link is down.
+      await changeDeviceBehindTheBridge(sim, target.target);
       let receivedAt = 0;
       const desired = sim.waitForFrame((f) => {
         if (!isDesiredStateFrame(f, target.target)) return false;
@@ -406,7 +429,8 @@ async function benchReconnect(sim: Simulator, bridge: RunningBridge): Promise<vo
   const up = summarize(upMs);
   results.reconnect = {
     drops: CONFIG.drops,
-    how: "the device aborts its sockets (FIN, no close frame) and keeps accepting",
+    how: "another client changes the device, then the device aborts its sockets (FIN, no " +
+      "close frame) and keeps accepting; the bridge compares the connect frame and re-sends",
     to_desired_state_resent_ms: rounded(desired),
     to_subscriber_sees_down_ms: rounded(down),
     to_subscriber_sees_connected_ms: rounded(up),

@@ -129,7 +129,7 @@ def measure(path, n, base_status):
     extra = printer.lookup_object('panda_bridge')
     heater = printer.lookup_object('heaters').lookup_heater('panda_breath')
     ok = reactor.run_until(
-        lambda: (extra.state == 'open' and bridge.live_conns()
+        lambda: (extra.linked and bridge.live_conns()
                  and bridge.conns[0].subscribed and not extra.pending), 5.)
     if not ok:
         raise SystemExit('the extra did not connect to the fake bridge')
@@ -186,7 +186,7 @@ def measure(path, n, base_status):
     for i in range(n):
         get_status.run(extra.get_status, now())
 
-    if extra.state != 'open' or printer.is_shutdown():
+    if not extra.linked or printer.is_shutdown():
         raise SystemExit('the extra lost its link during the benchmark')
     result = {
         'python': sys.version.split()[0],

@@ -44,7 +44,7 @@ def main():
         drop(reason)
     extra._drop = recording_drop
     started = time.monotonic()
-    if not reactor.run_until(lambda: extra.state == 'open'
+    if not reactor.run_until(lambda: extra.linked
                              and counts['statuses'] > 0, 10.):
         raise SystemExit('the extra did not connect to %s' % (path,))
     callback = extra.callback
@@ -65,7 +65,7 @@ def main():
         'cpu_seconds': round(cpu, 4),
         'cpu_percent': round(100. * cpu / wall, 2),
         'us_per_status': round(1e6 * cpu / max(1, counts['statuses']), 1),
-        'connected_at_end': extra.state == 'open',
+        'connected_at_end': extra.linked,
         'link_drops': drops,
         'shutdown': printer.shutdown_msg,
     }), flush=True)

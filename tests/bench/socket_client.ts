@@ -71,13 +71,16 @@ export class BenchClient {
     return reply;
   }
 
-  /** Acts like the Klipper extra: hello, subscribe, heartbeat now and every second. */
+  /**
+   * Acts like a ready Klipper extra (socket API v2): hello as a controller,
+   * subscribe, heartbeat `{ready: true}` now and every second.
+   */
   async actAsController(subscribe = true): Promise<void> {
-    await this.request("hello", { client: "bench" });
+    await this.request("hello", { client: "bench", controller: true, ready: true });
     if (subscribe) await this.request("subscribe");
-    await this.request("heartbeat");
+    await this.request("heartbeat", { ready: true });
     this.#heartbeat = setInterval(() => {
-      this.request("heartbeat").catch(() => {});
+      this.request("heartbeat", { ready: true }).catch(() => {});
     }, 1000);
   }
 

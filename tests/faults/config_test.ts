@@ -66,10 +66,12 @@ function runCases(host: string, socket: string): Case[] {
     ],
     [
       ["run", "--host", host, "--socket", OUTSIDE_SOCKET],
-      1,
-      /cannot listen on .*bridge.sock: Requires read access/,
+      usage,
+      /--socket '.*bridge.sock' is outside the directories the bridge may use: put it under \/tmp, \/run, \/var\/run/,
     ],
-    [["run", "--host", host, "--socket", "/etc/pb.sock"], 1, /Requires read access to "\/etc/],
+    [["run", "--host", host, "--socket", "/etc/pb.sock"], usage, /outside the directories/],
+    [["run", "--host", host, "--socket", "/tmp/../etc/pb.sock"], usage, /outside the directories/],
+    [["status", "--socket", OUTSIDE_SOCKET], usage, /outside the directories the bridge may use/],
     // --socket-mode
     [run("--socket-mode"), usage, /'--socket-mode <value>' argument missing/],
     [run("--socket-mode", "0666"), usage, /--socket-mode must be 0600 or 0660/],
@@ -97,6 +99,13 @@ function runCases(host: string, socket: string): Case[] {
       value.startsWith("=") ? run(`--max-target${value}`) : run("--max-target", value),
       usage,
       /--max-target must be a whole number from 1 to 255/,
+    ]),
+    // --readback-interval
+    [run("--readback-interval"), usage, /'--readback-interval <value>' argument missing/],
+    ...["0.5", "3601", "abc", "", "1e9", "0x10", "60s"].map((value): Case => [
+      run("--readback-interval", value),
+      usage,
+      /--readback-interval must be 0 \(off\) or a number from 1 to 3600 seconds/,
     ]),
     // --log-level
     [run("--log-level"), usage, /'--log-level <value>' argument missing/],

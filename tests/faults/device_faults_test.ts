@@ -54,7 +54,7 @@ async function waitForLink(device: RawDevice, timeoutMs = 5000): Promise<RawSess
   let found: RawSession | undefined;
   await until(
     () => {
-      found = openSessions(device).find((session) => session.frames.length > 0);
+      found = openSessions(device).find((session) => session.upgraded);
       return found !== undefined;
     },
     timeoutMs,
@@ -540,8 +540,6 @@ function junkItems(): Junk[] {
     ["fw_version control characters", '{"settings":{"fw_version":"\\u0000\\u001b[31m"}}'],
     ["fw_version holding a password", `{"settings":{"fw_version":"${secret}\\u0007"}}`],
     ["work_mode holding a password", `{"settings":{"work_mode":"${secret}"}}`],
-    ["unknown fault code", '{"settings":{"ptc_sensor_status":7}}'],
-    ["fault code as string", '{"settings":{"warehouse_sensor_status":"1"}}'],
     ["printer state string", '{"printer":{"state":"x"}}'],
     ["printer state 1e99", '{"printer":{"state":1e99}}'],
     ["__proto__ root", '{"__proto__":{"settings":{"work_on":0}}}'],
@@ -617,7 +615,7 @@ scenarioTest("device", "every kind of junk frame: survived, desired state untouc
         // A fresh temperature must get through, on this link or a new one.
         probe = probe >= 59 ? 20 : probe + 1;
         const expected = probe;
-        const link = openSessions(device).find((x) => x.frames.length > 0) ?? session;
+        const link = openSessions(device).find((x) => x.upgraded) ?? session;
         if (name.startsWith("half a frame")) {
           // The bridge waits for the rest; the device aborts: that is a drop too.
           link.abort();
@@ -653,6 +651,54 @@ scenarioTest("device", "every kind of junk frame: survived, desired state untouc
     await device.close();
   }
 });
+
+scenarioTest(
+  "device",
+  "unknown fault codes mid-heat latch a fault: OFF, heat refused until cleared",
+  async (s) => {
+    const device = new RawDevice({ behavior: deviceBehavior({ telemetryMs: 100 }) });
+    try {
+      await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
+        const view = rawView(device);
+        const cases: [string, string, string][] = [
+          ["unknown code 7", '{"settings":{"ptc_sensor_status":7}}', "ptc_sensor_unknown"],
+          [
+            "code as a string",
+            '{"settings":{"warehouse_sensor_status":"1"}}',
+            "chamber_sensor_unknown",
+          ],
+        ];
+        for (const [name, frame, fault] of cases) {
+          await api.setTarget(45);
+          await settle({ bridge }, view, 45, `heating before ${name}`);
+          s.inject();
+          await (await waitForLink(device)).sendText(frame);
+          await recover(s, { bridge }, view, 0, name);
+          const status = await api.status();
+          s.expect(status.faults.includes(fault), `${name}: ${fault} listed (${status.faults})`);
+          s.expect(status.target === 0, `${name}: bridge target 0 (${status.target})`);
+          const refused = await api.request("set_target", { target: 45 });
+          s.expect(refused.error?.code === "device_fault", `${name}: heat refused`);
+          await delay(300);
+          s.expect(!device.model.work_on, `${name}: the device stays off`);
+          // A settings block without the field (here: a new link's connect frame) clears it.
+          for (const session of openSessions(device)) session.abort();
+          await until(
+            async () => (await api.status()).faults.length === 0,
+            8000,
+            `${name}: fault cleared`,
+            50,
+          );
+        }
+        await api.setTarget(45);
+        await settle({ bridge }, view, 45, "heat accepted after the faults cleared");
+        await finalCheck(s, bridge, view, 45);
+      });
+    } finally {
+      await device.close();
+    }
+  },
+);
 
 scenarioTest(
   "device",

@@ -463,11 +463,14 @@ export class ApiConn {
     return reply.result;
   }
 
-  /** Heartbeats every `intervalMs` like the Klipper extra (making this a controller). */
+  /**
+   * Heartbeats every `intervalMs` like a ready Klipper extra (socket API v2:
+   * `{ready: true}`), making this a controller whose heartbeats count.
+   */
   startHeartbeat(intervalMs = 500): void {
-    this.request("heartbeat").catch(() => {});
+    this.request("heartbeat", { ready: true }).catch(() => {});
     this.#heartbeat = setInterval(() => {
-      if (!this.closed) this.request("heartbeat").catch(() => {});
+      if (!this.closed) this.request("heartbeat", { ready: true }).catch(() => {});
     }, intervalMs);
   }
 

@@ -5,7 +5,8 @@ suite can kill it, hang it, restart it, or kill the bridge under it.
 Usage: python3 klipper_driver.py SOCKET_PATH
 Commands on stdin, one per line; every answer is one JSON line on stdout:
   gcode <script>     run G-code (SET_HEATER_TEMPERATURE, TURN_OFF_HEATERS...)
-  status             the extra's get_status, the heater's target, the console
+  status             the extra's get_status, the heater's target, klippy's
+                     state, whether the extra heartbeats ready, the console
   restart            RESTART: klippy:disconnect, then a fresh printer connects
   firmware_restart   FIRMWARE_RESTART: klippy:firmware_restart and
                      klippy:disconnect, then a fresh printer connects
@@ -77,6 +78,8 @@ class Driver:
         return {'extra': extra.get_status(eventtime),
                 'target': self.heater().target_temp,
                 'shutdown': self.printer.is_shutdown(),
+                'state': self.printer.get_state_message()[1],
+                'ready': extra._is_ready(),
                 'generation': self.generation,
                 'console': console}
 

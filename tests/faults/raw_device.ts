@@ -124,8 +124,16 @@ export class RawSession {
     let bytes = await this.handshake();
     for (const frame of frames) bytes = concat(bytes, encodeFrame(Opcode.text, frame));
     this.device.upgrades++;
-    return await this.write(bytes);
+    this.upgraded = await this.write(bytes);
+    return this.upgraded;
   }
+
+  /**
+   * The 101 (and connect frame) went out: this is a WebSocket link. (The
+   * bridge writes nothing on a link whose connect frame already matches, so
+   * its frames do not tell the link apart.)
+   */
+  upgraded = false;
 
   /** Writes raw bytes; false when the connection is gone. */
   write(bytes: Uint8Array): Promise<boolean> {

@@ -155,7 +155,8 @@ scenarioTest(
       const written = await Deno.lstat(`${outside}/probe.txt`).then(() => true, () => false);
       s.expect(!written, "nothing was written outside the set");
 
-      // The bridge itself: a socket outside the set is refused with a permission error.
+      // The bridge itself: a socket outside the set is refused before Deno's
+      // permission layer is reached, with a message that says where to put it.
       s.inject();
       const result = await runCli([
         "run",
@@ -165,11 +166,16 @@ scenarioTest(
         `${outside}/pb.sock`,
       ]);
       capture("run with a socket outside the set", result.stdout + result.stderr);
-      s.expect(result.code === 1, `exit 1 (was ${result.code})`);
-      s.expect(/Requires read access to .*pb\.sock/.test(result.stderr), "permission error shown");
+      s.expect(result.code === 2, `exit 2 (was ${result.code})`);
+      s.expect(
+        /outside the directories the bridge may use: put it under \/tmp, \/run, \/var\/run/
+          .test(result.stderr),
+        "product message shown",
+      );
+      s.expect(!/allow-read|Requires read access/.test(result.stderr), "no Deno permission hint");
       const made = await Deno.lstat(`${outside}/pb.sock`).then(() => true, () => false);
       s.expect(!made, "no socket created outside the set");
-      if (result.code === 1 && !made) s.survive();
+      if (result.code === 2 && !made) s.survive();
     } finally {
       listener.close();
       await accepting.catch(() => {});
@@ -220,7 +226,7 @@ scenarioTest(
       const bridge = await BridgeProcess.start({ host: device.address });
       try {
         const api = await bridge.connect();
-        await until(() => session !== undefined && session.frames.length > 0, 5000, "link");
+        await until(async () => (await api.status()).connected === true, 5000, "link", 20);
         const padded = (celsius: number, bytes: number) => {
           const frame = telemetryFrame(celsius);
           return frame + " ".repeat(bytes - frame.length);

@@ -198,9 +198,10 @@ scenarioTest(
         frames_per_second: Math.round(sent / (floodMs / 1000)),
         never_reader_bytes_before_cutoff: lazyResult.bytes,
       });
+      // The check first: closing the controller while heating turns the heat off at once.
+      await finalCheck(s, bridge, { state: () => device.model }, 45);
       await subscriber.close();
       await api.close();
-      await finalCheck(s, bridge, { state: () => device.model }, 45);
     } finally {
       sampler.stop();
       await bridge.dispose();
@@ -245,9 +246,10 @@ scenarioTest(
         s.figures.frames_seen = subscriber.notificationCount - seenBefore;
         s.expect(!subscriber.closed, "subscriber kept up");
         if (bridge.alive) s.survive();
+        // The check first: closing the controller while heating turns the heat off at once.
+        await finalCheck(s, bridge, simView(sim), 50);
         await subscriber.close();
         await api.close();
-        await finalCheck(s, bridge, simView(sim), 50);
       } finally {
         sampler.stop();
         await bridge.dispose();

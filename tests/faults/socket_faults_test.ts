@@ -154,7 +154,7 @@ scenarioTest(
       await delay(200);
       const after = await bridge.connect();
       const hello = await after.request("hello");
-      s.expect(hello.result?.protocol === 1, "a new client is served once below the cap");
+      s.expect(hello.result?.protocol === 2, "a new client is served once below the cap");
       await after.close();
       await extra.close();
       if (bridge.alive) s.survive();
@@ -258,7 +258,7 @@ scenarioTest("socket", "oversized, partial and merged lines", async (s) => {
     const request = '{"id":7,"method":"hello"}';
     const padded = request + " ".repeat(max - request.length);
     const served = await ask(atCap, padded);
-    s.expect(served.result?.protocol === 1, `a ${max}-byte line is served`);
+    s.expect(served.result?.protocol === 2, `a ${max}-byte line is served`);
     if (served.result) s.survive();
     await atCap.close();
     // One byte over: line_too_long, then closed.

@@ -261,6 +261,13 @@ class ConfigWrapper:
         return ConfigWrapper(self.printer, self.fileconfig, self.access,
                              section)
 
+    def has_section(self, section):
+        return self.fileconfig.has_section(section)
+
+    def get_prefix_sections(self, prefix):
+        return [self.getsection(s) for s in self.fileconfig.sections()
+                if s.startswith(prefix)]
+
     def get_prefix_options(self, prefix):
         return [o for o in self.fileconfig.options(self.section)
                 if o.startswith(prefix)]
@@ -547,9 +554,11 @@ class Heater:
 
     def set_temp(self, degrees):
         if degrees and (degrees < self.min_temp or degrees > self.max_temp):
+            # the U1 fork prefixes the short name
             raise self.printer.command_error(
-                "Requested temperature (%.1f) out of range (%.1f:%.1f)"
-                % (degrees, self.min_temp, self.max_temp))
+                "%sRequested temperature (%.1f) out of range (%.1f:%.1f)"
+                % (self.short_name + ': ' if self.FLAVOUR == 'u1' else '',
+                   degrees, self.min_temp, self.max_temp))
         self.target_temp = degrees
 
     def alter_target(self, target_temp):
@@ -706,18 +715,41 @@ class Placeholder:
         pass
 
 
+MESSAGE_READY = "Printer is ready"
+MESSAGE_STARTUP = "Printer is not ready"
+MESSAGE_RESTART = 'Once the underlying issue is corrected, use the "RESTART"'
+
+
+class FirmwarePandaBreath:
+    """The Snapmaker U1 extended firmware's own in-process module
+    (klippy/extras/panda_breath.py), present only when a test says so."""
+
+    def __init__(self, config):
+        for option in ('firmware', 'host', 'port'):
+            config.get(option, None)
+
+
 class Printer:
-    """klippy.py Printer: objects, events, shutdown and config loading
-    (_read_config loads sections in file order, then checks unused
-    options; klippy:connect then klippy:ready)."""
+    """klippy.py Printer: objects, events, state, shutdown and config
+    loading (_read_config loads sections in file order, then checks unused
+    options; _connect sends klippy:connect, then klippy:ready).
+
+    Klipper catches config errors in _connect and stays in an error state
+    with its reactor running (until RESTART); connect() does the same and
+    then re-raises the error so that tests can assert on it.
+    start_args as klippy.py main() builds them ('debugoutput' in batch
+    mode).  firmware_modules: extra module names this "klippy/extras/" has,
+    e.g. ('panda_breath',) for the U1 extended firmware."""
     config_error = ConfigError
     command_error = CommandError
 
-    def __init__(self, config_text, start_args=None):
+    def __init__(self, config_text, start_args=None, firmware_modules=()):
         self.reactor = Reactor()
         self.start_args = start_args or {}
+        self.firmware_modules = firmware_modules
         self.event_handlers = {}
         self.objects = {}
+        self.state_message = MESSAGE_STARTUP
         self.in_shutdown_state = False
         self.shutdown_msg = None
         self.config_text = config_text
@@ -733,8 +765,29 @@ class Printer:
     def get_start_args(self):
         return self.start_args
 
+    def get_state_message(self):
+        if self.state_message == MESSAGE_READY:
+            category = "ready"
+        elif self.state_message == MESSAGE_STARTUP:
+            category = "startup"
+        elif self.in_shutdown_state:
+            category = "shutdown"
+        else:
+            category = "error"
+        return self.state_message, category
+
+    def _set_state(self, msg):
+        if self.state_message in (MESSAGE_READY, MESSAGE_STARTUP):
+            self.state_message = msg
+
     def is_shutdown(self):
         return self.in_shutdown_state
+
+    def add_object(self, name, obj):
+        if name in self.objects:
+            raise self.config_error("Printer object '%s' already created"
+                                    % (name,))
+        self.objects[name] = obj
 
     def lookup_object(self, name, default=sentinel):
         if name in self.objects:
@@ -762,6 +815,8 @@ class Printer:
             obj = GCodeMacro(sconfig)
         elif module in ('pid_calibrate',):
             obj = Placeholder(sconfig)
+        elif module in self.firmware_modules and module == 'panda_breath':
+            obj = FirmwarePandaBreath(sconfig)
         elif default is not sentinel:
             return default
         else:
@@ -775,13 +830,11 @@ class Printer:
     def send_event(self, event, *params):
         return [cb(*params) for cb in self.event_handlers.get(event, [])]
 
-    def connect(self):
-        """_read_config + _connect: sections in file order, unused options
-        rejected, then klippy:connect and klippy:ready."""
+    def _read_config(self):
         fileconfig = parse_config(self.config_text)
         config = ConfigWrapper(self, fileconfig, self.access, 'printer')
-        for section in fileconfig.sections():
-            self.load_object(config, section, None)
+        for section_config in config.get_prefix_sections(''):
+            self.load_object(config, section_config.get_name(), None)
         for section in fileconfig.sections():
             if section.lower() not in self.objects and not any(
                     s == section.lower() for s, o in self.access):
@@ -791,17 +844,41 @@ class Printer:
                 if (section.lower(), option.lower()) not in self.access:
                     raise ConfigError("Option '%s' is not valid in section"
                                       " '%s'" % (option, section.lower()))
-        self.send_event("klippy:connect")
-        with self.reactor.assert_no_pause():
-            self.send_event("klippy:ready")
 
-    def invoke_shutdown(self, msg):
+    def connect(self, ready=True, identify_time=0.):
+        """_connect: the config, klippy:mcu_identify (the MCU handshake
+        pauses, so timers run for identify_time), klippy:connect, then
+        klippy:ready unless ready=False (call ready() later)."""
+        try:
+            self._read_config()
+            if identify_time:
+                self.reactor.pause(self.reactor.monotonic() + identify_time)
+            for cb in self.event_handlers.get("klippy:connect", []):
+                if self.state_message is not MESSAGE_STARTUP:
+                    return
+                cb()
+        except (ConfigError, PinsError) as e:
+            self._set_state("%s\n%s" % (e, MESSAGE_RESTART))
+            raise
+        if ready:
+            self.ready()
+
+    def ready(self):
+        self._set_state(MESSAGE_READY)
+        with self.reactor.assert_no_pause():
+            for cb in self.event_handlers.get("klippy:ready", []):
+                if self.state_message is not MESSAGE_READY:
+                    return
+                cb()
+
+    def invoke_shutdown(self, msg, details={}):
         # Shutdown handlers may not pause.  Klipper only logs exceptions
         # from them; here they propagate so that tests see them.
         if self.in_shutdown_state:
             return
         self.in_shutdown_state = True
         self.shutdown_msg = msg
+        self._set_state(msg)
         with self.reactor.assert_no_pause():
             for cb in self.event_handlers.get("klippy:shutdown", []):
                 cb()
@@ -817,9 +894,12 @@ class Printer:
                 if hasattr(obj, 'get_status')}
 
 
-def panda_bridge_config(socket_path, host='127.0.0.1', extra=''):
-    """printer.cfg text with the two panda_bridge sections, for the tests."""
-    return ("[panda_bridge]\nhost: %s\nsocket: %s\n\n"
+def panda_bridge_config(socket_path, host='127.0.0.1', extra='',
+                        max_temp=60, options=''):
+    """printer.cfg text with the two panda_bridge sections, for the tests;
+    options: more lines for [panda_bridge], extra: more sections."""
+    return ("[panda_bridge]\nhost: %s\nsocket: %s\n%s\n"
             "[heater_generic panda_breath]\nheater_pin: panda_bridge:heater\n"
             "sensor_type: panda_bridge\ncontrol: watermark\nmin_temp: 0\n"
-            "max_temp: 60\ngcode_id: C\n%s" % (host, socket_path, extra))
+            "max_temp: %s\ngcode_id: C\n%s"
+            % (host, socket_path, options, max_temp, extra))

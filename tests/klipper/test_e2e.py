@@ -1,5 +1,6 @@
 """End to end: the real simulator and bridge (deno) with the extra driven by
-the Klipper stand-in's reactor.  Skipped when deno is not on PATH."""
+the Klipper stand-in's reactor, over socket API v2 (CONTRACT.md).  Skipped
+when deno is not on PATH."""
 import json, os, re, shutil, signal, socket, subprocess, sys, tempfile
 import time
 import unittest, urllib.request
@@ -11,6 +12,7 @@ DENO = shutil.which('deno')
 START_TIMEOUT = 60.
 FAILSAFE = 2
 OFF = {"settings": {"work_on": False}}
+SET = "SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=%s"
 LATENCIES = []
 MEASURES = {}
 
@@ -118,9 +120,9 @@ class EndToEnd(unittest.TestCase):
                 if r['at'] >= t_ms - 1 and r['frame'] == frame]
 
     # Klipper side
-    def start_klipper(self):
+    def start_klipper(self, max_temp=60):
         self.printer = ks.Printer(ks.panda_bridge_config(
-            self.sock, host='127.0.0.1:%d' % (self.port,)))
+            self.sock, host='127.0.0.1:%d' % (self.port,), max_temp=max_temp))
         self.reactor = self.printer.get_reactor()
         self.gcode = self.printer.lookup_object('gcode')
         self.printer.connect()
@@ -140,6 +142,22 @@ class EndToEnd(unittest.TestCase):
 
     def console(self, pattern):
         return [m for m in self.gcode.output if re.search(pattern, m)]
+
+    def cli(self, *args):
+        """The real CLI, while the stand-in klippy keeps running."""
+        proc = subprocess.Popen(
+            [DENO, 'run', '-P=bridge', 'main.ts'] + list(args)
+            + ['--socket', self.sock], cwd=ks.REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs.append((proc, 'cli'))
+        self.wait(lambda: proc.poll() is not None, START_TIMEOUT)
+        out = proc.communicate()[0].decode(errors='replace')
+        return proc.returncode, out
+
+    def heat_frames_since(self, t_ms):
+        return [r['at'] for r in self.sim_call('state')['received']
+                if r['at'] >= t_ms - 1
+                and r['frame'].get('settings', {}).get('work_on') is True]
 
     def set_and_measure(self, script, frame):
         t_ms = now_ms()
@@ -217,27 +235,85 @@ class EndToEnd(unittest.TestCase):
         self.assertLess(off_after, (FAILSAFE + 1.5) * 1000.)
         # klippy resumes: the bridge's decision is adopted, not undone
         self.wait(lambda: self.heater.target_temp == 0., 3.)
-        self.assertEqual(len(self.console('^!! Panda Breath failsafe')), 1)
+        self.assertEqual(len(self.console('^!! Panda Breath: failsafe')), 1)
         resumed_ms = now_ms()
         self.reactor.pause(self.reactor.monotonic() + 2.)
         self.assertEqual(self.frames_since(resumed_ms, on_frame(45)), [])
 
-    def test_device_fault_reaches_console(self):
+    def test_hazard5_fault_while_heating_shuts_klipper_down(self):
         self.start_klipper()
-        self.set_and_measure("SET_HEATER_TEMPERATURE HEATER=panda_breath"
-                             " TARGET=45", on_frame(45))
+        self.set_and_measure(SET % 45, on_frame(45))
+        self.sim_call('fault?kind=ptc_sensor_open', 'POST')
+        self.wait(self.printer.is_shutdown, 5.)
+        self.assertRegex(self.printer.shutdown_msg,
+                         r'^Panda Breath fault: .*PTC.*open')
+        self.wait(lambda: not self.sim_call('state')['work_on'], 3.)
+
+    def test_hazard5_fault_without_target_refuses_heat_until_cleared(self):
+        self.start_klipper()
         self.sim_call('fault?kind=chamber_sensor_short', 'POST')
         self.wait(lambda: self.console(
             r'^!! Panda Breath fault: chamber temperature sensor short'), 5.)
-        self.wait(lambda: self.heater.target_temp == 0., 3.)
+        self.assertFalse(self.printer.is_shutdown())
         self.assertIn('chamber_sensor_short', self.pb.get_status(0)['faults'])
+        t_ms = now_ms()
+        with self.assertRaisesRegex(ks.CommandError, '^Panda Breath fault'):
+            self.gcode.run_script(SET % 45)
+        self.assertEqual(self.heater.target_temp, 0.)
+        self.reactor.pause(self.reactor.monotonic() + 1.)
+        self.assertEqual(self.heat_frames_since(t_ms), [])
         # The device reports a cleared fault only in its next connect frame
         self.sim_call('fault?kind=clear', 'POST')
         self.sim_call('reboot?down_ms=300', 'POST')
         self.wait(lambda: not self.pb.get_status(0)['faults'], 20.)
         self.assertEqual(len(self.console('^!! Panda Breath fault')), 1)
-        self.sim_call('fault?kind=chamber_sensor_short', 'POST')
-        self.wait(lambda: len(self.console('^!! Panda Breath fault')) == 2, 5.)
+        self.set_and_measure(SET % 45, on_frame(45))
+
+    def test_hazard3_m112_then_cli_set_and_button_push_end_off(self):
+        self.start_klipper()
+        self.set_and_measure(SET % 45, on_frame(45))
+        t_ms = now_ms()
+        self.printer.invoke_shutdown("Shutdown due to M112 command")
+        self.wait(lambda: self.frames_since(t_ms, OFF), 2.)
+        self.assertLess(self.frames_since(t_ms, OFF)[0] - t_ms, 100.)
+        # A CLI set: whatever the bridge makes of it, heat ends within 1 s
+        t_cli = now_ms()
+        self.cli('set', '50')
+        self.reactor.pause(self.reactor.monotonic() + 1.5)
+        for on in self.heat_frames_since(t_cli):
+            off = [t for t in self.frames_since(on, OFF) if t >= on]
+            self.assertTrue(off, "heat left on after the CLI set\n"
+                            + self.logs())
+            MEASURES['shut-down klippy: CLI set -> OFF at device'] = (
+                '%.0f ms' % (off[0] - on,))
+            self.assertLess(off[0] - on, 1000.)
+        self.assertFalse(self.sim_call('state')['work_on'])
+        # The device's always-on button: the same
+        t_btn = now_ms()
+        self.sim_call('button?action=always_on', 'POST')
+        self.wait(lambda: self.frames_since(t_btn, OFF), 3.)
+        off_ms = self.frames_since(t_btn, OFF)[0] - t_btn
+        MEASURES['shut-down klippy: button -> OFF at device'] = (
+            '%.0f ms' % (off_ms,))
+        self.assertLess(off_ms, 1000.)
+        self.reactor.pause(self.reactor.monotonic() + 1.)
+        self.assertFalse(self.sim_call('state')['work_on'])
+        self.assertEqual(self.heater.target_temp, 45.)   # Klipper's, unused
+
+    def test_hazard9_max_temp_above_max_target_is_refused_in_klipper(self):
+        self.start_klipper(max_temp=80)
+        self.assertTrue(self.console(
+            r"max_temp 80\.0 of \[heater_generic panda_breath\] is above the"
+            r" bridge's max_target 60\.0"))
+        t_ms = now_ms()
+        with self.assertRaisesRegex(ks.CommandError,
+                                    r"above the bridge's max_target"):
+            self.gcode.run_script(SET % 65)
+        self.assertEqual(self.heater.target_temp, 0.)
+        self.assertFalse(self.printer.is_shutdown())
+        self.reactor.pause(self.reactor.monotonic() + 1.5)
+        self.assertEqual(self.heat_frames_since(t_ms), [])
+        self.set_and_measure(SET % 60, on_frame(60))
 
     def test_button_on_device_is_mirrored(self):
         self.start_klipper()

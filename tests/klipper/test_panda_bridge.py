@@ -4,9 +4,11 @@ import logging, os, re, shutil, sys, tempfile, time, unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import klipper_standin as ks  # noqa: E402
-from fake_bridge import FakeBridge  # noqa: E402
+from fake_bridge import FakeBridge, FakeBridgeProcess  # noqa: E402
+from fake_bridge import status as fake_status  # noqa: E402
 
 SHIPPED_CFG = os.path.join(ks.REPO, 'klipper', 'panda_bridge.cfg')
+SET = "SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=%s"
 
 try:
     import jinja2  # noqa: F401  (Klipper's macro engine)
@@ -31,13 +33,15 @@ class Base(unittest.TestCase):
     def pb_loaded(self):
         return 'panda_bridge' in self.printer.objects
 
-    def start(self, config=None, bridge=True, wait=True):
-        self.printer = ks.Printer(config or ks.panda_bridge_config(self.path))
+    def start(self, config=None, bridge=True, wait=True, start_args=None,
+              max_target=60, ready=True):
+        self.printer = ks.Printer(config or ks.panda_bridge_config(self.path),
+                                  start_args)
         self.reactor = self.printer.get_reactor()
         self.gcode = self.printer.lookup_object('gcode')
         if bridge:
-            self.bridge = FakeBridge(self.reactor, self.path)
-        self.printer.connect()
+            self.bridge = FakeBridge(self.reactor, self.path, max_target)
+        self.printer.connect(ready=ready)
         self.pb = self.printer.lookup_object('panda_bridge')
         self.heater = self.printer.lookup_object('heaters').lookup_heater(
             'panda_breath')
@@ -55,6 +59,22 @@ class Base(unittest.TestCase):
 
     def run_gcode(self, script):
         self.gcode.run_script(script)
+
+    def off_after(self, t0, timeout=2.):
+        """Seconds from t0 until the bridge received an 'off'."""
+        self.wait_for(lambda: self.bridge.methods('off', t0), timeout,
+                      "no off within %.1f s" % (timeout,))
+        return self.bridge.methods('off', t0)[0][0] - t0
+
+    def load(self, text, **kw):
+        self.printer = ks.Printer(text, **kw)
+        self.reactor = self.printer.get_reactor()
+        self.printer.connect()
+
+    def assertConfigError(self, text, pattern, **kw):
+        with self.assertRaises((ks.ConfigError, ks.PinsError)) as cm:
+            self.load(text, **kw)
+        self.assertRegex(str(cm.exception), pattern)
 
 
 class TestTarget(Base):
@@ -268,7 +288,8 @@ class TestBridgeMessages(Base):
             self.bridge.notify(faults=['chamber_sensor_short'])
         self.run_for(.3)
         lines = self.console(r'^!! Panda Breath fault: chamber temperature'
-                             r' sensor short circuit$')
+                             r' sensor short circuit; the heater stays off'
+                             r' until it clears$')
         self.assertEqual(len(lines), 1)
         self.bridge.notify(faults=[])
         self.bridge.notify(faults=['chamber_sensor_short', 'heater_no_heat'])
@@ -299,7 +320,7 @@ class TestBridgeMessages(Base):
             'tripped': True, 'reason': 'controller silent for more than 10 s'})
         self.wait_for(lambda: self.heater.target_temp == 0)
         self.assertEqual(len(self.console(
-            '^!! Panda Breath failsafe.*controller silent')), 1)
+            '^!! Panda Breath: failsafe.*controller silent')), 1)
         self.assertTrue(self.pb.get_status(0)['failsafe_tripped'])
 
     def test_no_mirroring_while_set_target_outstanding(self):
@@ -317,8 +338,9 @@ class TestBridgeMessages(Base):
         with self.assertLogs(level='WARNING') as logs:
             self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath"
                            " TARGET=55")
-            self.wait_for(lambda: self.console('refused set_target: target'
-                                               ' 55'))
+            self.wait_for(lambda: self.console(
+                '^!! Panda Breath: the bridge refused the target: target 55'
+                ' above maximum 50; the target is 0$'))
         self.assertIn('set_target failed', logs.output[0])
         self.assertEqual(self.pb.state, 'open')
 
@@ -363,15 +385,6 @@ class TestBridgeMessages(Base):
 
 
 class TestConfig(Base):
-    def load(self, text):
-        self.printer = ks.Printer(text)
-        self.printer.connect()
-
-    def assertConfigError(self, text, pattern):
-        with self.assertRaises((ks.ConfigError, ks.PinsError)) as cm:
-            self.load(text)
-        self.assertRegex(str(cm.exception), pattern)
-
     def test_wrong_pin_name(self):
         self.assertConfigError(
             (ks.panda_bridge_config(self.path)).replace('panda_bridge:heater',
@@ -486,6 +499,437 @@ class TestShippedConfig(Base):
         self.run_gcode("PANDA_BRIDGE_PREHEAT TARGET=38 WAIT=1")
         self.wait_for(lambda: self.bridge.targets()[-1] == 38)
         self.assertEqual(self.heater.target_temp, 38.)
+
+
+class TestHazard3NotReadyEnforcesOff(Base):
+    """Issue 9 hazard 3: a Klipper that is shut down (M112, MCU error,
+    runaway), not ready yet, or in its startup-error state controls
+    nothing: every heartbeat says so, and any target the bridge reports
+    (a CLI set, the device's always-on button) is answered with off."""
+
+    def shut_down_while_heating(self, msg="Shutdown due to M112 command"):
+        self.start()
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        t_shutdown = self.reactor.monotonic()
+        self.printer.invoke_shutdown(msg)
+        self.wait_for(lambda: self.bridge.status['target'] == 0, .5)
+        self.run_for(.3)
+        return t_shutdown
+
+    def test_hazard3_shutdown_then_cli_set_is_answered_with_off(self):
+        self.shut_down_while_heating()
+        t0 = self.reactor.monotonic()
+        self.bridge.cli_set(50)
+        self.assertLess(self.off_after(t0), 1.)
+        self.wait_for(lambda: self.bridge.status['target'] == 0)
+        self.assertEqual(len(self.console(
+            '^// Panda Breath: Klipper is not ready: turned off the target'
+            ' 50 set outside Klipper$')), 1)
+
+    def test_hazard3_m112_then_cli_set_and_button_push_are_answered_with_off(
+            self):
+        t_shutdown = self.shut_down_while_heating()
+        for push in (lambda: self.bridge.cli_set(50),
+                     lambda: self.bridge.button_on(40)):
+            self.run_for(.5)
+            t0 = self.reactor.monotonic()
+            push()
+            self.assertLess(self.off_after(t0), 1.)
+            self.wait_for(lambda: self.bridge.status['target'] == 0)
+        self.assertEqual({p['ready'] for t, p in
+                          self.bridge.methods('heartbeat', t_shutdown)},
+                         {False})
+
+    def test_hazard3_mcu_error_shutdown_then_button_push_is_answered_with_off(
+            self):
+        self.shut_down_while_heating("MCU 'mcu' shutdown: Timer too close")
+        t0 = self.reactor.monotonic()
+        self.bridge.button_on(40)
+        self.assertLess(self.off_after(t0), 1.)
+
+    def test_hazard3_heartbeats_say_ready_only_while_ready(self):
+        self.start(ready=False)         # klippy:connect done, not ready yet
+        self.assertEqual(self.bridge.methods('hello')[0][1],
+                         {'client': 'klipper', 'controller': True,
+                          'ready': False})
+        self.run_for(1.3)
+        beats = self.bridge.methods('heartbeat')
+        self.assertGreaterEqual(len(beats), 2)
+        self.assertEqual([p for t, p in beats], [{'ready': False}] * len(beats))
+        self.assertEqual(self.bridge.targets(), [])
+        t0 = self.reactor.monotonic()
+        self.printer.ready()
+        self.wait_for(lambda: self.bridge.methods('heartbeat', t0), .2)
+        self.assertEqual(self.bridge.methods('heartbeat', t0)[0][1],
+                         {'ready': True})
+        self.run_for(1.3)
+        self.assertEqual({p['ready'] for t, p in
+                          self.bridge.methods('heartbeat', t0)}, {True})
+        self.assertTrue(self.bridge.live_conns()[0].ready)
+        t1 = self.reactor.monotonic()
+        self.printer.invoke_shutdown("MCU 'mcu' shutdown: Timer too close")
+        self.wait_for(lambda: self.bridge.methods('heartbeat', t1), .2)
+        self.run_for(1.3)
+        self.assertEqual({p['ready'] for t, p in
+                          self.bridge.methods('heartbeat', t1)}, {False})
+        self.assertFalse(self.bridge.live_conns()[0].ready)
+
+    def test_hazard3_before_ready_bridge_target_is_answered_with_off(self):
+        self.start(ready=False)
+        for push in (lambda: self.bridge.cli_set(45),
+                     lambda: self.bridge.button_on(40)):
+            t0 = self.reactor.monotonic()
+            push()
+            self.assertLess(self.off_after(t0), 1.)
+            self.wait_for(lambda: self.bridge.status['target'] == 0)
+        self.assertEqual(self.heater.target_temp, 0.)
+
+    def test_hazard3_startup_error_state_enforces_off(self):
+        # A config error after [panda_bridge] has loaded: klippy stays in
+        # its error state, reactor running, until RESTART
+        self.printer = ks.Printer(ks.panda_bridge_config(
+            self.path, extra='[no_such_module]\nx: 1\n'))
+        self.reactor = self.printer.get_reactor()
+        self.gcode = self.printer.lookup_object('gcode')
+        self.bridge = FakeBridge(self.reactor, self.path)
+        with self.assertRaisesRegex(ks.ConfigError, 'no_such_module'):
+            self.printer.connect()
+        self.assertEqual(self.printer.get_state_message()[1], 'error')
+        self.wait_for(lambda: self.bridge.methods('heartbeat'))
+        self.assertFalse(self.bridge.methods('hello')[0][1]['ready'])
+        t0 = self.reactor.monotonic()
+        self.bridge.button_on(45)
+        self.assertLess(self.off_after(t0), 1.)
+        self.run_for(1.2)
+        self.assertEqual({p['ready'] for t, p in
+                          self.bridge.methods('heartbeat')}, {False})
+        self.assertEqual(self.bridge.targets(), [])
+
+    def test_hazard3_off_is_repeated_from_the_heartbeat_timer(self):
+        # A bridge that keeps its target after off: the heartbeat timer
+        # repeats off every second, without any further status
+        self.shut_down_while_heating()
+        self.bridge.replies['off'] = {'result': {'target': 50}}
+        t0 = self.reactor.monotonic()
+        self.bridge.cli_set(50)
+        self.wait_for(lambda: len(self.bridge.methods('off', t0)) >= 3, 3.5)
+        times = [t for t, p in self.bridge.methods('off', t0)]
+        self.assertLess(times[0] - t0, 1.)
+        for a, b in zip(times, times[1:]):
+            self.assertLess(b - a, 1.3)
+
+
+class TestHazard9TargetAgreement(Base):
+    """Issue 9 hazard 9: Klipper's target and the bridge's never disagree
+    for more than a second."""
+
+    def test_hazard9_max_temp_above_max_target_refuses_before_klipper_changes(
+            self):
+        self.start(ks.panda_bridge_config(self.path, max_temp=80))
+        self.run_gcode(SET % 40)
+        self.wait_for(lambda: self.pb.bridge_target == 40)
+        count = len(self.bridge.targets())
+        with self.assertRaisesRegex(
+                ks.CommandError, r"^Requested temperature \(65\.0\) above the"
+                r" bridge's max_target \(60\.0\) for \[heater_generic"
+                r" panda_breath\]$"):
+            self.run_gcode(SET % 65)
+        self.assertEqual(self.heater.target_temp, 40.)
+        self.assertFalse(self.printer.is_shutdown())
+        self.run_for(1.2)
+        self.assertEqual(len(self.bridge.targets()), count)
+        self.assertEqual(self.heater.target_temp, 40.)
+        self.run_gcode(SET % 60)
+        self.wait_for(lambda: self.bridge.targets()[-1] == 60)
+
+    def test_hazard9_max_temp_above_max_target_is_warned_once(self):
+        warning = (r"^// Panda Breath: max_temp 80\.0 of \[heater_generic"
+                   r" panda_breath\] is above the bridge's max_target 60\.0;"
+                   r" targets above 60\.0 will be refused$")
+        self.start(ks.panda_bridge_config(self.path, max_temp=80))
+        self.assertEqual(len(self.console(warning)), 1)
+        self.bridge.stop()
+        self.wait_for(lambda: not self.pb.get_status(0)['connected'])
+        self.bridge.listen()
+        self.wait_for(lambda: len(self.bridge.methods('hello')) == 2, 3.)
+        self.run_for(.2)
+        self.assertEqual(len(self.console(warning)), 1)
+
+    def test_hazard9_no_warning_when_max_temp_is_within_max_target(self):
+        self.start()
+        self.assertFalse(self.console('max_target'))
+
+    def test_hazard9_refused_request_readopts_bridge_target(self):
+        self.start()
+        self.run_gcode(SET % 40)
+        self.wait_for(lambda: self.pb.bridge_target == 40)
+        self.bridge.replies['set_target'] = {'error': {
+            'code': 'device_fault', 'message': 'device fault latched'}}
+        t0 = self.reactor.monotonic()
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.heater.target_temp == 40., 1.)
+        self.assertLess(self.reactor.monotonic() - t0, 1.)
+        self.assertEqual(len(self.console(
+            '^!! Panda Breath: the bridge refused the target: device fault'
+            ' latched; the target is 40$')), 1)
+        self.run_for(1.5)     # agreed: nothing re-sent, nothing changed
+        self.assertEqual(len(self.bridge.methods('set_target', t0)), 1)
+        self.assertEqual(self.heater.target_temp, 40.)
+
+    def test_hazard9_later_request_decides_after_a_refusal(self):
+        self.start()
+        self.bridge.max_target = 50   # the bridge now refuses 55
+        self.run_gcode(SET % 55)
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        self.run_for(1.2)
+        self.assertEqual(self.heater.target_temp, 45.)
+        self.assertEqual(self.bridge.status['target'], 45)
+
+    def test_hazard9_bridge_restarted_with_lower_max_target(self):
+        self.start()
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        self.bridge.stop()
+        self.wait_for(lambda: not self.pb.get_status(0)['connected'])
+        self.bridge.max_target = 40
+        self.bridge.status = fake_status()
+        self.bridge.listen()
+        # Klipper's 45 is refused on reconnect: Klipper takes the bridge's 0
+        self.wait_for(lambda: self.heater.target_temp == 0., 3.)
+        self.assertTrue(self.console(r'^!! Panda Breath: the bridge refused'
+                                     r' the target: target 45 outside 0\.\.40'))
+        with self.assertRaisesRegex(ks.CommandError, 'max_target'):
+            self.run_gcode(SET % 45)
+        self.run_gcode(SET % 40)
+        self.wait_for(lambda: self.bridge.status['target'] == 40)
+
+
+class TestHazard5FaultInterlock(Base):
+    """Issue 9 hazard 5: a device fault while heating shuts Klipper down
+    naming it; without a target it is one !! line and heat is refused until
+    the fault clears."""
+
+    def test_hazard5_fault_with_target_shuts_down_naming_it(self):
+        self.start()
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        self.bridge.notify(faults=['ptc_sensor_open'], target=0)
+        self.wait_for(self.printer.is_shutdown)
+        self.assertEqual(self.printer.shutdown_msg, "Panda Breath fault:"
+                         " heater (PTC) temperature sensor open circuit")
+        self.wait_for(lambda: self.bridge.methods('off'))
+        self.wait_for(lambda: not self.bridge.live_conns()[0].ready)
+
+    def test_hazard5_fault_without_target_is_one_line_and_refuses_heat(self):
+        self.start()
+        self.bridge.notify(faults=['chamber_sensor_open'])
+        self.bridge.notify(faults=['chamber_sensor_open'])
+        self.run_for(.3)
+        self.assertEqual(len(self.console(
+            '^!! Panda Breath fault: chamber temperature sensor open circuit;'
+            ' the heater stays off until it clears$')), 1)
+        self.assertFalse(self.printer.is_shutdown())
+        count = len(self.bridge.targets())
+        with self.assertRaisesRegex(
+                ks.CommandError, '^Panda Breath fault: chamber temperature'
+                ' sensor open circuit; the heater stays off until the fault'
+                ' clears$'):
+            self.run_gcode(SET % 40)
+        self.assertEqual(self.heater.target_temp, 0.)
+        self.run_gcode("TURN_OFF_HEATERS")    # off is never refused
+        self.run_for(.2)
+        self.assertEqual(self.bridge.targets()[count:], [0])
+        self.bridge.notify(faults=[])
+        self.wait_for(lambda: self.console('^// Panda Breath: device fault'
+                                           ' cleared$'))
+        self.run_gcode(SET % 40)
+        self.wait_for(lambda: self.bridge.targets()[-1] == 40)
+
+    def test_hazard5_fault_texts_come_from_hello_else_the_raw_name(self):
+        self.start(wait=False)
+        self.bridge.fault_descriptions = {
+            'ptc_sensor_short': 'PTC sensor shorted (from the bridge)'}
+        self.wait_for(lambda: self.pb.bridge_target is not None)
+        self.bridge.notify(faults=['ptc_sensor_short', 'fault_code_7'])
+        self.run_for(.3)
+        self.assertTrue(self.console(
+            r'^!! Panda Breath fault: PTC sensor shorted \(from the bridge\)'))
+        self.assertTrue(self.console('^!! Panda Breath fault: fault_code_7;'))
+
+
+class TestHazard10Lesser(Base):
+    """Issue 9 hazard 10: batch mode is inert; losing the bridge or the
+    device with a target set is an error line."""
+
+    def test_hazard10_batch_mode_never_connects(self):
+        self.start(start_args={'debugoutput': '/dev/null'}, wait=False)
+        self.assertIn('panda_bridge',
+                      self.printer.lookup_object('pins').chips)
+        self.run_gcode(SET % 45)      # as a G-code file would
+        self.assertEqual(self.heater.target_temp, 45.)
+        self.run_for(2.)
+        self.assertEqual(self.bridge.accepted, 0)
+        self.assertEqual(self.bridge.requests, [])
+        self.assertIsNone(self.pb.sock)
+
+    def test_hazard10_bridge_lost_with_target_is_an_error_line(self):
+        self.start()
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        self.bridge.stop()
+        self.wait_for(lambda: self.console(
+            '^!! Panda Breath: the bridge closed the connection while the'
+            ' chamber target is 45$'))
+
+    def test_hazard10_bridge_lost_without_target_is_info(self):
+        self.start()
+        self.bridge.stop()
+        self.wait_for(lambda: self.console(
+            '^// Panda Breath: the bridge closed the connection$'))
+        self.run_for(1.)
+        self.assertFalse(self.console('^!!'))
+
+    def test_hazard10_device_lost_with_target_is_an_error_line(self):
+        self.start()
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.pb.bridge_target == 45)
+        self.bridge.notify(connected=False, note='device link down')
+        self.wait_for(lambda: self.console(
+            r'^!! Panda Breath: the bridge lost the device \(device link'
+            r' down\)$'))
+
+
+class TestApiV2(Base):
+    def test_nothing_but_hello_until_the_protocol_is_known(self):
+        self.start(wait=False)
+        self.bridge.protocol = 1
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.console(
+            'the bridge speaks protocol 1, this module expects 2; install'
+            ' matching versions'), 3.)
+        self.run_for(2.)
+        self.assertEqual({m for t, m, p in self.bridge.requests}, {'hello'})
+        self.assertEqual(len(self.console('speaks protocol')), 1)
+        self.assertGreaterEqual(self.bridge.accepted, 2)   # retried
+
+    def test_nothing_but_hello_while_hello_is_unanswered(self):
+        self.start(wait=False, ready=False)
+        self.bridge.replies['hello'] = None
+        self.wait_for(lambda: self.bridge.methods('hello'))
+        self.printer.ready()
+        self.run_gcode(SET % 45)
+        self.printer.invoke_shutdown("Shutdown due to M112 command")
+        self.run_for(1.5)
+        self.assertEqual([m for t, m, p in self.bridge.requests], ['hello'])
+        self.assertFalse(self.pb.get_status(0)['connected'])
+
+    def test_heartbeat_without_ready_is_refused_by_the_fake(self):
+        # The fake enforces the contract the extra is tested against
+        self.start()
+        reply = self.bridge._reply(self.bridge.live_conns()[0], 'heartbeat',
+                                   {})
+        self.assertEqual(reply['error']['code'], 'invalid_params')
+
+
+class TestIssue10Install(Base):
+    """Issue 10 items 2 and 5: the socket the installer uses, the bridge's
+    user on the other end, and never two controllers for one device."""
+
+    def test_default_socket_is_the_installed_one(self):
+        text = ks.panda_bridge_config(self.path).replace(
+            'socket: %s\n' % (self.path,), '')
+        self.start(text, bridge=False)
+        self.assertEqual(self.pb.path, '/run/panda-breath/bridge.sock')
+        with open(SHIPPED_CFG) as f:
+            self.assertIn('\nsocket: /run/panda-breath/bridge.sock\n',
+                          f.read())
+
+    def test_socket_outside_the_bridges_directories_is_a_config_error(self):
+        for path in ('/home/pi/bridge.sock', '/tmp/../etc/bridge.sock',
+                     '/runner/bridge.sock'):
+            self.assertConfigError(
+                ks.panda_bridge_config(path),
+                r"^socket: '%s' in \[panda_bridge\] is outside /tmp, /run and"
+                r" /var/run, where the bridge can create its socket; write"
+                r" 'socket: /run/panda-breath/bridge\.sock'" % (re.escape(
+                    path),))
+        for path in ('/var/run/pb.sock', '/run/panda-breath/bridge.sock'):
+            self.load(ks.panda_bridge_config(path))
+            self.printer.disconnect()
+
+    def test_unknown_bridge_user_is_a_config_error(self):
+        self.assertConfigError(
+            ks.panda_bridge_config(self.path, options='bridge_user: no_such_'
+                                   'user_x\n'),
+            r"bridge_user: 'no_such_user_x' in \[panda_bridge\] is not a user")
+
+    def impostor(self, options=''):
+        """A bridge run by another user; root can only be that by
+        starting one as nobody."""
+        if os.getuid() == 0:
+            os.chmod(self.dir, 0o777)
+            self.proc = FakeBridgeProcess(self.path, ['--unsolicited',
+                                                      '--push', '.2'],
+                                          user=65534)
+            self.addCleanup(self.proc.stop)
+            self.start(ks.panda_bridge_config(self.path, options=options),
+                       bridge=False)
+        else:
+            self.start(ks.panda_bridge_config(
+                self.path, options='bridge_user: 65534\n'), bridge=False)
+            self.bridge = FakeBridge(self.reactor, self.path,
+                                     unsolicited=True)
+            self.bridge.push_every(.2)
+
+    def test_peer_of_another_user_is_refused(self):
+        self.impostor()
+        attempts = []
+        connect = self.pb._connect
+        self.pb._connect = lambda e: attempts.append(e) or connect(e)
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: len(attempts) >= 3, 6.)
+        lines = self.console('refused the process at %s' % (self.path,))
+        self.assertEqual(len(lines), 1, self.gcode.output)
+        self.assertRegex(lines[0], r"^// Panda Breath: refused the process at"
+                         r" \S+ \(pid \d+\): it runs as \S+ \(uid \d+\), not"
+                         r" as root.*; if the bridge runs as that user, write"
+                         r" 'bridge_user: \d+' in \[panda_bridge\]$")
+        self.assertFalse(self.console('^!!'))
+        self.assertEqual(self.heater.last_temp_time, 0.)  # never fed
+        self.assertNotEqual(self.pb.state, 'open')
+
+    @unittest.skipUnless(os.getuid() == 0, "needs root to run as nobody")
+    def test_bridge_user_accepts_that_user(self):
+        self.impostor(options='bridge_user: nobody\n')
+        self.wait_for(lambda: self.heater.last_temp == 25, 3.)
+        self.assertEqual(self.pb.state, 'open')
+        requests = self.proc.requests()
+        self.assertEqual([r[1] for r in requests][:4],
+                         ['hello', 'subscribe', 'heartbeat', 'set_target'])
+
+    def test_firmware_integration_section_is_a_config_error(self):
+        cfg = ks.panda_bridge_config(self.path)
+        for section in ('panda_breath', 'dragonbreath'):
+            other = '[%s]\nhost: 192.168.1.20\n' % (section,)
+            for text in (other + cfg, cfg + other):
+                self.assertConfigError(
+                    text, r"^\[panda_bridge\] cannot run together with the"
+                    r" firmware's built-in Panda Breath integration \(\[%s\]"
+                    r" is loaded\): two controllers must never drive one"
+                    r" device\.  On the Snapmaker U1 open the web UI's"
+                    r" Firmware Config -> chamber heater \(PandaBreath /"
+                    r" DragonBreath Chamber Heater\) -> Disabled" % (section,),
+                    firmware_modules=('panda_breath',))
+
+    def test_firmware_integration_object_is_a_config_error(self):
+        # The firmware's module loaded by another of its sections
+        self.printer = ks.Printer(ks.panda_bridge_config(self.path))
+        self.printer.add_object('panda_breath', object())
+        with self.assertRaisesRegex(ks.ConfigError, r"\(\[panda_breath\] is"
+                                    r" loaded\).*-> Disabled"):
+            self.printer.connect()
 
 
 if __name__ == '__main__':
