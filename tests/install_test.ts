@@ -23,6 +23,7 @@ import {
   u1Tree,
   writeTree,
 } from "./fixtures/install/roots.ts";
+import { skipUnless } from "./tools.ts";
 import { until } from "./wait.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -79,13 +80,6 @@ const ME = (await exec("id", ["-un"])).stdout.trim();
 const SHELLCHECK = await which("shellcheck");
 const BUSYBOX = await which("busybox");
 const PYTHON = await which("python3");
-const SSD = await which("start-stop-daemon");
-const NEED_SHELLCHECK = SHELLCHECK ? "" : " (skipped: shellcheck is not installed)";
-const NEED_PYTHON = PYTHON ? "" : " (skipped: python3 is not installed)";
-const NEED_SSD = SSD || BUSYBOX
-  ? ""
-  : " (skipped: neither start-stop-daemon nor busybox is installed)";
-const NEED_BUSYBOX = BUSYBOX ? "" : " (skipped: busybox is not installed)";
 
 /** A PATH whose first directory holds BusyBox's applets (as on the U1). */
 let busyboxPath: string | null = null;
@@ -155,9 +149,9 @@ async function installU1(root: string, extra: string[] = []): Promise<Result> {
 // -------------------------------------------------------------- static checks
 
 Deno.test(
-  `shellcheck: install.sh and the service scripts, committed and rendered${NEED_SHELLCHECK}`,
+  `shellcheck: install.sh and the service scripts, committed and rendered`,
   {
-    ignore: !SHELLCHECK,
+    ignore: skipUnless("shellcheck"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
@@ -212,9 +206,9 @@ Deno.test("--help names the modes, the options and the repair command", async ()
 // -------------------------------------------------------------- U1 installs
 
 Deno.test(
-  `stock U1 firmware: payload in printer_data, loader included from printer.cfg, config loads${NEED_PYTHON}`,
+  `stock U1 firmware: payload in printer_data, loader included from printer.cfg, config loads`,
   {
-    ignore: !PYTHON,
+    ignore: skipUnless("python3"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "stock" }), async (root) => {
@@ -255,9 +249,9 @@ Deno.test(
 );
 
 Deno.test(
-  `extended firmware, built-in integration disabled: no printer.cfg edit, hook, firmware files untouched${NEED_PYTHON}`,
+  `extended firmware, built-in integration disabled: no printer.cfg edit, hook, firmware files untouched`,
   {
-    ignore: !PYTHON,
+    ignore: skipUnless("python3"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0", builtin: "disabled" }), async (root) => {
@@ -383,9 +377,9 @@ async function measureSurvival(firmware: U1Options["firmware"]): Promise<string[
 }
 
 Deno.test(
-  `what survives what on the U1, measured; the README's table says the same${NEED_PYTHON}`,
+  `what survives what on the U1, measured; the README's table says the same`,
   {
-    ignore: !PYTHON,
+    ignore: skipUnless("python3"),
   },
   async () => {
     const rows = await measureSurvival("extended-1.6.0");
@@ -419,9 +413,9 @@ Deno.test(
 );
 
 Deno.test(
-  `a reboot without /oem/.debug: Klipper still starts, the console names the repair command${NEED_PYTHON}`,
+  `a reboot without /oem/.debug: Klipper still starts, the console names the repair command`,
   {
-    ignore: !PYTHON,
+    ignore: skipUnless("python3"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
@@ -447,9 +441,9 @@ Deno.test(
 );
 
 Deno.test(
-  `the old layout would not have started: the settings included directly fail as Klipper does${NEED_PYTHON}`,
+  `the old layout would not have started: the settings included directly fail as Klipper does`,
   {
-    ignore: !PYTHON,
+    ignore: skipUnless("python3"),
   },
   async () => {
     // Why the loader exists: with [panda_bridge] reachable while the extra is gone,
@@ -468,9 +462,9 @@ Deno.test(
 );
 
 Deno.test(
-  `repair after a firmware update restores everything and keeps the user's settings${NEED_PYTHON}`,
+  `repair after a firmware update restores everything and keeps the user's settings`,
   {
-    ignore: !PYTHON,
+    ignore: skipUnless("python3"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0", debug: true }), async (root) => {
@@ -606,9 +600,9 @@ Deno.test("a foreign panda_breath.py on a Klipper host: refused, nothing written
 });
 
 Deno.test(
-  `Klipper host with systemd: unit, launcher, logs in printer_data, moonraker.asvc${NEED_PYTHON}`,
+  `Klipper host with systemd: unit, launcher, logs in printer_data, moonraker.asvc`,
   {
-    ignore: !PYTHON,
+    ignore: skipUnless("python3"),
   },
   async () => {
     await withRoot(piTree({ systemd: true }), async (root) => {
@@ -806,9 +800,9 @@ Deno.test("--overlay: a firmware-build tree under the new names, seeded settings
 // -------------------------------------------------------------- BusyBox and the SysV service
 
 Deno.test(
-  `install.sh runs under BusyBox ash with BusyBox applets only (as on the U1)${NEED_BUSYBOX}`,
+  `install.sh runs under BusyBox ash with BusyBox applets only (as on the U1)`,
   {
-    ignore: !BUSYBOX,
+    ignore: skipUnless("busybox"),
   },
   async () => {
     const bb = await busyboxBin();
@@ -863,9 +857,9 @@ function alive(pid: number): boolean {
 }
 
 Deno.test(
-  `SysV: the supervisor restarts a kill -9'ed bridge, which turns the device OFF within 5 s; stop sends OFF${NEED_SSD}`,
+  `SysV: the supervisor restarts a kill -9'ed bridge, which turns the device OFF within 5 s; stop sends OFF`,
   {
-    ignore: !(SSD || BUSYBOX),
+    ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
   },
   async () => {
     const sim = new Simulator({ telemetryIntervalMs: 100 });
@@ -960,9 +954,9 @@ Deno.test(
 );
 
 Deno.test(
-  `SysV: crash-loop backoff doubles, resets after a good run; unusable settings stop at once${NEED_SSD}`,
+  `SysV: crash-loop backoff doubles, resets after a good run; unusable settings stop at once`,
   {
-    ignore: !(SSD || BUSYBOX),
+    ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
