@@ -81,11 +81,15 @@ const SHELLCHECK = await which("shellcheck");
 const BUSYBOX = await which("busybox");
 const PYTHON = await which("python3");
 
+/** Stand-in binaries, BusyBox's applet links: removed when the tests end. */
+const SCRATCH = Deno.makeTempDirSync({ prefix: "pb-install-test-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(SCRATCH, { recursive: true }));
+
 /** A PATH whose first directory holds BusyBox's applets (as on the U1). */
 let busyboxPath: string | null = null;
 async function busyboxBin(): Promise<string> {
   if (busyboxPath) return busyboxPath;
-  const dir = await Deno.makeTempDir({ prefix: "pb-busybox-" });
+  const dir = await Deno.makeTempDir({ dir: SCRATCH, prefix: "busybox-" });
   const applets = (await exec(BUSYBOX!, ["--list"])).stdout.split("\n").filter(Boolean);
   for (const applet of applets) await Deno.symlink(BUSYBOX!, `${dir}/${applet}`);
   busyboxPath = dir;
@@ -94,7 +98,7 @@ async function busyboxBin(): Promise<string> {
 
 /** A non-ELF stand-in "binary" (installed with --force). */
 async function fakeBinary(body = 'echo "panda-breath (stand-in) $*"'): Promise<string> {
-  const path = await Deno.makeTempFile({ prefix: "pb-bin-" });
+  const path = await Deno.makeTempFile({ dir: SCRATCH, prefix: "bin-" });
   await Deno.writeTextFile(path, `#!/bin/sh\n${body}\n`);
   await Deno.chmod(path, 0o755);
   return path;
@@ -275,6 +279,22 @@ Deno.test(
     });
   },
 );
+
+Deno.test("the klipper.d hook, sourced as S60klipper does, never exits its shell", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    await installU1(root, ["--host", "192.168.1.50"]);
+    for (const action of ["start", "stop", "restart", ""]) {
+      const r = ok(
+        await exec("/bin/sh", [
+          "-c",
+          `set -- ${action}; . '${root}${HOOK}'; echo "S60klipper goes on"`,
+        ]),
+        `hook ${action}`,
+      );
+      assert.equal(r.stdout, "S60klipper goes on\n");
+    }
+  });
+});
 
 Deno.test("running install.sh twice changes nothing the second time", async () => {
   await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
@@ -684,7 +704,7 @@ function elfHeader(elfClass: number, machine: number): Uint8Array {
 Deno.test("architecture: a 32-bit ARM userland and a wrong-arch binary are refused, nothing written", async () => {
   await withRoot(piTree(), async (root) => {
     const before = await snapshot(root);
-    const aarch64 = await Deno.makeTempFile();
+    const aarch64 = await Deno.makeTempFile({ dir: SCRATCH });
     await Deno.writeFile(aarch64, elfHeader(2, 0xb7));
     const r = await install(root, ["--binary", aarch64, "--user", "pi"]);
     assert.equal(r.code, 1);
@@ -753,7 +773,7 @@ Deno.test("--overlay: a firmware-build tree under the new names, seeded settings
   const dir = await Deno.makeTempDir({ prefix: "pb-overlay-" });
   try {
     const overlay = `${dir}/overlays/firmware-extended/70-panda-breath`;
-    const bin = await Deno.makeTempFile();
+    const bin = await Deno.makeTempFile({ dir: SCRATCH });
     await Deno.writeFile(bin, elfHeader(2, 0xb7));
     ok(
       await exec("/bin/sh", [
