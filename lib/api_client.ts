@@ -2,7 +2,7 @@ import type { BridgeStatus } from "./bridge.ts";
 import { LineSplitter, writeAll } from "./lines.ts";
 
 /** Default path of the bridge's socket. */
-export const DEFAULT_SOCKET_PATH = "/tmp/panda_bridge.sock";
+export const DEFAULT_SOCKET_PATH = "/run/panda-breath/bridge.sock";
 
 /** The result of `hello` (socket API v2). */
 export interface HelloResult {

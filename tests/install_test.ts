@@ -1,36 +1,47 @@
 /**
- * Tests for install.sh: real runs of the script (with /bin/sh, and BusyBox ash
- * where installed) into temporary roots, in live (DESTDIR) and overlay mode.
- *
- * The init-script tests start a real process with start-stop-daemon. The
- * "daemon" there is a small shell script installed with --force: it stands in
- * for the bridge binary only for the init-script mechanics (arguments,
- * pidfile, log and rotation, status, stop), logging its arguments and exiting
- * 0 on SIGTERM as the bridge does.
+ * install.sh and the service files in klipper/service/, run for real against
+ * staged roots (tests/fixtures/install/roots.ts builds them from the
+ * Snapmaker U1 reference): stock and extended U1 firmware, the firmware's own
+ * Panda Breath / DragonBreath integration disabled or enabled, a Klipper host
+ * with a foreign panda_breath.py, a U1 reboot and a firmware update (the
+ * overlay wiped; Klipper's config must still load), repair, uninstall, and the
+ * SysV supervisor restarting a `kill -9`ed bridge that then turns the
+ * simulated device off.
  *
  * Run: deno test --allow-all tests/install_test.ts
  */
 import assert from "node:assert/strict";
+import { Simulator } from "../lib/simulator.ts";
+import {
+  overlayBoot,
+  persistent,
+  piTree,
+  printerCfg,
+  snapshot,
+  type Tree,
+  type U1Options,
+  u1Tree,
+  writeTree,
+} from "./fixtures/install/roots.ts";
+import { skipUnless } from "./tools.ts";
+import { until } from "./wait.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const INSTALL = `${REPO}/install.sh`;
-const FIXTURES = `${REPO}/tests/fixtures/install`;
-const FIXTURE_SRC = `${FIXTURES}/klipper`;
+const CHECK_CONFIG = `${REPO}/tests/fixtures/install/klipper_config_check.py`;
 const decoder = new TextDecoder();
 
-const U1_CONFIG = "/home/lava/printer_data/config";
-const U1_PREFIX = "/home/lava/printer_data/panda-breath";
-const U1_BIN = `${U1_PREFIX}/bin/panda-breath`;
-const U1_SHARE = `${U1_PREFIX}/share/panda-breath`;
-const U1_EXTRA = "/home/lava/klipper/klippy/extras/panda_bridge.py";
+const PD = "/home/lava/printer_data";
+const PAYLOAD = `${PD}/panda-breath`;
+const SETTINGS = `${PD}/config/panda_bridge.cfg`;
+const EXT_LOADER = `${PD}/config/extended/klipper/panda_bridge_loader.cfg`;
+const STOCK_LOADER = `${PD}/config/panda_bridge_loader.cfg`;
+const ACTIVE = "/etc/panda-breath/klipper/panda_bridge.cfg";
+const EXTRA = "/home/lava/klipper/klippy/extras/panda_bridge.py";
 const INIT = "/etc/init.d/S99panda-breath";
-const PIDFILE = "/var/run/panda-breath.pid";
-const U1_LOG = "/home/lava/printer_data/logs/panda_bridge.log";
-const INCLUDE = "[include panda_bridge.cfg]";
-const SEED = "/usr/local/share/firmware-config/extended/klipper/panda_bridge.cfg";
-const EXTENDED_CFG = "/home/lava/printer_data/config/extended/klipper/panda_bridge.cfg";
-
-// ------------------------------------------------------------------ helpers
+const HOOK = "/etc/hooks/klipper.d/panda-breath.sh";
+const LOG = `${PD}/logs/panda-breath.log`;
+const REPAIR = `sh ${PAYLOAD}/install.sh --repair`;
 
 interface Result {
   code: number;
@@ -38,7 +49,7 @@ interface Result {
   stderr: string;
 }
 
-/** Runs a command to completion with a clean environment (no DESTDIR). */
+/** Runs a command to completion with a clean environment. */
 async function exec(
   cmd: string,
   args: string[],
@@ -47,22 +58,12 @@ async function exec(
   const out = await new Deno.Command(cmd, {
     args,
     clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin",
-      HOME: Deno.env.get("HOME") ?? "/root",
-      LC_ALL: "C",
-      ...env,
-    },
+    env: { PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C", ...env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).output();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
-/** Runs install.sh with /bin/sh (dash on Debian). */
-function install(args: string[], env: Record<string, string> = {}): Promise<Result> {
-  return exec("/bin/sh", [INSTALL, ...args], env);
 }
 
 function ok(r: Result, what = "install.sh"): Result {
@@ -77,151 +78,797 @@ async function which(name: string): Promise<string | null> {
 
 const ME = (await exec("id", ["-un"])).stdout.trim();
 const SHELLCHECK = await which("shellcheck");
-const SSD = await which("start-stop-daemon");
 const BUSYBOX = await which("busybox");
+const PYTHON = await which("python3");
 
-/** A file tree: relative path -> "d MODE", "f MODE CONTENT" or "l TARGET". */
-type Snapshot = Record<string, string>;
+/** Stand-in binaries, BusyBox's applet links: removed when the tests end. */
+const SCRATCH = Deno.makeTempDirSync({ prefix: "pb-install-test-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(SCRATCH, { recursive: true }));
 
-async function snapshot(root: string): Promise<Snapshot> {
-  const out: Snapshot = {};
-  async function walk(dir: string, rel: string) {
-    const names: string[] = [];
-    for await (const e of Deno.readDir(dir)) names.push(e.name);
-    names.sort();
-    for (const name of names) {
-      const path = `${dir}/${name}`;
-      const key = rel ? `${rel}/${name}` : name;
-      const st = await Deno.lstat(path);
-      const mode = ((st.mode ?? 0) & 0o7777).toString(8);
-      if (st.isSymlink) out[key] = `l ${await Deno.readLink(path)}`;
-      else if (st.isDirectory) {
-        out[key] = `d ${mode}`;
-        await walk(path, key);
-      } else out[key] = `f ${mode} ${decoder.decode(await Deno.readFile(path))}`;
-    }
-  }
-  await walk(root, "");
-  return out;
+/** A PATH whose first directory holds BusyBox's applets (as on the U1). */
+let busyboxPath: string | null = null;
+async function busyboxBin(): Promise<string> {
+  if (busyboxPath) return busyboxPath;
+  const dir = await Deno.makeTempDir({ dir: SCRATCH, prefix: "busybox-" });
+  const applets = (await exec(BUSYBOX!, ["--list"])).stdout.split("\n").filter(Boolean);
+  for (const applet of applets) await Deno.symlink(BUSYBOX!, `${dir}/${applet}`);
+  busyboxPath = dir;
+  return dir;
 }
 
-async function exists(path: string): Promise<boolean> {
+/** A non-ELF stand-in "binary" (installed with --force). */
+async function fakeBinary(body = 'echo "panda-breath (stand-in) $*"'): Promise<string> {
+  const path = await Deno.makeTempFile({ dir: SCRATCH, prefix: "bin-" });
+  await Deno.writeTextFile(path, `#!/bin/sh\n${body}\n`);
+  await Deno.chmod(path, 0o755);
+  return path;
+}
+
+/** A staged root with `tree` written; removed after `body`. */
+async function withRoot(tree: Tree, body: (root: string) => Promise<void>): Promise<void> {
+  const root = await Deno.makeTempDir({ prefix: "pb-root-" });
   try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
+    await writeTree(root, tree);
+    await body(root);
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 }
 
-async function modeOf(path: string): Promise<string> {
-  return ((await Deno.stat(path)).mode! & 0o7777).toString(8);
+/** install.sh staged under `root` (extra args after). */
+async function install(root: string, args: string[], shell = "/bin/sh", env = {}): Promise<Result> {
+  return await exec(shell, [INSTALL, "--destdir", root, ...args], env);
 }
 
-function text(path: string): Promise<string> {
-  return Deno.readTextFile(path);
+async function read(root: string, path: string): Promise<string> {
+  return await Deno.readTextFile(`${root}${path}`);
 }
 
-/** A 64-byte ELF header for the given machine (content beyond it is junk). */
-function fakeElf(arch: "aarch64" | "x86_64"): Uint8Array {
-  const b = new Uint8Array(64);
-  b.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
-  b[16] = 2; // ET_EXEC
-  b[18] = arch === "aarch64" ? 0xb7 : 0x3e;
-  return b;
+async function present(root: string, path: string): Promise<boolean> {
+  return await Deno.lstat(`${root}${path}`).then(() => true, () => false);
 }
 
-/** A temporary directory, removed by the returned cleanup. */
-async function tempDir(prefix: string): Promise<string> {
-  return await Deno.makeTempDir({ prefix: `pb-install-${prefix}-` });
+interface ConfigCheck {
+  ok: boolean;
+  error: string | null;
+  files: string[];
+  sections: string[];
 }
 
-/** Stand-in daemon script (see the header): logs args, exits 0 on SIGTERM. */
-function standInDaemon(ignoreTerm = false): string {
-  return [
-    "#!/bin/sh",
-    "# Stand-in for the panda-breath bridge, for init-script mechanics only.",
-    'echo "stand-in daemon pid=$$ args: $*"',
-    ignoreTerm ? "trap '' TERM" : `trap 'echo "stand-in daemon: SIGTERM"; exit 0' TERM INT`,
-    "while :; do sleep 0.1; done",
-    "",
-  ].join("\n");
+/** Klipper's include and section rules on the staged config (python3 stand-in). */
+async function klipperConfig(
+  root: string,
+  printerCfgPath = `${PD}/config/printer.cfg`,
+  klipper = "/home/lava/klipper",
+): Promise<ConfigCheck> {
+  const r = ok(await exec(PYTHON!, [CHECK_CONFIG, root, printerCfgPath, klipper]), "config check");
+  return JSON.parse(r.stdout);
 }
 
-interface Fixture {
-  dir: string; // holds root/, bin files, and anything else
-  root: string; // the DESTDIR
-  elfArm: string;
-  elfX86: string;
-  daemon: string;
-  cleanup(): Promise<void>;
+/** Installs panda-breath on a staged U1 with a stand-in binary. */
+async function installU1(root: string, extra: string[] = []): Promise<Result> {
+  return ok(await install(root, ["--binary", await fakeBinary(), "--force", ...extra]));
 }
 
-/**
- * A temporary root like a Snapmaker U1 ("u1"), or a generic Klipper host with
- * systemd ("systemd", user pi) or without ("sysv").
- */
-async function fixture(kind: "u1" | "systemd" | "sysv", opts: { printerCfg?: string } = {}) {
-  const dir = await tempDir(kind);
-  const root = `${dir}/root`;
-  const home = kind === "u1" ? "/home/lava" : "/home/pi";
-  for (const d of ["printer_data/config", "printer_data/logs", "klipper/klippy/extras"]) {
-    await Deno.mkdir(`${root}${home}/${d}`, { recursive: true });
+// -------------------------------------------------------------- static checks
+
+Deno.test(
+  `shellcheck: install.sh and the service scripts, committed and rendered`,
+  {
+    ignore: skipUnless("shellcheck"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      await installU1(root, ["--host", "192.168.1.50"]);
+      const scripts = [
+        INSTALL,
+        ...["S99panda-breath", "panda-breath-launch", "panda-breath-supervise", "klipper-hook.sh"]
+          .map((f) => `${REPO}/klipper/service/${f}`),
+        ...[
+          INIT,
+          HOOK,
+          `${PAYLOAD}/libexec/panda-breath-launch`,
+          `${PAYLOAD}/libexec/panda-breath-supervise`,
+        ]
+          .map((f) => `${root}${f}`),
+      ];
+      const r = await exec(SHELLCHECK!, ["-s", "sh", ...scripts]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+    });
+  },
+);
+
+Deno.test("install.sh stays small and keeps its templates in klipper/service/", async () => {
+  const text = await Deno.readTextFile(INSTALL);
+  const lines = text.split("\n").length - 1;
+  assert.ok(lines <= 400, `install.sh has ${lines} lines`);
+  // No generated scripts: no heredoc other than --help, and no escaped "\$".
+  assert.equal(text.match(/<<'?EOF'?/g)?.length, 1);
+  assert.ok(!text.includes("\\$"), "install.sh generates no shell code");
+});
+
+Deno.test("--help names the modes, the options and the repair command", async () => {
+  const r = ok(await exec("/bin/sh", [INSTALL, "--help"]));
+  for (
+    const word of [
+      "--repair",
+      "--uninstall",
+      "--overlay",
+      "--dry-run",
+      "--destdir",
+      "--sums",
+      "--host",
+      "--socket",
+      REPAIR,
+    ]
+  ) assert.ok(r.stdout.includes(word), `--help lacks ${word}`);
+  const bad = await exec("/bin/sh", [INSTALL, "--bogus"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /unknown option: --bogus/);
+});
+
+// -------------------------------------------------------------- U1 installs
+
+Deno.test(
+  `stock U1 firmware: payload in printer_data, loader included from printer.cfg, config loads`,
+  {
+    ignore: skipUnless("python3"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "stock" }), async (root) => {
+      const r = await installU1(root, ["--host", "192.168.1.50"]);
+      assert.match(r.stdout, /Snapmaker U1/);
+      for (
+        const path of [
+          `${PAYLOAD}/bin/panda-breath`,
+          `${PAYLOAD}/install.sh`,
+          `${PAYLOAD}/manifest`,
+          EXTRA,
+          INIT,
+        ]
+      ) {
+        assert.ok(await present(root, path), `${path} missing`);
+      }
+      assert.ok(!await present(root, HOOK), "no hook: stock S60klipper sources none");
+      assert.ok((await read(root, `${PD}/config/printer.cfg`)).includes(
+        "[include panda_bridge_loader.cfg]\n#*# <---------------------- SAVE_CONFIG",
+      ));
+      const settings = await read(root, SETTINGS);
+      assert.match(settings, /^host: 192\.168\.1\.50$/m);
+      assert.match(settings, /^socket: \/run\/panda-breath\/bridge\.sock$/m);
+      const config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.deepEqual(config.files, [`${PD}/config/printer.cfg`, STOCK_LOADER, ACTIVE, SETTINGS]);
+      for (
+        const s of [
+          "panda_bridge",
+          "heater_generic panda_breath",
+          "delayed_gcode panda_bridge_check",
+        ]
+      ) {
+        assert.ok(config.sections.includes(s), `${s} not loaded`);
+      }
+    });
+  },
+);
+
+Deno.test(
+  `extended firmware, built-in integration disabled: no printer.cfg edit, hook, firmware files untouched`,
+  {
+    ignore: skipUnless("python3"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0", builtin: "disabled" }), async (root) => {
+      const before = await snapshot(root);
+      await installU1(root, ["--host", "192.168.1.50"]);
+      const after = await snapshot(root);
+      for (const [path, value] of before) {
+        if (path === `${PD}/moonraker.asvc`) continue; // gains our line, checked below
+        assert.equal(after.get(path), value, `${path} was changed`);
+      }
+      assert.match(after.get(`${PD}/moonraker.asvc`)!, /\ncrowsnest\npanda-breath\n$/);
+      const added = [...after.keys()].filter((p) => !before.has(p));
+      for (const path of added) {
+        assert.doesNotMatch(path, /\/(panda_breath[^/]*\.cfg|dragonbreath[^/]*|panda_breath\.py)$/);
+      }
+      assert.ok(added.includes(EXT_LOADER) && added.includes(HOOK) && added.includes(SETTINGS));
+      assert.match(await read(root, HOOK), /'\/etc\/init.d\/S99panda-breath' start/);
+      const config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.deepEqual(config.files, [`${PD}/config/printer.cfg`, EXT_LOADER, ACTIVE, SETTINGS]);
+    });
+  },
+);
+
+Deno.test("the klipper.d hook, sourced as S60klipper does, never exits its shell", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    await installU1(root, ["--host", "192.168.1.50"]);
+    for (const action of ["start", "stop", "restart", ""]) {
+      const r = ok(
+        await exec("/bin/sh", [
+          "-c",
+          `set -- ${action}; . '${root}${HOOK}'; echo "S60klipper goes on"`,
+        ]),
+        `hook ${action}`,
+      );
+      assert.equal(r.stdout, "S60klipper goes on\n");
+    }
+  });
+});
+
+Deno.test("running install.sh twice changes nothing the second time", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    const bin = await fakeBinary();
+    ok(await install(root, ["--binary", bin, "--force", "--host", "192.168.1.50"]));
+    const first = await snapshot(root);
+    const again = ok(await install(root, ["--binary", bin, "--force"]));
+    assert.doesNotMatch(again.stdout, /^ {2}(install|update|create|add|link|write) /m);
+    assert.deepEqual(await snapshot(root), first);
+  });
+});
+
+for (
+  const [name, options, extra, pattern] of [
+    [
+      "the firmware's Panda Breath integration enabled",
+      { firmware: "extended-1.6.0", builtin: "panda" },
+      {},
+      /extended\/klipper\/panda_breath\.cfg: the firmware's own/,
+    ],
+    [
+      "DragonBreath enabled",
+      { firmware: "extended-1.6.0", builtin: "dragonbreath" },
+      {},
+      /DragonBreath is enabled: .* cannot drive/,
+    ],
+    [
+      "an included file of the user's defining [heater_generic panda_breath] and M141",
+      { firmware: "extended-1.5.0" },
+      {
+        [`${PD}/config/extended/klipper/chamber.cfg`]:
+          "[heater_generic panda_breath]\nheater_pin: x\n[gcode_macro M141]\ngcode:\n",
+      },
+      /chamber\.cfg defines \[heater_generic panda_breath,gcode_macro m141\]/,
+    ],
+  ] as [string, U1Options, Tree, RegExp][]
+) {
+  Deno.test(`refused, nothing written: ${name}`, async () => {
+    await withRoot({ ...u1Tree(options), ...extra }, async (root) => {
+      const before = await snapshot(root);
+      const r = await install(root, ["--binary", await fakeBinary(), "--force"]);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stderr, /two controllers must never drive one device\. Nothing was changed\./);
+      assert.match(r.stderr, pattern);
+      if (options.builtin === "panda") {
+        assert.match(
+          r.stderr,
+          /Firmware Config, set "PandaBreath \/ DragonBreath Chamber Heater" to "Disabled"/,
+        );
+        assert.match(r.stderr, /sh install\.sh --host 192\.168\.1\.77/); // the host: found there
+      }
+      assert.deepEqual(await snapshot(root), before);
+    });
+  });
+}
+
+// -------------------------------------------------------------- reboot, update, repair
+
+/** Survival of each installed item: [item, reboot without .debug, reboot with .debug, firmware update]. */
+async function measureSurvival(firmware: U1Options["firmware"]): Promise<string[][]> {
+  const rows: string[][] = [];
+  const results: Record<string, Record<string, boolean>> = {};
+  for (const event of ["reboot", "reboot-debug", "firmware-update"] as const) {
+    await withRoot(u1Tree({ firmware, debug: event !== "reboot" }), async (root) => {
+      const lower = await snapshot(root);
+      await installU1(root, ["--host", "192.168.1.50"]);
+      const installed = await snapshot(root);
+      await overlayBoot(root, lower, event === "firmware-update" ? "firmware-update" : "reboot");
+      for (const [path, value] of installed) {
+        if (lower.get(path) === value || value === "<dir>") continue;
+        (results[path] ??= {})[event] = await present(root, path);
+      }
+      const config = await klipperConfig(root);
+      (results["Klipper starts"] ??= {})[event] = config.ok;
+      (results["chamber heater in Klipper"] ??= {})[event] = config.sections.includes(
+        "heater_generic panda_breath",
+      );
+    });
   }
-  await Deno.mkdir(`${root}/var/run`, { recursive: true });
-  if (kind === "u1") await Deno.mkdir(`${root}/oem`);
-  if (kind === "systemd") await Deno.mkdir(`${root}/run/systemd/system`, { recursive: true });
-  await Deno.writeTextFile(
-    `${root}${home}/printer_data/config/printer.cfg`,
-    opts.printerCfg ?? await text(`${FIXTURES}/printer.cfg`),
-  );
-  const elfArm = `${dir}/panda-breath-aarch64-linux`;
-  const elfX86 = `${dir}/panda-breath-x86_64-linux`;
-  await Deno.writeFile(elfArm, fakeElf("aarch64"), { mode: 0o755 });
-  await Deno.writeFile(elfX86, fakeElf("x86_64"), { mode: 0o755 });
-  const daemon = `${dir}/stand-in-daemon`;
-  await Deno.writeTextFile(daemon, standInDaemon(), { mode: 0o755 });
-  const f: Fixture = {
-    dir,
-    root,
-    elfArm,
-    elfX86,
-    daemon,
-    cleanup: async () => {
-      await killFromPidfile(`${root}${PIDFILE}`);
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-  return f;
+  const label = (path: string) =>
+    path.startsWith(`${PAYLOAD}/`)
+      ? `\`${PAYLOAD}/\` (binary, installer, master copies, manifest)`
+      : path.startsWith("/")
+      ? `\`${path}\``
+      : path;
+  const order = (path: string) =>
+    `${path.startsWith("/") ? (persistent(path) ? 0 : 1) : 2}${
+      path === "Klipper starts" ? 0 : 1
+    }${path}`;
+  const seen = new Set<string>();
+  const yes = (b: boolean) => (b ? "yes" : "**no**");
+  for (const path of Object.keys(results).sort((a, b) => order(a).localeCompare(order(b)))) {
+    const item = label(path);
+    if (seen.has(item)) continue;
+    seen.add(item);
+    const r = results[path];
+    rows.push([item, yes(r["reboot"]), yes(r["reboot-debug"]), yes(r["firmware-update"])]);
+  }
+  return rows;
 }
 
-/** Options that point a U1 install at the fixture sources. */
-function u1Args(f: Fixture, ...more: string[]): string[] {
-  return ["--destdir", f.root, "--binary", f.elfArm, "--klipper-src", FIXTURE_SRC, ...more];
+Deno.test(
+  `what survives what on the U1, measured; the README's table says the same`,
+  {
+    ignore: skipUnless("python3"),
+  },
+  async () => {
+    const rows = await measureSurvival("extended-1.6.0");
+    const table = rows.map((r) => `| ${r.join(" | ")} |`);
+    console.log(table.join("\n"));
+    const byItem = Object.fromEntries(
+      rows.map((r) => [r[0].replace(/^`([^`]*)`$/, "$1"), r.slice(1)]),
+    );
+    assert.deepEqual(byItem["Klipper starts"], ["yes", "yes", "yes"]);
+    assert.deepEqual(byItem["chamber heater in Klipper"], ["**no**", "yes", "**no**"]);
+    assert.deepEqual(byItem[SETTINGS], ["yes", "yes", "yes"]);
+    assert.deepEqual(byItem[EXTRA], ["**no**", "yes", "**no**"]);
+    for (const [item, values] of Object.entries(byItem)) {
+      const path = item.replace(/^`([^`]*)`.*$/, "$1");
+      if (path.startsWith("/")) {
+        assert.deepEqual(
+          values[0] === "yes",
+          persistent(path),
+          `${item}: survival follows the overlay rule`,
+        );
+      }
+    }
+    const readme = (await Deno.readTextFile(`${REPO}/README.md`)).replace(/[ \t]+/g, " ");
+    for (const line of table) {
+      assert.ok(
+        readme.includes(line),
+        `README lacks the measured row: ${line}`,
+      );
+    }
+  },
+);
+
+Deno.test(
+  `a reboot without /oem/.debug: Klipper still starts, the console names the repair command`,
+  {
+    ignore: skipUnless("python3"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      const lower = await snapshot(root);
+      await installU1(root, ["--host", "192.168.1.50"]);
+      const removed = await overlayBoot(root, lower, "reboot");
+      assert.ok(removed.includes(EXTRA) && removed.includes(INIT) && removed.includes(ACTIVE));
+      const config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.deepEqual(config.files, [`${PD}/config/printer.cfg`, EXT_LOADER]);
+      assert.deepEqual(config.sections.filter((s) => s !== "printer"), [
+        "delayed_gcode panda_bridge_check",
+      ]);
+      const loader = await read(root, EXT_LOADER);
+      assert.match(loader, /\{% if 'panda_bridge' not in printer %\}/);
+      assert.ok(loader.includes(REPAIR), "the notice names the repair command");
+      // Nothing under extended/ is a symlink (S49extended-config deletes broken ones).
+      for (const [path, value] of await snapshot(root)) {
+        if (path.includes("/config/extended/")) assert.ok(!value.startsWith("-> "), path);
+      }
+    });
+  },
+);
+
+Deno.test(
+  `the old layout would not have started: the settings included directly fail as Klipper does`,
+  {
+    ignore: skipUnless("python3"),
+  },
+  async () => {
+    // Why the loader exists: with [panda_bridge] reachable while the extra is gone,
+    // Klipper stops at heaters.py's check.
+    await withRoot(u1Tree({ firmware: "stock" }), async (root) => {
+      await installU1(root, ["--host", "192.168.1.50"]);
+      await Deno.writeTextFile(
+        `${root}${PD}/config/printer.cfg`,
+        "[include panda_bridge.cfg]\n" + printerCfg(false),
+      );
+      await Deno.remove(`${root}${EXTRA}`);
+      const config = await klipperConfig(root);
+      assert.equal(config.error, "Unknown temperature sensor 'panda_bridge'");
+    });
+  },
+);
+
+Deno.test(
+  `repair after a firmware update restores everything and keeps the user's settings`,
+  {
+    ignore: skipUnless("python3"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0", debug: true }), async (root) => {
+      const lower = await snapshot(root);
+      await installU1(root, ["--host", "192.168.1.50"]);
+      const installed = await snapshot(root);
+      // The user edits the settings in Mainsail: another device, a comment, max_temp.
+      const edited = (await read(root, SETTINGS)).replace(
+        "host: 192.168.1.50",
+        "host: 10.0.0.7  # moved",
+      )
+        .replace("max_temp: 60", "max_temp: 65");
+      await Deno.writeTextFile(`${root}${SETTINGS}`, edited);
+      await overlayBoot(root, lower, "firmware-update");
+      assert.ok(!await present(root, "/oem/.debug"));
+      assert.ok(!await present(root, EXTRA));
+      const r = ok(
+        await exec("/bin/sh", [
+          `${root}${PAYLOAD}/install.sh`,
+          "--repair",
+          "--destdir",
+          root,
+          "--force",
+        ]),
+        "repair",
+      );
+      assert.match(r.stdout, /panda-breath repair/);
+      assert.equal(await read(root, SETTINGS), edited, "settings kept byte for byte");
+      const now = await snapshot(root);
+      for (const [path, value] of installed) {
+        if (path === SETTINGS || path === "/oem/.debug") continue;
+        assert.equal(now.get(path), value, `${path} not restored`);
+      }
+      const config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.ok(config.sections.includes("heater_generic panda_breath"));
+      // A second repair changes nothing.
+      ok(
+        await exec("/bin/sh", [
+          `${root}${PAYLOAD}/install.sh`,
+          "--repair",
+          "--destdir",
+          root,
+          "--force",
+        ]),
+      );
+      assert.deepEqual(await snapshot(root), now);
+    });
+  },
+);
+
+Deno.test("uninstall leaves the root as it was before the install (U1 and Pi)", async () => {
+  for (
+    const tree of [
+      u1Tree({ firmware: "stock" }),
+      u1Tree({ firmware: "extended-1.6.0" }),
+      piTree({ systemd: true }),
+    ]
+  ) {
+    await withRoot(tree, async (root) => {
+      const before = await snapshot(root);
+      const pi = tree["/home/pi/printer_data/config/printer.cfg"] !== undefined;
+      const args = ["--binary", await fakeBinary(), "--force", "--host", "192.168.1.50"];
+      ok(await install(root, pi ? [...args, "--user", "pi"] : args));
+      assert.notDeepEqual(await snapshot(root), before);
+      const r = ok(await install(root, pi ? ["--uninstall", "--user", "pi"] : ["--uninstall"]));
+      assert.match(r.stdout, /remove .*manifest/);
+      assert.deepEqual(await snapshot(root), before);
+    });
+  }
+});
+
+Deno.test("uninstall keeps settings the user edited, and says so", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    await installU1(root, ["--host", "192.168.1.50"]);
+    await Deno.writeTextFile(`${root}${SETTINGS}`, (await read(root, SETTINGS)) + "# mine\n");
+    const r = ok(await install(root, ["--uninstall"]));
+    assert.match(r.stdout, /keeping your edited .*panda_bridge\.cfg/);
+    assert.ok(await present(root, SETTINGS));
+    assert.ok(!await present(root, PAYLOAD));
+  });
+});
+
+Deno.test("--dry-run prints the actions and changes nothing (install and uninstall)", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    const before = await snapshot(root);
+    const bin = await fakeBinary();
+    const dry = ok(
+      await install(root, ["--binary", bin, "--force", "--host", "192.168.1.50", "--dry-run"]),
+    );
+    assert.match(
+      dry.stdout,
+      /would install \/home\/lava\/klipper\/klippy\/extras\/panda_bridge\.py/,
+    );
+    assert.match(dry.stdout, /would install \/etc\/init\.d\/S99panda-breath/);
+    assert.deepEqual(await snapshot(root), before);
+    ok(await install(root, ["--binary", bin, "--force", "--host", "192.168.1.50"]));
+    const installed = await snapshot(root);
+    const dryUn = ok(await install(root, ["--uninstall", "--dry-run"]));
+    assert.match(dryUn.stdout, /would remove \/etc\/init\.d\/S99panda-breath/);
+    assert.deepEqual(await snapshot(root), installed);
+  });
+});
+
+Deno.test("--host on a re-run changes only the host: line of edited settings", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    const bin = await fakeBinary();
+    ok(await install(root, ["--binary", bin, "--force", "--host", "192.168.1.50"]));
+    const edited = (await read(root, SETTINGS)).replace("max_temp: 60", "max_temp: 65");
+    await Deno.writeTextFile(`${root}${SETTINGS}`, edited);
+    ok(await install(root, ["--binary", bin, "--force", "--host", "192.168.1.51"]));
+    assert.equal(
+      await read(root, SETTINGS),
+      edited.replace("host: 192.168.1.50", "host: 192.168.1.51"),
+    );
+  });
+});
+
+// -------------------------------------------------------------- Klipper hosts
+
+Deno.test("a foreign panda_breath.py on a Klipper host: refused, nothing written", async () => {
+  await withRoot(piTree({ systemd: true, foreign: true }), async (root) => {
+    const before = await snapshot(root);
+    const r = await install(root, ["--binary", await fakeBinary(), "--force", "--user", "pi"]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /\/home\/pi\/klipper\/klippy\/extras\/panda_breath\.py: another Panda Breath module/,
+    );
+    assert.match(r.stderr, /remove that module/);
+    assert.deepEqual(await snapshot(root), before);
+  });
+});
+
+Deno.test(
+  `Klipper host with systemd: unit, launcher, logs in printer_data, moonraker.asvc`,
+  {
+    ignore: skipUnless("python3"),
+  },
+  async () => {
+    await withRoot(piTree({ systemd: true }), async (root) => {
+      const bin = await fakeBinary('echo "bridge args: $*"');
+      ok(
+        await install(root, [
+          "--binary",
+          bin,
+          "--force",
+          "--user",
+          "pi",
+          "--host",
+          "pb.local:8080",
+        ]),
+      );
+      const unit = await read(root, "/etc/systemd/system/panda-breath.service");
+      for (
+        const line of [
+          "User=pi",
+          "ExecStart=/home/pi/printer_data/panda-breath/libexec/panda-breath-launch",
+          "RuntimeDirectory=panda-breath",
+          "RuntimeDirectoryMode=0750",
+          "Restart=always",
+          "StartLimitIntervalSec=0",
+          "RestartPreventExitStatus=78",
+        ]
+      ) assert.ok(unit.split("\n").includes(line), `unit lacks ${line}`);
+      assert.ok(!await present(root, INIT), "no SysV script next to systemd");
+      assert.ok(
+        (await read(root, "/home/pi/printer_data/config/printer.cfg")).includes(
+          "[include panda_bridge.cfg]",
+        ),
+      );
+      assert.equal(
+        await read(root, "/home/pi/printer_data/moonraker.asvc"),
+        "klipper_mcu\nwebcamd\ncrowsnest\npanda-breath\n",
+      );
+      const config = await klipperConfig(
+        root,
+        "/home/pi/printer_data/config/printer.cfg",
+        "/home/pi/klipper",
+      );
+      assert.equal(config.error, null);
+      // The launcher systemd runs: reads host/socket, logs to printer_data/logs.
+      const launch = ok(
+        await exec("/bin/sh", [
+          `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`,
+        ], {
+          PANDA_BREATH_ROOT: root,
+        }),
+        "launcher",
+      );
+      assert.equal(launch.stdout, "");
+      const log = await read(root, "/home/pi/printer_data/logs/panda-breath.log");
+      assert.match(
+        log,
+        /panda-breath: starting: .* run --host pb\.local:8080 --socket \/run\/panda-breath\/bridge\.sock/,
+      );
+      assert.ok(
+        log.includes(
+          `bridge args: run --host pb.local:8080 --socket ${root}/run/panda-breath/bridge.sock`,
+        ),
+      );
+    });
+  },
+);
+
+// -------------------------------------------------------------- checks before writing
+
+/** An ELF header: class (1 = 32-bit, 2 = 64-bit) and machine (little-endian). */
+function elfHeader(elfClass: number, machine: number): Uint8Array {
+  const bytes = new Uint8Array(64);
+  bytes.set([0x7f, 0x45, 0x4c, 0x46, elfClass, 1, 1]);
+  bytes[18] = machine & 0xff;
+  bytes[19] = machine >> 8;
+  return bytes;
 }
 
-function genericArgs(f: Fixture, ...more: string[]): string[] {
-  return [
-    "--destdir",
-    f.root,
-    "--binary",
-    f.elfX86,
-    "--arch",
-    "x86_64",
-    "--klipper-src",
-    FIXTURE_SRC,
-    "--config-dir",
-    "/home/pi/printer_data/config",
-    "--klipper-dir",
-    "/home/pi/klipper",
-    "--user",
-    "pi",
-    ...more,
-  ];
+Deno.test("architecture: a 32-bit ARM userland and a wrong-arch binary are refused, nothing written", async () => {
+  await withRoot(piTree(), async (root) => {
+    const before = await snapshot(root);
+    const aarch64 = await Deno.makeTempFile({ dir: SCRATCH });
+    await Deno.writeFile(aarch64, elfHeader(2, 0xb7));
+    const r = await install(root, ["--binary", aarch64, "--user", "pi"]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /is aarch64, but this system needs x86_64: use panda-breath-x86_64-linux/,
+    );
+    const notElf = await install(root, ["--binary", await fakeBinary(), "--user", "pi"]);
+    assert.match(notElf.stderr, /is not an ELF executable/);
+    await Deno.mkdir(`${root}/bin`);
+    await Deno.writeFile(`${root}/bin/sh`, elfHeader(1, 0x28)); // armhf userland
+    const arm = await install(root, ["--binary", aarch64, "--user", "pi"]);
+    assert.equal(arm.code, 1);
+    assert.match(
+      arm.stderr,
+      /userland is 32-bit ARM \(armhf\): panda-breath runs on 64-bit systems only/,
+    );
+    await Deno.remove(`${root}/bin`, { recursive: true });
+    assert.deepEqual(await snapshot(root), before);
+  });
+});
+
+Deno.test("SHA256SUMS next to the binary is verified: a match installs, a mismatch is refused", async () => {
+  await withRoot(piTree(), async (root) => {
+    const dir = await Deno.makeTempDir();
+    const bin = `${dir}/panda-breath-x86_64-linux`;
+    await Deno.writeFile(bin, elfHeader(2, 0x3e)); // what install.sh reads of an x86_64 binary
+    const sum = (await exec("sha256sum", [bin])).stdout.split(" ")[0];
+    await Deno.writeTextFile(`${dir}/SHA256SUMS`, `${sum}  panda-breath-x86_64-linux\n`);
+    const before = await snapshot(root);
+    await Deno.writeTextFile(`${dir}/SHA256SUMS`, `${"0".repeat(64)}  panda-breath-x86_64-linux\n`);
+    const bad = await install(root, ["--binary", bin, "--user", "pi"]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /does not match its SHA-256 in .*SHA256SUMS: the download is damaged/);
+    assert.deepEqual(await snapshot(root), before);
+    await Deno.writeTextFile(`${dir}/SHA256SUMS`, `${sum}  panda-breath-x86_64-linux\n`);
+    const good = ok(await install(root, ["--binary", bin, "--user", "pi", "--service", "none"]));
+    assert.match(good.stdout, /checksum of panda-breath-x86_64-linux matches/);
+    await Deno.remove(dir, { recursive: true });
+  });
+});
+
+Deno.test("a socket outside /run, /var/run and /tmp is refused at install time with a product message", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    const before = await snapshot(root);
+    const r = await install(root, [
+      "--binary",
+      await fakeBinary(),
+      "--force",
+      "--socket",
+      "/home/lava/pb.sock",
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /socket: "\/home\/lava\/pb\.sock" in \/home\/lava\/printer_data\/config\/panda_bridge\.cfg is not allowed: the bridge may only create its socket under \/run, \/var\/run or \/tmp/,
+    );
+    assert.doesNotMatch(r.stderr, /allow-read|allow-write|--allow/);
+    assert.deepEqual(await snapshot(root), before);
+  });
+});
+
+// -------------------------------------------------------------- overlay (firmware builds)
+
+Deno.test("--overlay: a firmware-build tree under the new names, seeded settings, idempotent, uninstall", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "pb-overlay-" });
+  try {
+    const overlay = `${dir}/overlays/firmware-extended/70-panda-breath`;
+    const bin = await Deno.makeTempFile({ dir: SCRATCH });
+    await Deno.writeFile(bin, elfHeader(2, 0xb7));
+    ok(
+      await exec("/bin/sh", [
+        INSTALL,
+        "--overlay",
+        overlay,
+        "--binary",
+        bin,
+        "--host",
+        "192.168.1.50",
+      ]),
+    );
+    const tree = await snapshot(`${overlay}/root`);
+    const files = [...tree.keys()].filter((p) => tree.get(p) !== "<dir>").sort();
+    assert.deepEqual(files, [
+      "/etc/hooks/klipper.d/panda-breath.sh",
+      "/etc/init.d/S99panda-breath",
+      "/etc/panda-breath/klipper/panda_bridge.cfg",
+      "/home/lava/klipper/klippy/extras/panda_bridge.py",
+      "/usr/local/bin/panda-breath",
+      "/usr/local/lib/panda-breath/libexec/panda-breath-launch",
+      "/usr/local/lib/panda-breath/libexec/panda-breath-supervise",
+      "/usr/local/lib/panda-breath/manifest",
+      "/usr/local/share/firmware-config/extended/klipper/panda_bridge_loader.cfg",
+      "/usr/local/share/firmware-config/extended/panda_bridge.cfg",
+    ]);
+    assert.match(
+      tree.get("/usr/local/share/firmware-config/extended/panda_bridge.cfg")!,
+      /^host: 192\.168\.1\.50$/m,
+    );
+    assert.match(
+      tree.get("/etc/panda-breath/klipper/panda_bridge.cfg")!,
+      /\[include \/home\/lava\/printer_data\/config\/extended\/panda_bridge\.cfg\]/,
+    );
+    ok(await exec("/bin/sh", [INSTALL, "--overlay", overlay, "--binary", bin]));
+    assert.deepEqual(await snapshot(`${overlay}/root`), tree);
+    ok(await exec("/bin/sh", [INSTALL, "--overlay", overlay, "--uninstall"]));
+    assert.ok(!await present(overlay, "/root"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// -------------------------------------------------------------- BusyBox and the SysV service
+
+Deno.test(
+  `install.sh runs under BusyBox ash with BusyBox applets only (as on the U1)`,
+  {
+    ignore: skipUnless("busybox"),
+  },
+  async () => {
+    const bb = await busyboxBin();
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      const before = await snapshot(root);
+      const bin = await fakeBinary();
+      const env = { PATH: bb };
+      ok(
+        await install(
+          root,
+          ["--binary", bin, "--force", "--host", "192.168.1.50"],
+          `${bb}/sh`,
+          env,
+        ),
+      );
+      const installed = await snapshot(root);
+      ok(await install(root, ["--binary", bin, "--force"], `${bb}/sh`, env));
+      assert.deepEqual(await snapshot(root), installed);
+      ok(await install(root, ["--uninstall"], `${bb}/sh`, env));
+      assert.deepEqual(await snapshot(root), before);
+    });
+  },
+);
+
+/** Runs the staged init script (BusyBox's start-stop-daemon when present, as on the U1). */
+async function initScript(
+  root: string,
+  action: string,
+  env: Record<string, string> = {},
+): Promise<Result> {
+  const bb = BUSYBOX ? await busyboxBin() : null;
+  return await exec(bb ? `${bb}/sh` : "/bin/sh", [`${root}${INIT}`, action], {
+    PANDA_BREATH_ROOT: root,
+    ...(bb ? { PATH: `${bb}:${Deno.env.get("PATH")}` } : {}),
+    ...env,
+  });
+}
+
+async function pidIn(root: string, path: string): Promise<number | null> {
+  const text = await Deno.readTextFile(`${root}${path}`).catch(() => "");
+  return /^\d+\s*$/.test(text) ? Number(text) : null;
 }
 
 function alive(pid: number): boolean {
   try {
+    Deno.kill(pid, "SIGCONT");
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
     return !/^\d+ \(.*\) [ZX]/.test(stat);
   } catch {
@@ -229,930 +876,142 @@ function alive(pid: number): boolean {
   }
 }
 
-async function killFromPidfile(pidfile: string) {
-  try {
-    const pid = Number((await text(pidfile)).trim());
-    if (pid > 0 && alive(pid)) Deno.kill(pid, "SIGKILL");
-  } catch { /* no pidfile */ }
-}
-
-async function waitDead(pid: number, ms = 3000) {
-  const end = Date.now() + ms;
-  while (alive(pid) && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-  return !alive(pid);
-}
-
-// -------------------------------------------------------------------- tests
-
-Deno.test("--help documents the modes, every option and the U1 caveats", async () => {
-  const r = ok(await install(["--help"]));
-  for (
-    const opt of [
-      "--host",
-      "--socket",
-      "--binary",
-      "--arch",
-      "--force",
-      "--prefix",
-      "--klipper-dir",
-      "--config-dir",
-      "--klipper-src",
-      "--user",
-      "--service",
-      "--u1",
-      "--destdir",
-      "--start",
-      "--restart-klipper",
-      "--dry-run",
-      "--overlay",
-      "--uninstall",
-    ]
-  ) assert.match(r.stdout, new RegExp(`${opt}\\b`), `--help lacks ${opt}`);
-  assert.match(r.stdout, /\/home\/lava\/printer_data\/panda-breath/);
-  assert.match(r.stdout, /extended\/klipper\/panda_bridge\.cfg/);
-  assert.match(r.stdout, /\/oem\/\.debug/);
-  assert.equal(r.stderr, "");
-});
-
-Deno.test("shellcheck passes on install.sh, every shell script in the repo and the generated scripts", async () => {
-  assert.ok(SHELLCHECK, "shellcheck is not installed (Debian package: shellcheck); CI installs it");
-  // Shell scripts in the repo: *.sh, or an sh/bash shebang (not .git, dist, .cache).
-  const scripts: string[] = [];
-  async function walk(dir: string) {
-    for await (const e of Deno.readDir(dir)) {
-      const path = `${dir}/${e.name}`;
-      if (e.isDirectory) {
-        if (![".git", "dist", ".cache", "node_modules"].includes(e.name)) await walk(path);
-      } else if (e.isFile) {
-        if (e.name.endsWith(".sh")) scripts.push(path);
-        else {
-          const head = decoder.decode((await Deno.readFile(path)).subarray(0, 64));
-          if (/^#!\s*(\/usr\/bin\/env\s+)?(\/bin\/|\/usr\/bin\/)?(ba|da)?sh\b/.test(head)) {
-            scripts.push(path);
-          }
-        }
-      }
-    }
-  }
-  await walk(REPO);
-  assert.ok(scripts.includes(INSTALL));
-
-  // The generated ones: SysV init script (live and overlay) and systemd launcher.
-  const u1 = await fixture("u1");
-  const sd = await fixture("systemd");
-  const ov = await tempDir("overlay-sc");
-  try {
-    ok(await install(u1Args(u1, "--host", "10.0.0.2")));
-    ok(await install(genericArgs(sd, "--host", "10.0.0.2")));
-    ok(
-      await install(["--overlay", `${ov}/o`, "--binary", u1.elfArm, "--klipper-src", FIXTURE_SRC]),
-    );
-    const generated = [
-      `${u1.root}${INIT}`,
-      `${sd.root}/usr/local/lib/panda-breath/panda-breath-service`,
-      `${ov}/o/root${INIT}`,
-    ];
-    // One run per file, in parallel; the generated scripts as POSIX sh.
-    const runs = await Promise.all([
-      ...generated.map((s) => exec(SHELLCHECK!, ["-s", "sh", s]).then((r) => ({ s, r }))),
-      ...scripts.map((s) => exec(SHELLCHECK!, ["-x", s]).then((r) => ({ s, r }))),
-    ]);
-    for (const { s, r } of runs) {
-      assert.equal(r.code, 0, `shellcheck ${s}:\n${r.stdout}${r.stderr}`);
-    }
-  } finally {
-    await u1.cleanup();
-    await sd.cleanup();
-    await Deno.remove(ov, { recursive: true });
-  }
-});
-
-Deno.test("live U1 install: every file, mode, the fragment, the printer.cfg edit and the manifest", async () => {
-  const f = await fixture("u1");
-  try {
-    const original = await text(`${f.root}${U1_CONFIG}/printer.cfg`);
-    const r = ok(await install(u1Args(f, "--host", "192.168.1.50")));
-    const R = f.root;
-    assert.match(r.stdout, /mode: live, Snapmaker U1/);
-    assert.match(r.stdout, /not starting the service: DESTDIR is set/);
-
-    // binary, extra, init script, offline installer copy
-    assert.deepEqual(await Deno.readFile(`${R}${U1_BIN}`), await Deno.readFile(f.elfArm));
-    assert.equal(await modeOf(`${R}${U1_BIN}`), "755");
-    assert.equal(await text(`${R}${U1_EXTRA}`), await text(`${FIXTURE_SRC}/panda_bridge.py`));
-    assert.equal(await modeOf(`${R}${U1_EXTRA}`), "644");
-    assert.equal(await modeOf(`${R}${INIT}`), "755");
-    assert.equal(await text(`${R}${U1_SHARE}/install.sh`), await text(INSTALL));
-    assert.equal(await modeOf(`${R}${U1_SHARE}/install.sh`), "755");
-    assert.equal(
-      await text(`${R}${U1_SHARE}/klipper/panda_bridge.cfg`),
-      await text(`${FIXTURE_SRC}/panda_bridge.cfg`),
-    );
-
-    // the fragment: the default with only the host line changed (comment kept)
-    const defaultCfg = await text(`${FIXTURE_SRC}/panda_bridge.cfg`);
-    const fragment = await text(`${R}${U1_CONFIG}/panda_bridge.cfg`);
-    assert.equal(
-      fragment,
-      defaultCfg.replace(
-        /^host:.*$/m,
-        "host: 192.168.1.50   # e.g. 192.168.1.50 or PandaBreath.local",
-      ),
-    );
-    assert.equal(await modeOf(`${R}${U1_CONFIG}/panda_bridge.cfg`), "644");
-
-    // printer.cfg: one include, just before the SAVE_CONFIG block; backup = original
-    const printerCfg = await text(`${R}${U1_CONFIG}/printer.cfg`);
-    assert.equal(
-      printerCfg,
-      original.replace("#*# <----", `${INCLUDE}\n#*# <----`),
-    );
-    assert.equal(await text(`${R}${U1_CONFIG}/printer.cfg.panda-breath.bak`), original);
-
-    // the init script: paths, user, start-stop-daemon usage
-    const init = await text(`${R}${INIT}`);
-    assert.match(
-      init,
-      /^DAEMON="\$ROOT\/home\/lava\/printer_data\/panda-breath\/bin\/panda-breath"$/m,
-    );
-    assert.match(init, /^FRAGMENT="\$ROOT\/home\/lava\/printer_data\/config\/panda_bridge\.cfg"$/m);
-    assert.match(init, /^PIDFILE="\$ROOT\/var\/run\/panda-breath\.pid"$/m);
-    assert.match(init, /^LOGFILE="\$ROOT\/home\/lava\/printer_data\/logs\/panda_bridge\.log"$/m);
-    assert.match(init, /^RUN_USER=lava$/m);
-    assert.match(init, /start-stop-daemon -S -b -m -p "\$PIDFILE" -c "\$RUN_USER"/);
-
-    // the manifest lists what was installed
-    const manifest = await text(`${R}${U1_SHARE}/installed.txt`);
-    for (
-      const line of [
-        "mode live",
-        "service sysv",
-        "user lava",
-        `file ${U1_BIN}`,
-        `file ${U1_EXTRA}`,
-        `file ${INIT}`,
-        `backup ${U1_CONFIG}/printer.cfg.panda-breath.bak`,
-        `log ${U1_LOG}`,
-        `pidfile ${PIDFILE}`,
-        `dir ${U1_PREFIX}`,
-      ]
-    ) assert.ok(manifest.split("\n").includes(line), `manifest lacks "${line}":\n${manifest}`);
-    assert.match(manifest, new RegExp(`^config \\S+ ${U1_CONFIG}/panda_bridge\\.cfg$`, "m"));
-    assert.match(manifest, new RegExp(`^include \\S+ ${U1_CONFIG}/printer\\.cfg$`, "m"));
-
-    // what survives on a U1, said plainly
-    assert.match(r.stdout, /kept \(printer_data is persistent\)/);
-    assert.match(r.stdout, /LOST at the next reboot and at every firmware update/);
-    assert.match(
-      r.stdout,
-      /\/etc\/init\.d\/S99panda-breath\n\s+\/home\/lava\/klipper\/klippy\/extras/,
-    );
-    assert.match(r.stdout, /--overlay/);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("running install.sh twice changes nothing; uninstall restores the root byte for byte", async () => {
-  const f = await fixture("u1");
-  try {
-    const before = await snapshot(f.root);
-    ok(await install(u1Args(f, "--host", "192.168.1.50")));
-    const installed = await snapshot(f.root);
-    const again = ok(await install(u1Args(f, "--host", "192.168.1.50")));
-    assert.deepEqual(await snapshot(f.root), installed);
-    assert.doesNotMatch(again.stdout, /^ {2}(install|update|add|back up|create|write) /m);
-    assert.match(again.stdout, /already has "\[include panda_bridge\.cfg\]"/);
-    // and a third time without --host keeps the host
-    ok(await install(u1Args(f)));
-    assert.deepEqual(await snapshot(f.root), installed);
-
-    const u = ok(await install(["--destdir", f.root, "--uninstall"]));
-    assert.match(u.stdout, /restore .*printer\.cfg from .*panda-breath\.bak/);
-    assert.deepEqual(await snapshot(f.root), before);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("install.sh and the init script also run under BusyBox ash and applets (as on the U1)", {
-  ignore: !BUSYBOX,
-}, async () => {
-  const f = await fixture("u1");
-  const bb = await tempDir("busybox");
-  try {
-    ok(await exec(BUSYBOX!, ["--install", "-s", bb]));
-    const env = { PATH: bb };
-    const sh = `${bb}/sh`;
-    const before = await snapshot(f.root);
-    const hs = ["--host", "10.0.0.9", "--socket", "/run/pb.sock"];
-    ok(await exec(sh, [INSTALL, ...u1Args(f, ...hs)], env));
-    const installed = await snapshot(f.root);
-    ok(await exec(sh, [INSTALL, ...u1Args(f, ...hs)], env));
-    assert.deepEqual(await snapshot(f.root), installed);
-
-    // The init script with BusyBox start-stop-daemon, the stand-in daemon and -c <current user>.
-    ok(
-      await exec(sh, [
-        INSTALL,
-        ...u1Args(f, "--binary", f.daemon, "--force", "--user", ME, "--start"),
-      ], env),
-    );
-    const pid = Number((await text(`${f.root}${PIDFILE}`)).trim());
-    assert.ok(alive(pid));
-    const initEnv = { PATH: bb, PANDA_BRIDGE_ROOT: f.root };
-    const st = await exec(sh, [`${f.root}${INIT}`, "status"], initEnv);
-    assert.equal(st.code, 0, st.stdout + st.stderr);
-    assert.match(st.stdout, new RegExp(`running \\(pid ${pid}\\)`));
-    assert.match(
-      await text(`${f.root}${U1_LOG}`),
-      /args: run --host 10\.0\.0\.9 --socket \/run\/pb\.sock\n/,
-    );
-    const stop = ok(await exec(sh, [`${f.root}${INIT}`, "stop"], initEnv), "init stop");
-    assert.match(stop.stdout, /Stopping panda-breath .*OK/);
-    assert.ok(await waitDead(pid));
-    assert.equal((await exec(sh, [`${f.root}${INIT}`, "status"], initEnv)).code, 3);
-
-    ok(await exec(sh, [INSTALL, "--destdir", f.root, "--uninstall", "--start"], env));
-    assert.deepEqual(await snapshot(f.root), before);
-  } finally {
-    await f.cleanup();
-    await Deno.remove(bb, { recursive: true });
-  }
-});
-
-Deno.test("the init script starts, reports and stops a real process with start-stop-daemon", async () => {
-  assert.ok(SSD, "start-stop-daemon is missing (Debian: package dpkg, /sbin/start-stop-daemon)");
-  const f = await fixture("u1");
-  const R = f.root;
-  const env = { PANDA_BRIDGE_ROOT: R };
-  const initCmd = (action: string, extra: Record<string, string> = {}) =>
-    exec("/bin/sh", [`${R}${INIT}`, action], { ...env, ...extra });
-  try {
-    const before = await snapshot(R);
-    const r = ok(
-      await install(
-        u1Args(
-          f,
-          "--binary",
-          f.daemon,
-          "--force",
-          "--user",
-          ME,
-          "--host",
-          "10.1.2.3:8080",
-          "--socket",
-          "/tmp/pb-install-test.sock",
-          "--start",
-        ),
-      ),
-    );
-    assert.match(r.stderr, /not an ELF executable \(accepted because of --force\)/);
-    assert.match(r.stdout, /Starting panda-breath \(host 10\.1\.2\.3:8080\): OK \(pid \d+\)/);
-
-    // pidfile -> a live process run with the host/socket read from the fragment
-    const pid1 = Number((await text(`${R}${PIDFILE}`)).trim());
-    assert.ok(pid1 > 0 && alive(pid1), "daemon is not running");
-    const cmdline = (await text(`/proc/${pid1}/cmdline`)).split("\0");
-    assert.deepEqual(cmdline.slice(-6, -1), [
-      "run",
-      "--host",
-      "10.1.2.3:8080",
-      "--socket",
-      "/tmp/pb-install-test.sock",
-    ]);
-    const log1 = await text(`${R}${U1_LOG}`);
-    assert.match(log1, /panda-breath init: starting .* --host 10\.1\.2\.3:8080 --socket/);
-    assert.match(
-      log1,
-      new RegExp(`stand-in daemon pid=${pid1} args: run --host 10\\.1\\.2\\.3:8080`),
-    );
-
-    // status
-    let st = await initCmd("status");
-    assert.equal(st.code, 0);
-    assert.equal(st.stdout.trim(), `panda-breath is running (pid ${pid1})`);
-
-    // start again: no second process
-    const again = ok(await initCmd("start"));
-    assert.match(again.stdout, new RegExp(`already running \\(pid ${pid1}\\)`));
-
-    // the host is changed in the fragment only; restart picks it up; log rotates to .old
-    const cfgPath = `${R}${U1_CONFIG}/panda_bridge.cfg`;
-    const cfg = await text(cfgPath);
-    await Deno.writeTextFile(cfgPath, cfg.replace(/^host:.*$/m, "host = panda.local ; mine"));
-    const rs = ok(await initCmd("restart"));
-    assert.match(
-      rs.stdout,
-      /Stopping panda-breath .*OK\nStarting panda-breath \(host panda\.local\): OK/,
-    );
-    assert.ok(await waitDead(pid1));
-    const pid2 = Number((await text(`${R}${PIDFILE}`)).trim());
-    assert.notEqual(pid2, pid1);
-    const old = await text(`${R}${U1_LOG}.old`);
-    assert.match(old, new RegExp(`stand-in daemon pid=${pid1}`));
-    assert.match(old, /stand-in daemon: SIGTERM/);
-    assert.match(await text(`${R}${U1_LOG}`), /args: run --host panda\.local --socket/);
-
-    // stop: process gone, pidfile gone, status 3
-    const stop = ok(await initCmd("stop"));
-    assert.match(stop.stdout, /Stopping panda-breath \(pid \d+\): OK/);
-    assert.ok(await waitDead(pid2));
-    assert.equal(await exists(`${R}${PIDFILE}`), false);
-    st = await initCmd("status");
-    assert.equal(st.code, 3);
-    assert.match(st.stdout, /not running/);
-    assert.match(ok(await initCmd("stop")).stdout, /not running/);
-
-    // no host in the fragment: start refuses, says why on stderr and in the log
-    await Deno.writeTextFile(cfgPath, cfg.replace(/^host:.*$/m, "host:"));
-    const bad = await initCmd("start");
-    assert.equal(bad.code, 1);
-    assert.match(
-      bad.stderr,
-      /not starting: no device address: set "host: <address>" in the \[panda_bridge\]/,
-    );
-    assert.match(await text(`${R}${U1_LOG}`), /not starting: no device address/);
-    assert.equal(await exists(`${R}${PIDFILE}`), false);
-    await Deno.writeTextFile(cfgPath, cfg.replace(/^host:.*$/m, "host: bad/host"));
-    assert.match((await initCmd("start")).stderr, /host "bad\/host" .* is not a device address/);
-
-    // bad action
-    const usage = await initCmd("bogus");
-    assert.equal(usage.code, 2);
-    assert.match(usage.stderr, /Usage: .*\{start\|stop\|restart\|status\}/);
-
-    // A daemon that ignores SIGTERM is killed after the (bounded) stop timeout;
-    // here by uninstall --start, which stops the service before removing it.
-    await Deno.writeTextFile(cfgPath, cfg);
-    await Deno.writeTextFile(`${R}${U1_BIN}`, standInDaemon(true));
-    ok(await initCmd("start"));
-    const pid3 = Number((await text(`${R}${PIDFILE}`)).trim());
-    const t0 = Date.now();
-    const u = ok(
-      await install(["--destdir", R, "--uninstall", "--start"], { PANDA_BRIDGE_STOP_TIMEOUT: "1" }),
-    );
-    assert.match(u.stdout, /Stopping panda-breath \(pid \d+\): killed \(still running after 1s\)/);
-    assert.ok(Date.now() - t0 < 5000);
-    assert.ok(await waitDead(pid3));
-
-    // uninstall leaves the root as before, logs included
-    assert.deepEqual(await snapshot(R), before);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("a daemon that exits at once is reported: start fails, install.sh exits 1", async () => {
-  const f = await fixture("u1");
-  try {
-    const before = await snapshot(f.root);
-    const failing = `${f.dir}/failing-daemon`;
-    await Deno.writeTextFile(
-      failing,
-      '#!/bin/sh\necho "error: cannot reach the device" >&2\nexit 1\n',
-      {
-        mode: 0o755,
-      },
-    );
-    const r = await install(
-      u1Args(f, "--binary", failing, "--force", "--user", ME, "--host", "10.0.0.4", "--start"),
-    );
-    assert.equal(r.code, 1, r.stdout + r.stderr);
-    assert.match(
-      r.stdout,
-      /Starting panda-breath \(host 10\.0\.0\.4\): FAILED: it exited at once; see/,
-    );
-    assert.match(r.stderr, /error: cannot reach the device/);
-    assert.match(r.stderr, /error: installed, but the service failed to start/);
-    assert.equal(await exists(`${f.root}${PIDFILE}`), false);
-    assert.equal(
-      (await exec("/bin/sh", [`${f.root}${INIT}`, "status"], { PANDA_BRIDGE_ROOT: f.root })).code,
-      3,
-    );
-    ok(await install(["--destdir", f.root, "--uninstall", "--start"]));
-    assert.deepEqual(await snapshot(f.root), before);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("generic host with systemd: unit, launcher reading the fragment, user, uninstall", async () => {
-  const f = await fixture("systemd");
-  const R = f.root;
-  try {
-    const before = await snapshot(R);
-    const r = ok(await install(genericArgs(f, "--restart-klipper")));
-    assert.match(r.stdout, /service: systemd, user: pi/);
-    assert.match(r.stdout, /Not restarting Klipper: DESTDIR is set\./);
-    assert.match(r.stdout, /Next: no device address/);
-    const unit = await text(`${R}/etc/systemd/system/panda-breath.service`);
-    assert.equal(await modeOf(`${R}/etc/systemd/system/panda-breath.service`), "644");
-    for (
-      const line of [
-        "User=pi",
-        "Restart=always",
-        "After=network-online.target",
-        "Wants=network-online.target",
-        "ExecStart=/usr/local/lib/panda-breath/panda-breath-service",
-        "RestartPreventExitStatus=78",
-        "WantedBy=multi-user.target",
-      ]
-    ) assert.ok(unit.split("\n").includes(line), `unit lacks ${line}:\n${unit}`);
-    assert.equal(await modeOf(`${R}/usr/local/bin/panda-breath`), "755");
-    assert.equal(await modeOf(`${R}/home/pi/klipper/klippy/extras/panda_bridge.py`), "644");
-    assert.equal(await exists(`${R}${INIT}`), false);
-    const launcher = `${R}/usr/local/lib/panda-breath/panda-breath-service`;
-    assert.equal(await modeOf(launcher), "755");
-
-    // The launcher refuses to start without a host (exit 78: no restart loop)...
-    const env = { PANDA_BRIDGE_ROOT: R };
-    let l = await exec("/bin/sh", [launcher], env);
-    assert.equal(l.code, 78);
-    assert.match(l.stderr, /not starting: no device address/);
-
-    // ...and execs the binary with the fragment's host and socket. The stand-in
-    // here only echoes its arguments.
-    ok(await install(genericArgs(f, "--host", "PandaBreath.local", "--socket", "/run/pb.sock")));
-    await Deno.writeTextFile(`${R}/usr/local/bin/panda-breath`, '#!/bin/sh\necho "ARGS $*"\n');
-    l = ok(await exec("/bin/sh", [launcher], env), "launcher");
-    assert.equal(l.stdout, "ARGS run --host PandaBreath.local --socket /run/pb.sock\n");
-    assert.match(l.stderr, /starting .* --host PandaBreath\.local --socket \/run\/pb\.sock/);
-
-    await Deno.writeFile(`${R}/usr/local/bin/panda-breath`, fakeElf("x86_64"));
-    ok(await install(["--destdir", R, "--uninstall"]));
-    assert.deepEqual(await snapshot(R), before);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("the service kind and user default sensibly on a generic host", async () => {
-  const f = await fixture("sysv");
-  try {
-    // no /run/systemd/system -> SysV script; --config-dir given -> its owner is the user
-    const args = genericArgs(f).filter((a, i, all) => a !== "pi" && all[i + 1] !== "pi");
-    const r = ok(await install(args));
-    assert.match(r.stdout, new RegExp(`service: sysv, user: ${ME}\\b`));
-    const init = await text(`${f.root}${INIT}`);
-    assert.match(init, new RegExp(`^RUN_USER=${ME}$`, "m"));
-    assert.match(init, /^LOGFILE="\$ROOT\/home\/pi\/printer_data\/logs\/panda_bridge\.log"$/m);
-    assert.match(init, /^DAEMON="\$ROOT\/usr\/local\/bin\/panda-breath"$/m);
-    // switching the service kind removes the files of the old one
-    const sw = ok(await install([...args, "--service", "systemd"]));
-    assert.match(
-      sw.stdout,
-      /remove \/etc\/init\.d\/S99panda-breath \(no longer part of the install\)/,
-    );
-    assert.equal(await exists(`${f.root}${INIT}`), false);
-    assert.ok(await exists(`${f.root}/etc/systemd/system/panda-breath.service`));
-    const none = await fixture("sysv");
-    try {
-      const rn = ok(await install(genericArgs(none, "--service", "none")));
-      assert.match(rn.stdout, /no service installed/);
-      assert.equal(await exists(`${none.root}${INIT}`), false);
-      assert.equal(await exists(`${none.root}/etc/systemd`), false);
-    } finally {
-      await none.cleanup();
-    }
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("--dry-run prints every action and changes nothing (install and uninstall)", async () => {
-  const f = await fixture("u1");
-  try {
-    const before = await snapshot(f.root);
-    const d = ok(await install(u1Args(f, "--host", "10.0.0.5", "--dry-run")));
-    assert.deepEqual(await snapshot(f.root), before);
-    assert.match(d.stdout, /dry run: nothing is changed/);
-    for (
-      const action of [
-        `would create directory ${U1_PREFIX}`,
-        `would install ${U1_BIN} (mode 755)`,
-        `would install ${U1_EXTRA} (mode 644)`,
-        `would install ${U1_CONFIG}/panda_bridge.cfg (mode 644) with host: 10.0.0.5`,
-        `would back up ${U1_CONFIG}/printer.cfg to ${U1_CONFIG}/printer.cfg.panda-breath.bak`,
-        `would add "${INCLUDE}" to ${U1_CONFIG}/printer.cfg`,
-        `would install ${INIT} (mode 755)`,
-        `would write manifest ${U1_SHARE}/installed.txt`,
-      ]
-    ) assert.ok(d.stdout.includes(action), `dry run lacks "${action}":\n${d.stdout}`);
-    // each directory is announced once
-    assert.equal(d.stdout.split(`would create directory ${U1_SHARE}\n`).length, 2);
-
-    ok(await install(u1Args(f, "--host", "10.0.0.5")));
-    const installed = await snapshot(f.root);
-    const du = ok(await install(["--destdir", f.root, "--uninstall", "--dry-run"]));
-    assert.deepEqual(await snapshot(f.root), installed);
-    for (
-      const action of [
-        `would restore ${U1_CONFIG}/printer.cfg from`,
-        `would remove ${U1_BIN}`,
-        `would remove ${U1_CONFIG}/panda_bridge.cfg`,
-        `would remove ${INIT}`,
-        `would remove directory ${U1_PREFIX}`,
-      ]
-    ) assert.ok(du.stdout.includes(action), `dry uninstall lacks "${action}":\n${du.stdout}`);
-    // a dry re-run with a new host changes nothing either, but says what it would do
-    const dh = ok(await install(u1Args(f, "--host", "10.0.0.6", "--dry-run")));
-    assert.match(dh.stdout, /would update .*panda_bridge\.cfg/);
-    assert.deepEqual(await snapshot(f.root), installed);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("a user-edited fragment is kept; --host/--socket change only their lines; uninstall keeps it", async () => {
-  const f = await fixture("u1");
-  const cfgPath = `${f.root}${U1_CONFIG}/panda_bridge.cfg`;
-  try {
-    const before = await snapshot(f.root);
-    ok(await install(u1Args(f, "--host", "10.0.0.1")));
-    const edited = (await text(cfgPath)).replace("check_gain_time: 600", "check_gain_time: 900") +
-      "\n[gcode_macro MY_MACRO]\ngcode:\n    M118 hi\n";
-    await Deno.writeTextFile(cfgPath, edited);
-
-    let r = ok(await install(u1Args(f)));
-    assert.match(r.stdout, /keeping your .*panda_bridge\.cfg/);
-    assert.equal(await text(cfgPath), edited);
-
-    r = ok(await install(u1Args(f, "--host", "10.0.0.2", "--socket", "/run/pb.sock")));
-    assert.match(r.stdout, /update host:\/socket: in your .*panda_bridge\.cfg/);
-    const expected = edited
-      .replace(/^host: 10\.0\.0\.1/m, "host: 10.0.0.2")
-      .replace(/^socket: .*$/m, "socket: /run/pb.sock");
-    assert.equal(await text(cfgPath), expected);
-
-    const u = ok(await install(["--destdir", f.root, "--uninstall"]));
-    assert.match(u.stdout, /keeping .*panda_bridge\.cfg: it was edited after the install/);
-    assert.equal(await text(cfgPath), expected);
-    await Deno.remove(cfgPath);
-    assert.deepEqual(await snapshot(f.root), before);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("an unedited fragment follows a new shipped default and keeps its host", async () => {
-  const f = await fixture("u1");
-  try {
-    ok(await install(u1Args(f, "--host", "10.0.0.1")));
-    const src2 = `${f.dir}/klipper2`;
-    await Deno.mkdir(src2);
-    await Deno.copyFile(`${FIXTURE_SRC}/panda_bridge.py`, `${src2}/panda_bridge.py`);
-    const newDefault = (await text(`${FIXTURE_SRC}/panda_bridge.cfg`)) +
-      "\n[gcode_macro M191]\ngcode:\n    M118 new\n";
-    await Deno.writeTextFile(`${src2}/panda_bridge.cfg`, newDefault);
-    const r = ok(await install([...u1Args(f), "--klipper-src", src2]));
-    assert.match(r.stdout, /update .*panda_bridge\.cfg \(new default, host\/socket kept\)/);
-    assert.equal(
-      await text(`${f.root}${U1_CONFIG}/panda_bridge.cfg`),
-      newDefault.replace(/^host:/m, "host: 10.0.0.1"),
-    );
-    // still "ours": uninstall removes it
-    ok(await install(["--destdir", f.root, "--uninstall"]));
-    assert.equal(await exists(`${f.root}${U1_CONFIG}/panda_bridge.cfg`), false);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("printer.cfg changed after install: uninstall removes just the include line", async () => {
-  const f = await fixture("u1");
-  const pcfg = `${f.root}${U1_CONFIG}/printer.cfg`;
-  try {
-    const original = await text(pcfg);
-    ok(await install(u1Args(f)));
-    const changed = (await text(pcfg)).replace("max_accel: 20000", "max_accel: 15000");
-    await Deno.writeTextFile(pcfg, changed);
-    const u = ok(await install(["--destdir", f.root, "--uninstall"]));
-    assert.match(
-      u.stdout,
-      /remove "\[include panda_bridge\.cfg\]" from .*other changes .* are kept/,
-    );
-    assert.equal(await text(pcfg), original.replace("max_accel: 20000", "max_accel: 15000"));
-    assert.equal(await exists(`${pcfg}.panda-breath.bak`), false);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("an include the user already had is not added twice and stays after uninstall", async () => {
-  const cfg = `[include panda_bridge.cfg]\n${await text(`${FIXTURES}/printer.cfg`)}`;
-  const f = await fixture("u1", { printerCfg: cfg });
-  try {
-    const before = await snapshot(f.root);
-    const r = ok(await install(u1Args(f)));
-    assert.match(r.stdout, /already has "\[include panda_bridge\.cfg\]"/);
-    const pcfg = await text(`${f.root}${U1_CONFIG}/printer.cfg`);
-    assert.equal(pcfg, cfg);
-    assert.equal(await exists(`${f.root}${U1_CONFIG}/printer.cfg.panda-breath.bak`), false);
-    ok(await install(["--destdir", f.root, "--uninstall"]));
-    assert.deepEqual(await snapshot(f.root), before);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("the offline copy in printer_data re-installs what a U1 firmware update removed", async () => {
-  const f = await fixture("u1");
-  try {
-    ok(await install(u1Args(f, "--host", "10.0.0.3")));
-    const installed = await snapshot(f.root);
-    // a firmware update / reboot wipes the overlay root
-    await Deno.remove(`${f.root}${INIT}`);
-    await Deno.remove(`${f.root}${U1_EXTRA}`);
-    const r = ok(await exec("/bin/sh", [`${f.root}${U1_SHARE}/install.sh`, "--destdir", f.root]));
-    assert.match(r.stdout, new RegExp(`install ${INIT}`));
-    assert.match(r.stdout, new RegExp(`install ${U1_EXTRA}`));
-    assert.deepEqual(await snapshot(f.root), installed);
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("defaults: binary from dist/ and sources from klipper/ next to install.sh", async () => {
-  const f = await fixture("u1");
-  try {
-    const repo = `${f.dir}/repo`;
-    await Deno.mkdir(`${repo}/dist`, { recursive: true });
-    await Deno.mkdir(`${repo}/klipper`);
-    await Deno.copyFile(INSTALL, `${repo}/install.sh`);
-    await Deno.copyFile(f.elfArm, `${repo}/dist/panda-breath-aarch64-linux`);
-    for (const name of ["panda_bridge.py", "panda_bridge.cfg"]) {
-      await Deno.copyFile(`${FIXTURE_SRC}/${name}`, `${repo}/klipper/${name}`);
-    }
-    const r = ok(await exec("/bin/sh", [`${repo}/install.sh`, "--destdir", f.root]));
-    assert.match(
-      r.stdout,
-      new RegExp(`binary: ${repo}/dist/panda-breath-aarch64-linux \\(aarch64\\)`),
-    );
-    assert.ok(await exists(`${f.root}${U1_BIN}`));
-  } finally {
-    await f.cleanup();
-  }
-});
-
-Deno.test("overlay mode: U1 extended-firmware tree, seeded fragment, idempotent, uninstall", async () => {
-  const f = await fixture("u1");
-  const parent = await tempDir("overlay");
-  const ov = `${parent}/70-panda-breath`;
-  const O = `${ov}/root`;
-  try {
-    const r = ok(
-      await install([
-        "--overlay",
-        ov,
-        "--binary",
-        f.elfArm,
-        "--klipper-src",
-        FIXTURE_SRC,
-        "--host",
-        "10.0.0.8",
-      ]),
-    );
-    assert.match(r.stdout, /mode: overlay/);
-    const files = Object.entries(await snapshot(ov)).filter(([, v]) => v.startsWith("f")).map((
-      [k, v],
-    ) => `${k} ${v.split(" ")[1]}`);
-    assert.deepEqual(files.sort(), [
-      "root/etc/init.d/S99panda-breath 755",
-      "root/home/lava/klipper/klippy/extras/panda_bridge.py 644",
-      "root/usr/local/bin/panda-breath 755",
-      "root/usr/local/share/firmware-config/extended/klipper/panda_bridge.cfg 644",
-      "root/usr/local/share/panda-breath/installed.txt 644",
-    ]);
-    // nothing inside printer_data (a mount on the printer), no printer.cfg edit
-    assert.equal(await exists(`${O}/home/lava/printer_data`), false);
-    assert.match(await text(`${O}${SEED}`), /^host: 10\.0\.0\.8 /m);
-    const init = await text(`${O}${INIT}`);
-    assert.match(
-      init,
-      new RegExp(`^FRAGMENT="\\$ROOT${EXTENDED_CFG.replaceAll(".", "\\.")}"$`, "m"),
-    );
-    assert.match(init, /^DAEMON="\$ROOT\/usr\/local\/bin\/panda-breath"$/m);
-    assert.match(init, /^RUN_USER=lava$/m);
-    assert.match(init, /^LOGFILE="\$ROOT\/home\/lava\/printer_data\/logs\/panda_bridge\.log"$/m);
-    assert.match(r.stdout, /seeded at boot/);
-
-    const snap = await snapshot(parent);
-    ok(
-      await install([
-        "--overlay",
-        ov,
-        "--binary",
-        f.elfArm,
-        "--klipper-src",
-        FIXTURE_SRC,
-        "--host",
-        "10.0.0.8",
-      ]),
-    );
-    assert.deepEqual(await snapshot(parent), snap);
-
-    ok(await install(["--overlay", ov, "--uninstall"]));
-    assert.deepEqual(await snapshot(parent), {});
-  } finally {
-    await f.cleanup();
-    await Deno.remove(parent, { recursive: true });
-  }
-});
-
-Deno.test("overlay init script reads the host from the user's seeded copy, not the default", async () => {
-  const f = await fixture("u1");
-  const parent = await tempDir("overlay-run");
-  const ov = `${parent}/o`;
-  const O = `${ov}/root`;
-  try {
-    ok(
-      await install([
-        "--overlay",
-        ov,
-        "--binary",
-        f.daemon,
-        "--force",
-        "--user",
-        ME,
-        "--klipper-src",
-        FIXTURE_SRC,
-        "--host",
-        "10.0.0.8",
-      ]),
-    );
-    // Simulate the printer: the firmware seeded the default, the user changed the host.
-    await Deno.mkdir(`${O}/home/lava/printer_data/config/extended/klipper`, { recursive: true });
-    await Deno.mkdir(`${O}/var/run`, { recursive: true });
-    const seeded = (await text(`${O}${SEED}`)).replace(/^host:.*$/m, "host: 10.0.0.99");
-    await Deno.writeTextFile(`${O}${EXTENDED_CFG}`, seeded);
-    const env = { PANDA_BRIDGE_ROOT: O };
-    try {
-      const s = ok(await exec("/bin/sh", [`${O}${INIT}`, "start"], env), "overlay init start");
-      assert.match(s.stdout, /Starting panda-breath \(host 10\.0\.0\.99\): OK/);
-      assert.match(await text(`${O}${U1_LOG}`), /args: run --host 10\.0\.0\.99 --socket/);
-      ok(await exec("/bin/sh", [`${O}${INIT}`, "stop"], env));
-    } finally {
-      await killFromPidfile(`${O}${PIDFILE}`);
-    }
-  } finally {
-    await f.cleanup();
-    await Deno.remove(parent, { recursive: true });
-  }
-});
-
-Deno.test("bad input fails with a clear message and changes nothing", async () => {
-  const f = await fixture("u1");
-  const noCfg = await fixture("u1");
-  await Deno.remove(`${noCfg.root}${U1_CONFIG}/printer.cfg`);
-  const overlayFw = await fixture("u1");
-  await Deno.mkdir(`${overlayFw.root}${U1_CONFIG}/extended/klipper`, { recursive: true });
-  await Deno.writeTextFile(`${overlayFw.root}${EXTENDED_CFG}`, "[panda_bridge]\nhost: x\n");
-  const notElf = `${f.dir}/not-elf`;
-  await Deno.writeTextFile(notElf, "#!/bin/sh\n");
-  const cases: [string, Fixture, string[], RegExp, number][] = [
-    [
-      "missing binary",
-      f,
-      u1Args(f, "--binary", `${f.dir}/nope`),
-      /error: binary not found: .*\/nope/,
-      1,
-    ],
-    [
-      "wrong architecture",
-      f,
-      u1Args(f, "--binary", f.elfX86),
-      /error: .* is built for x86_64, but the target needs aarch64/,
-      1,
-    ],
-    [
-      "not an ELF file",
-      f,
-      u1Args(f, "--binary", notElf),
-      /error: .*not-elf is not an ELF executable/,
-      1,
-    ],
-    ["no printer.cfg", noCfg, u1Args(noCfg), /error: no printer\.cfg at .*printer\.cfg/, 1],
-    [
-      "no Klipper",
-      f,
-      u1Args(f, "--klipper-dir", "/opt/none"),
-      /error: no Klipper at .*\/opt\/none/,
-      1,
-    ],
-    ["unknown option", f, u1Args(f, "--frobnicate"), /unknown option: --frobnicate/, 2],
-    ["option missing its value", f, [...u1Args(f), "--host"], /option --host needs a value/, 2],
-    [
-      "option followed by an option",
-      f,
-      u1Args(f, "--user", "--force"),
-      /option --user needs a value/,
-      2,
-    ],
-    ["empty value", f, u1Args(f, "--host="), /option --host needs a non-empty value/, 2],
-    [
-      "bad host",
-      f,
-      u1Args(f, "--host", "my printer"),
-      /--host "my printer" is not a device address/,
-      1,
-    ],
-    [
-      "socket outside /tmp,/run",
-      f,
-      u1Args(f, "--socket", "/home/x.sock"),
-      /--socket must be under/,
-      1,
-    ],
-    ["relative prefix", f, u1Args(f, "--prefix", "opt"), /--prefix must be an absolute path/, 1],
-    [
-      "bad service",
-      f,
-      u1Args(f, "--service", "upstart"),
-      /--service must be systemd, sysv or none/,
-      1,
-    ],
-    ["missing sources", f, u1Args(f, "--klipper-src", f.dir), /Klipper extra not found/, 1],
-    [
-      "overlay with DESTDIR",
-      f,
-      ["--overlay", `${f.root}/ov`, "--destdir", f.root, "--binary", f.elfArm],
-      /--overlay and --destdir\/DESTDIR cannot be combined/,
-      1,
-    ],
-    [
-      "overlay with an x86_64 binary",
-      f,
-      ["--overlay", `${f.root}/ov`, "--binary", f.elfX86, "--klipper-src", FIXTURE_SRC],
-      /built for x86_64, but the target needs aarch64/,
-      1,
-    ],
-    [
-      "live install on a firmware that has the overlay",
-      overlayFw,
-      u1Args(overlayFw),
-      /extended\/klipper\/panda_bridge\.cfg exists: .* define \[panda_bridge\] twice/,
-      1,
-    ],
-    [
-      "uninstall without install",
-      f,
-      ["--destdir", f.root, "--uninstall"],
-      /no installation found/,
-      1,
-    ],
-  ];
-  try {
-    for (const [name, fx, args, message, code] of cases) {
-      const before = await snapshot(fx.dir);
-      const r = await install(args);
-      assert.equal(r.code, code, `${name}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
-      assert.match(r.stderr, message, `${name}: stderr was:\n${r.stderr}`);
-      assert.equal(r.stdout, "", `${name}: printed actions:\n${r.stdout}`);
-      assert.deepEqual(await snapshot(fx.dir), before, `${name}: changed files`);
-    }
-    // DESTDIR from the environment works like --destdir
-    const r = await install(["--binary", f.elfX86, "--klipper-src", FIXTURE_SRC], {
-      DESTDIR: f.root,
-    });
-    assert.match(r.stderr, /built for x86_64, but the target needs aarch64/);
-    // --force accepts the wrong architecture
-    ok(await install(u1Args(f, "--binary", f.elfX86, "--force")));
-  } finally {
-    await f.cleanup();
-    await noCfg.cleanup();
-    await overlayFw.cleanup();
-  }
-});
-
 Deno.test(
-  "the real klipper/ sources install and their [panda_bridge] host is read by the service",
+  `SysV: the supervisor restarts a kill -9'ed bridge, which turns the device OFF within 5 s; stop sends OFF`,
   {
-    ignore: !(await exists(`${REPO}/klipper/panda_bridge.cfg`)) ||
-      !(await exists(`${REPO}/klipper/panda_bridge.py`)),
+    ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
   },
   async () => {
-    const f = await fixture("systemd");
-    try {
-      const args = genericArgs(f, "--host", "10.4.4.4").filter((a) => a !== FIXTURE_SRC);
-      args.splice(args.indexOf("--klipper-src"), 1);
-      ok(await install(args));
-      assert.equal(
-        await text(`${f.root}/home/pi/klipper/klippy/extras/panda_bridge.py`),
-        await text(`${REPO}/klipper/panda_bridge.py`),
+    const sim = new Simulator({ telemetryIntervalMs: 100 });
+    await sim.start();
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      try {
+        // The "binary": the real bridge, run by Deno with the shipped permission set.
+        const bin = await fakeBinary(
+          `exec ${Deno.execPath()} run -P=bridge --config ${REPO}/deno.json ${REPO}/main.ts "$@"`,
+        );
+        ok(
+          await install(root, [
+            "--binary",
+            bin,
+            "--force",
+            "--user",
+            ME,
+            "--host",
+            `127.0.0.1:${sim.port}`,
+          ]),
+        );
+        const start = ok(await initScript(root, "start"), "init start");
+        assert.match(start.stdout, /Starting panda-breath: OK \(supervisor pid \d+\)/);
+        const sock = `${root}/run/panda-breath/bridge.sock`;
+        const mode = (await Deno.stat(`${root}/run/panda-breath`)).mode! & 0o777;
+        assert.equal(mode, 0o750, "private runtime directory");
+        await until(
+          async () => (await Deno.stat(sock).catch(() => null)) !== null,
+          15000,
+          "the bridge's socket",
+        );
+        await until(() => sim.clientCount > 0, 10000, "the bridge to connect to the device");
+        const first = (await pidIn(root, "/run/panda-breath/bridge.pid"))!;
+
+        // Heat (the CLI is enough: the failsafe would need 10 s), then kill -9 the bridge.
+        const cli = [
+          Deno.execPath(),
+          "run",
+          "-P=bridge",
+          "--config",
+          `${REPO}/deno.json`,
+          `${REPO}/main.ts`,
+        ];
+        ok(
+          await exec(cli[0], [...cli.slice(1), "set", "40", "--socket", sock]),
+          "panda-breath set 40",
+        );
+        await until(() => sim.state.work_on, 3000, "the device heating");
+        Deno.kill(first, "SIGKILL");
+        const killedAt = performance.now();
+        await until(() => !sim.state.work_on, 5000, "the restarted bridge turning the device OFF");
+        const offAfter = performance.now() - killedAt;
+        console.log(`device OFF ${offAfter.toFixed(0)} ms after kill -9`);
+        assert.ok(offAfter < 5000);
+        const second = await pidIn(root, "/run/panda-breath/bridge.pid");
+        assert.ok(second !== null && second !== first && alive(second), "a new bridge runs");
+        const log = await read(root, LOG);
+        assert.match(log, /supervisor: bridge killed by signal 9 after \d+ s; restarting in 1 s/);
+        assert.match(
+          (await initScript(root, "status")).stdout,
+          /panda-breath is running \(bridge pid \d+/,
+        );
+
+        // stop: SIGTERM forwarded; the bridge turns the heater off and everything exits.
+        await until(
+          async () => (await Deno.stat(sock).catch(() => null)) !== null,
+          15000,
+          "the new socket",
+        );
+        await until(() => sim.clientCount > 0, 10000, "the new bridge to connect");
+        ok(
+          await exec(cli[0], [...cli.slice(1), "set", "40", "--socket", sock]),
+          "panda-breath set 40",
+        );
+        await until(() => sim.state.work_on, 3000, "the device heating again");
+        const supervisor = (await pidIn(root, "/var/run/panda-breath.pid"))!;
+        const stop = ok(await initScript(root, "stop"), "init stop");
+        assert.match(stop.stdout, /Stopping panda-breath: OK/);
+        assert.equal(sim.state.work_on, false, "OFF before stop returned");
+        assert.ok(!alive(second!) && !alive(supervisor), "bridge and supervisor exited");
+        assert.match(
+          await read(root, LOG),
+          /heater off sent before exit[\s\S]*supervisor: stopped/,
+        );
+        assert.equal((await initScript(root, "status")).code, 3);
+      } finally {
+        await initScript(root, "stop");
+        await sim.stop();
+      }
+    });
+  },
+);
+
+Deno.test(
+  `SysV: crash-loop backoff doubles, resets after a good run; unusable settings stop at once`,
+  {
+    ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      const runs = `${root}/runs`;
+      // Runs 1 and 2 die at once, run 3 lives 2.5 s (a "good" run with RESET_AFTER=2), then at once again.
+      const bin = await fakeBinary(
+        `echo x >>${runs}; n=$(wc -l <${runs}); [ "$n" -ne 3 ] || sleep 2.5; exit 1`,
       );
+      ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
+      try {
+        ok(await initScript(root, "start", { PANDA_BREATH_RESET_AFTER: "2" }), "init start");
+        const restarts = async () => (await read(root, LOG)).match(/restarting in \d+ s/g) ?? [];
+        await until(async () => (await restarts()).length >= 4, 20000, "four restarts");
+        assert.deepEqual((await restarts()).slice(0, 4), [
+          "restarting in 1 s",
+          "restarting in 2 s",
+          "restarting in 1 s", // after the 2.5 s run
+          "restarting in 2 s",
+        ]);
+        const t0 = performance.now();
+        ok(await initScript(root, "stop"), "init stop during a backoff sleep");
+        assert.ok(performance.now() - t0 < 3000, "stop does not wait out the backoff");
+      } finally {
+        await initScript(root, "stop");
+      }
+      // Unusable settings: the start fails and says why; nothing keeps retrying.
       await Deno.writeTextFile(
-        `${f.root}/usr/local/bin/panda-breath`,
-        '#!/bin/sh\necho "ARGS $*"\n',
+        `${root}${SETTINGS}`,
+        (await read(root, SETTINGS)).replace(/^host: .*$/m, "host:"),
       );
-      const l = ok(
-        await exec("/bin/sh", [`${f.root}/usr/local/lib/panda-breath/panda-breath-service`], {
-          PANDA_BRIDGE_ROOT: f.root,
-        }),
-      );
-      assert.match(l.stdout, /^ARGS run --host 10\.4\.4\.4 --socket \/\S+\n$/);
-    } finally {
-      await f.cleanup();
-    }
+      const r = await initScript(root, "start");
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /FAILED/);
+      assert.match(r.stdout, /not starting: no device address: set "host: <address>"/);
+      assert.equal((await initScript(root, "status")).code, 3);
+    });
   },
 );
