@@ -19,13 +19,20 @@ import {
   type CoreState,
   decide,
   type Effect,
+  type HeatMode,
   initialState,
   type ReplyEffect,
 } from "./core.ts";
 import { DeviceLink, type LinkTimings } from "./device_link.ts";
 import { type FirmwareProbe, firmwareProblem, probeFirmware } from "./firmware_probe.ts";
 import type { Logger } from "./log.ts";
-import { KEEPALIVE_FRAME, OFF_FRAME, parseDeviceFrame } from "./protocol.ts";
+import {
+  DRYING_LEASE_MAX_HOURS,
+  DRYING_LEASE_OFF_FRAME,
+  KEEPALIVE_FRAME,
+  OFF_FRAME,
+  parseDeviceFrame,
+} from "./protocol.ts";
 import { readBack, READBACK_TIMEOUT_MS, type ReadbackResult } from "./readback.ts";
 
 export type { BridgeStatus, DeviceStatus, FailsafeStatus, ReadbackStatus } from "./core.ts";
@@ -45,6 +52,12 @@ export interface BridgeOptions {
   connectAssertMs?: number;
   /** Period of the read-back; 0 disables it. */
   readbackIntervalMs?: number;
+  /** How heat is switched on (default always-on; see lib/core.ts `CoreConfig.heatMode`). */
+  heatMode?: HeatMode;
+  /** Length of a drying lease in whole hours (1–12, default 1). */
+  leaseHours?: number;
+  /** When a lease is renewed after its start (default: half the lease; tests shorten it). */
+  leaseRenewMs?: number;
   /** Bound on one read-back's wait for its connect frame. */
   readbackTimeoutMs?: number;
   linkTimings?: Partial<LinkTimings>;
@@ -55,6 +68,14 @@ export interface BridgeOptions {
   foreignFirmwareRetryMs?: number;
   /** Tells which firmware answers at the device's address (tests may replace it). */
   probe?: (address: string) => Promise<FirmwareProbe>;
+}
+
+function leaseHours(hours: number | undefined): number {
+  const value = hours ?? CORE_DEFAULTS.leaseHours;
+  if (!Number.isInteger(value) || value < 1 || value > DRYING_LEASE_MAX_HOURS) {
+    throw new RangeError(`lease hours must be a whole number 1-${DRYING_LEASE_MAX_HOURS}`);
+  }
+  return value;
 }
 
 /** Who asked for a change, for the failsafe and the log. */
@@ -124,6 +145,9 @@ export class Bridge {
       staleAfterMs: options.staleAfterMs ?? BRIDGE_DEFAULTS.staleAfterMs,
       connectAssertMs: options.connectAssertMs ?? CORE_DEFAULTS.connectAssertMs,
       readbackIntervalMs: options.readbackIntervalMs ?? BRIDGE_DEFAULTS.readbackIntervalMs,
+      heatMode: options.heatMode ?? CORE_DEFAULTS.heatMode,
+      leaseHours: leaseHours(options.leaseHours),
+      leaseRenewMs: options.leaseRenewMs ?? leaseHours(options.leaseHours) * 1_800_000,
     });
     this.#link = new DeviceLink({
       url: options.url,
@@ -204,10 +228,15 @@ export class Bridge {
    */
   emergencyOff(): boolean {
     try {
-      return this.#link.send(OFF_FRAME);
+      return this.#link.send(this.#offFrame());
     } catch {
       return false;
     }
+  }
+
+  /** The frame that switches the heater off in this bridge's heat mode. */
+  #offFrame(): string {
+    return this.#state.config.heatMode === "drying_lease" ? DRYING_LEASE_OFF_FRAME : OFF_FRAME;
   }
 
   #waitForLinkToSendOff(timeoutMs: number): Promise<boolean> {
@@ -215,7 +244,7 @@ export class Bridge {
     return new Promise((resolve) => {
       const started = performance.now();
       const poll = setInterval(() => {
-        if (this.#link.connected && this.#link.send(OFF_FRAME)) {
+        if (this.#link.connected && this.#link.send(this.#offFrame())) {
           clearInterval(poll);
           resolve(true);
         } else if (performance.now() - started >= timeoutMs) {

@@ -12,7 +12,8 @@ import {
   parseWholeNumber,
   UsageError,
 } from "./options.ts";
-import { DEVICE_MAX_TARGET, FAULT_DESCRIPTIONS } from "./protocol.ts";
+import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
+import type { HeatMode } from "./core.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -60,6 +61,12 @@ ${SOCKET_HELP}
                             clients (default ${
     BRIDGE_DEFAULTS.readbackIntervalMs / 1000
   }; 0 disables; 1-3600)
+  --heat-mode MODE          always-on (default): the device heats until told otherwise;
+                            drying-lease: heat through a drying run of --lease-hours that
+                            the bridge renews, so the device stops by itself within one
+                            lease if the bridge or Wi-Fi is lost (firmware V1.0.1-V1.0.3;
+                            see docs/safety.md)
+  --lease-hours H           Length of one drying lease, 1-${DRYING_LEASE_MAX_HOURS} (default 1)
   --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
@@ -157,6 +164,8 @@ async function commandRun(args: string[]): Promise<number> {
     "failsafe-timeout": { type: "string" },
     "max-target": { type: "string" },
     "readback-interval": { type: "string" },
+    "heat-mode": { type: "string", default: "always-on" },
+    "lease-hours": { type: "string", default: "1" },
     "log-level": { type: "string" },
   });
   if (values.help) return printHelp("run");
@@ -185,7 +194,19 @@ async function commandRun(args: string[]): Promise<number> {
   if (!isLogLevel(level)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${level}'`);
   }
+  const heatMode = values["heat-mode"];
+  if (heatMode !== "always-on" && heatMode !== "drying-lease") {
+    throw new UsageError(`--heat-mode must be always-on or drying-lease, got '${heatMode}'`);
+  }
+  const leaseHours = parseWholeNumber(
+    "lease-hours",
+    values["lease-hours"] as string,
+    1,
+    DRYING_LEASE_MAX_HOURS,
+  );
   return await runBridge({
+    heatMode: heatMode === "drying-lease" ? "drying_lease" : "always_on",
+    leaseHours,
     url,
     socket,
     mode,
@@ -203,6 +224,8 @@ interface RunSettings {
   failsafeMs: number;
   maxTarget: number;
   readbackMs: number;
+  heatMode: HeatMode;
+  leaseHours: number;
   level: LogLevel;
 }
 
@@ -214,6 +237,8 @@ async function runBridge(settings: RunSettings): Promise<number> {
     failsafeTimeoutMs: settings.failsafeMs,
     maxTarget: settings.maxTarget,
     readbackIntervalMs: settings.readbackMs,
+    heatMode: settings.heatMode,
+    leaseHours: settings.leaseHours,
   });
   let server: ApiServer;
   try {
@@ -475,8 +500,11 @@ export async function main(args: string[]): Promise<number> {
       printError(`panda-breath: ${error.message}\nRun 'panda-breath ${command} --help'.`);
       return 2;
     }
-    if (error instanceof ApiError && error.code === "device_fault") {
-      printError(`panda-breath: device_fault: ${error.message}`);
+    if (
+      error instanceof ApiError &&
+      (error.code === "device_fault" || error.code === "lease_unavailable")
+    ) {
+      printError(`panda-breath: ${error.code}: ${error.message}`);
       return 1;
     }
     printError(`panda-breath: ${(error as Error).message}`);

@@ -31,8 +31,15 @@ import type { LogLevel } from "./log.ts";
 import {
   ALWAYS_ON_MODE,
   buildDesiredStateFrame,
+  buildDryingLeaseFrame,
   DEFAULT_MAX_TARGET,
   type DeviceReport,
+  DRYING_LEASE_FIRMWARE,
+  DRYING_LEASE_OFF_FRAME,
+  DRYING_MODE,
+  DRYING_RENEWAL_GAP_MS,
+  DRYING_STOP_FRAME,
+  dryingLeaseSupported,
   FAULT_DESCRIPTIONS,
   type FaultName,
   validateTarget,
@@ -55,7 +62,20 @@ export interface CoreConfig {
   connectAssertMs: number;
   /** Period of the read-back (a fresh connect frame on a short extra connection); 0 disables. */
   readbackIntervalMs: number;
+  /**
+   * How heat is switched on: `always_on` (the device heats until told otherwise) or
+   * `drying_lease` (a drying run of `leaseHours`, renewed by the bridge: if the bridge
+   * vanishes the device stops by itself when the run ends; docs/safety.md).
+   */
+  heatMode: HeatMode;
+  /** Length of one drying lease, whole hours 1–12. */
+  leaseHours: number;
+  /** When a lease is renewed, after it started; half the lease by default. */
+  leaseRenewMs: number;
 }
+
+/** The two ways of heating; see {@link CoreConfig.heatMode}. */
+export type HeatMode = "always_on" | "drying_lease";
 
 /** Defaults of {@link CoreConfig}. */
 export const CORE_DEFAULTS: Readonly<CoreConfig> = {
@@ -64,7 +84,23 @@ export const CORE_DEFAULTS: Readonly<CoreConfig> = {
   staleAfterMs: 5_000,
   connectAssertMs: 2_000,
   readbackIntervalMs: 60_000,
+  heatMode: "always_on",
+  leaseHours: 1,
+  leaseRenewMs: 1_800_000,
 };
+
+/** A drying lease's state (heat mode `drying_lease`). */
+export interface LeaseState {
+  /** When the running lease was started by this bridge; null when none is known. */
+  startedAt: number | null;
+  /** When the running lease is renewed (stop, gap, start); null when none. */
+  renewAt: number | null;
+  /** When the start follows the stop of a (re)start; null when none is pending. */
+  startAt: number | null;
+  /** Until when a drying-end push is our own stop and not the lease running out. */
+  ownStopUntil: number | null;
+  renewals: number;
+}
 
 /** One controller connection, by its client label. */
 export interface ControllerState {
@@ -142,6 +178,7 @@ export interface CoreState {
   lastWriteAt: number | null;
   /** When a settings block last came on the main link; null if never. */
   lastLinkReportAt: number | null;
+  lease: LeaseState;
 }
 
 /** The core's state before anything happened: off, no link, no controller. */
@@ -189,6 +226,7 @@ export function initialState(config: Partial<CoreConfig> = {}): CoreState {
     },
     lastWriteAt: null,
     lastLinkReportAt: null,
+    lease: { startedAt: null, renewAt: null, startAt: null, ownStopUntil: null, renewals: 0 },
   };
 }
 
@@ -211,7 +249,12 @@ export type CoreEvent =
   | { type: "stop"; reason: string };
 
 /** Error codes the core replies with (a subset of the socket API's). */
-export type CoreErrorCode = "invalid_params" | "out_of_range" | "device_fault" | "invalid_request";
+export type CoreErrorCode =
+  | "invalid_params"
+  | "out_of_range"
+  | "device_fault"
+  | "lease_unavailable"
+  | "invalid_request";
 
 /** The answer to a request event. */
 export type ReplyEffect =
@@ -340,6 +383,33 @@ export function deviceMatches(
     device.setTemp === target && device.dryingRunning !== true;
 }
 
+/**
+ * Whether the device already is in the desired state, in the core's heat mode: in
+ * `drying_lease` mode heat means a drying run this bridge started (its timer is known).
+ */
+function deviceInDesiredState(s: CoreState): boolean {
+  const d = s.device;
+  if (s.config.heatMode === "always_on") return deviceMatches(d, s.target);
+  if (s.target === 0) return d.workOn === false && d.dryingRunning !== true;
+  return s.lease.startedAt !== null && d.workOn === true && d.workMode === DRYING_MODE &&
+    d.dryingRunning === true;
+}
+
+/** Why heat cannot be leased from this device now, or null when it can. */
+function leaseProblem(s: CoreState): string | null {
+  if (s.config.heatMode !== "drying_lease") return null;
+  const firmware = s.device.firmware;
+  if (firmware === null) {
+    return "the device has not reported its firmware yet, and a drying lease is used only " +
+      `on ${DRYING_LEASE_FIRMWARE.join(", ")}`;
+  }
+  if (!dryingLeaseSupported(firmware)) {
+    return `firmware ${firmware} is not one a drying lease is known to work on ` +
+      `(${DRYING_LEASE_FIRMWARE.join(", ")}); run with --heat-mode always-on`;
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------
 // Derived values
 // ---------------------------------------------------------------------------
@@ -436,12 +506,47 @@ class Step {
   sendDesired(reason: string): boolean {
     const s = this.s;
     if (!s.link.open || !s.running) return false;
-    const target = s.faults.length > 0 ? 0 : s.target;
-    this.effects.push({ type: "send", frame: buildDesiredStateFrame(target), target, reason });
+    const target = s.faults.length > 0 || leaseProblem(s) !== null ? 0 : s.target;
+    if (s.config.heatMode === "drying_lease") {
+      if (target === 0) {
+        this.clearLease();
+        this.write(DRYING_LEASE_OFF_FRAME, 0, reason);
+      } else {
+        this.startLease(reason);
+      }
+      return true;
+    }
+    this.write(buildDesiredStateFrame(target), target, reason);
+    return true;
+  }
+
+  /** Writes one settings frame to the device. */
+  write(frame: string, target: number, reason: string): void {
+    const s = this.s;
+    this.effects.push({ type: "send", frame, target, reason });
     s.link.writes++;
     s.link.wroteSinceOpen = true;
     s.lastWriteAt = this.now;
-    return true;
+  }
+
+  /**
+   * (Re)starts a drying lease the only way whose timer is certain: stop the
+   * run, wait for the control task to see it, start a fresh run.
+   */
+  startLease(reason: string): void {
+    const lease = this.s.lease;
+    if (lease.startAt !== null) return; // a start is pending: it uses the target of its time
+    lease.startedAt = null;
+    lease.renewAt = null;
+    lease.startAt = this.now + DRYING_RENEWAL_GAP_MS;
+    lease.ownStopUntil = lease.startAt + DRYING_RENEWAL_GAP_MS;
+    this.write(DRYING_STOP_FRAME, this.s.target, `${reason} (lease stop before start)`);
+  }
+
+  /** Forgets the lease: heat is off, or about to be. */
+  clearLease(): void {
+    const lease = this.s.lease;
+    lease.startedAt = lease.renewAt = lease.startAt = null;
   }
 
   /** Changes the desired target; heat switched on from 0 starts the failsafe clock. */
@@ -487,6 +592,7 @@ export function decide(state: CoreState, event: CoreEvent, now: number): Decisio
   checkFailsafe(step);
   checkConnectAssert(step);
   checkReadback(step);
+  checkLease(step);
   return { state: step.s, effects: step.finish(), wakeAt: nextWake(step.s) };
 }
 
@@ -554,8 +660,31 @@ function checkReadback(step: Step): void {
   step.effects.push({ type: "readback" });
 }
 
+/** Starts a pending lease after its stop, and renews a running one when due. */
+function checkLease(step: Step): void {
+  const s = step.s;
+  const lease = s.lease;
+  if (s.config.heatMode !== "drying_lease" || !s.link.open || !s.running) return;
+  if (lease.startAt !== null && step.now >= lease.startAt) {
+    lease.startAt = null;
+    if (s.target === 0 || s.faults.length > 0 || leaseProblem(s) !== null) return;
+    lease.startedAt = step.now;
+    lease.renewAt = step.now + s.config.leaseRenewMs;
+    step.write(buildDryingLeaseFrame(s.target, s.config.leaseHours), s.target, "lease start");
+    step.log("info", "drying lease started", { target: s.target, hours: s.config.leaseHours });
+    step.notify();
+  } else if (lease.renewAt !== null && step.now >= lease.renewAt && s.target > 0) {
+    lease.renewals++;
+    step.startLease("lease renewal");
+    step.log("debug", "renewing the drying lease", { renewals: lease.renewals });
+  }
+}
+
 function nextWake(s: CoreState): number | null {
   const candidates = [failsafeDeadline(s)];
+  if (s.config.heatMode === "drying_lease" && s.link.open && s.running) {
+    candidates.push(s.lease.startAt, s.lease.renewAt);
+  }
   if (s.link.open && !s.link.connectSeen) candidates.push(s.link.assertAt);
   if (s.running && s.link.open && !s.readback.inFlight) candidates.push(s.readback.dueAt);
   const due = candidates.filter((t): t is number => t !== null);
@@ -585,6 +714,8 @@ function onLinkDown(step: Step, reason: string): void {
   s.link.assertAt = null;
   s.link.drops++;
   s.readback.dueAt = null;
+  // A lease start waiting for its gap is not sent on a later link without its stop.
+  s.lease.startAt = null;
   step.log(s.running ? "warn" : "debug", "device link down", { reason });
   step.notify();
 }
@@ -671,7 +802,7 @@ function onConnectFrame(step: Step, interlocked: boolean): void {
     device_set_temp: d.setTemp,
     target: s.target,
   };
-  if (deviceMatches(d, s.target)) {
+  if (deviceInDesiredState(s)) {
     s.link.skippedWrites++;
     step.log("info", "device state matches the desired state on connect; nothing written", fields);
   } else if (s.link.wroteSinceOpen && !interlocked) {
@@ -688,6 +819,21 @@ function onPush(step: Step): void {
   const d = s.device;
   const kind = classifyPush(d, s.faults, s.config.maxTarget);
   const rule = PUSH_POLICY[kind];
+  const lease = s.lease;
+  if (
+    s.config.heatMode === "drying_lease" && s.target > 0 && s.faults.length === 0 &&
+    kind === "drying_end"
+  ) {
+    if (lease.ownStopUntil !== null && step.now <= lease.ownStopUntil) {
+      step.log("debug", "drying-end push of the lease's own stop; ignored");
+      return;
+    }
+    s.note = "the drying lease ran out before the bridge renewed it; heater off";
+    step.setTarget(0, "drying lease ended");
+    step.sendDesired("lease ended");
+    step.log("error", s.note, { renewals: lease.renewals });
+    return;
+  }
   const fields = {
     push: kind,
     policy: rule.action,
@@ -709,7 +855,7 @@ function onPush(step: Step): void {
     }
     // A push adopted as 0 may leave the device "on" in a mode that does not heat
     // (drying ended): the desired state is then written so the device agrees.
-    if (!deviceMatches(d, s.target)) step.sendDesired(`device push (${kind})`);
+    if (!deviceInDesiredState(s)) step.sendDesired(`device push (${kind})`);
     return;
   }
   const desired = s.target === 0 ? "off" : `${s.target} °C always-on`;
@@ -793,6 +939,12 @@ function onSetTarget(step: Step, client: string, value: unknown): void {
       target: check.target,
       faults: s.faults,
     });
+    return;
+  }
+  const problem = check.target > 0 ? leaseProblem(s) : null;
+  if (problem !== null) {
+    step.refuse("lease_unavailable", `heat refused in drying-lease mode: ${problem}`);
+    step.log("warn", "refused heat: drying lease unavailable", { reason: problem });
     return;
   }
   s.trip = null;
@@ -882,7 +1034,7 @@ function onReadback(step: Step, report: DeviceReport | null, error: string | nul
   recordSettings(s, report, step.now);
   applyFaults(step, report, true);
   const d = s.device;
-  if (deviceMatches(d, s.target)) {
+  if (s.lease.startAt !== null || deviceInDesiredState(s)) {
     rb.last = "match";
     step.log("debug", "read-back: device state matches the desired state");
     return;
@@ -920,7 +1072,11 @@ function onStop(step: Step, reason: string): void {
   s.note = `bridge stopped: ${reason}`;
   s.readback.dueAt = null;
   // OFF is written whatever the link state: the shell waits a bounded time for a link.
-  step.effects.push({ type: "send", frame: buildDesiredStateFrame(0), target: 0, reason: "stop" });
+  const off = s.config.heatMode === "drying_lease"
+    ? DRYING_LEASE_OFF_FRAME
+    : buildDesiredStateFrame(0);
+  step.clearLease();
+  step.effects.push({ type: "send", frame: off, target: 0, reason: "stop" });
   s.link.writes++;
   s.lastWriteAt = step.now;
   s.running = false;
@@ -995,7 +1151,24 @@ export interface BridgeStatus {
   log_write_failures: number;
   /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
   firmware_problem: string | null;
+  /** How heat is switched on: `always-on`, or `drying-lease` (the device stops by itself). */
+  heat_mode: "always-on" | "drying-lease";
+  /** The drying lease, in `drying-lease` mode (else null). */
+  lease: LeaseStatus | null;
   bridge: string;
+}
+
+/** The drying lease in the status (heat mode `drying-lease`). */
+export interface LeaseStatus {
+  /** Length of one lease in hours. */
+  hours: number;
+  /** Seconds since this bridge started the running lease; null when none runs. */
+  started_age: number | null;
+  /** Seconds until it is renewed; null when none runs. */
+  renew_in: number | null;
+  renewals: number;
+  /** Why heat is refused in this mode (e.g. unsupported firmware), or null. */
+  unavailable: string | null;
 }
 
 /** What only the shell knows: wall-clock times, the URL, the logger's counter. */
@@ -1063,6 +1236,18 @@ export function buildStatus(s: CoreState, now: number, facts: ShellFacts): Bridg
       writes: s.link.writes,
       skipped_writes: s.link.skippedWrites,
     },
+    heat_mode: s.config.heatMode === "drying_lease" ? "drying-lease" : "always-on",
+    lease: s.config.heatMode === "drying_lease"
+      ? {
+        hours: s.config.leaseHours,
+        started_age: age(now, s.lease.startedAt),
+        renew_in: s.lease.renewAt === null
+          ? null
+          : Math.max(0, Math.round((s.lease.renewAt - now) / 100) / 10),
+        renewals: s.lease.renewals,
+        unavailable: leaseProblem(s),
+      }
+      : null,
     log_write_failures: facts.logWriteFailures,
     firmware_problem: facts.firmwareProblem,
     bridge: VERSION,

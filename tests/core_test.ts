@@ -27,6 +27,9 @@ const CONFIG: CoreConfig = {
   staleAfterMs: 5_000,
   connectAssertMs: 2_000,
   readbackIntervalMs: 60_000,
+  heatMode: "always_on",
+  leaseHours: 1,
+  leaseRenewMs: 1_800_000,
 };
 
 const FACTS = {
