@@ -10,7 +10,7 @@
  * described, to tests/bench/results.json.
  *
  * Options:
- *   --only=LIST   comma-separated sections: command, telemetry, reconnect,
+ *   --only=LIST   comma-separated sections: command, telemetry, reconnect, failsafe,
  *                 flood, footprint, klipper, aarch64 (default: all)
  *   --quick       small counts and short runs (a smoke test of the bench)
  *   --out=PATH    where to write the JSON (default tests/bench/results.json;
@@ -53,6 +53,7 @@ const SECTIONS = [
   "command",
   "telemetry",
   "reconnect",
+  "failsafe",
   "flood",
   "footprint",
   "klipper",
@@ -69,6 +70,7 @@ const KLIPPER_SUBSCRIBER = `${HERE}klipper_subscriber.py`;
 const TARGET = {
   latencyP99Ms: 5,
   reconnectP99Ms: 500,
+  controllerGoneOffMs: 1000,
   rssRatio: 1.25,
   cpuPercent: 0.2,
   extraUsPerMessage: 50,
@@ -1126,6 +1128,49 @@ function printTable(machine: Record<string, unknown>): void {
   }
 }
 
+// ---------------------------------------------------------------- 3b. failsafe
+
+/**
+ * The failsafe's fastest path, as Klipper dying while heating looks to the
+ * bridge: the controller's connection closes while the device heats; timed
+ * until the simulated device reports it stopped heating.
+ */
+async function benchFailsafe(sim: Simulator): Promise<void> {
+  const section = "3b failsafe";
+  const trials = 10;
+  progress(`failsafe: ${trials} controller closes while heating`);
+  const offMs: number[] = [];
+  for (let i = 0; i < trials; i++) {
+    const bridge = await startBridge(NATIVE, sim.port, false);
+    try {
+      await bridge.client.request("set_target", { target: 40 });
+      const deadline = performance.now() + 5000;
+      while (!sim.state.work_on && performance.now() < deadline) await sleep(2);
+      const closedAt = performance.now();
+      await bridge.client.close();
+      while (sim.state.work_on && performance.now() - closedAt < 5000) await sleep(1);
+      offMs.push(performance.now() - closedAt);
+    } finally {
+      await bridge.stop();
+    }
+  }
+  const off = summarize(offMs);
+  results.failsafe = {
+    trials,
+    how: "the controller's socket closes while heating; until the simulated device is off",
+    controller_gone_to_device_off_ms: rounded(off),
+    heartbeat_timeout_s: 10,
+  };
+  check(section, "controller gone → device off p99", `${off.p99.toFixed(1)} ms`, {
+    name: "controller_gone_off_p99_ms",
+    value: off.p99,
+    limit: TARGET.controllerGoneOffMs,
+    unit: "ms",
+    text: `p99 ≤ ${TARGET.controllerGoneOffMs} ms`,
+  });
+  row(section, "Klipper hung (no heartbeat) → off", "after --failsafe-timeout (10 s; fault suite)");
+}
+
 // ---------------------------------------------------------------- main
 
 async function runSection(name: string, run: () => Promise<void>): Promise<void> {
@@ -1144,7 +1189,7 @@ async function main(): Promise<void> {
   const machine = await describeMachine();
   const ticksPerS = await clockTicksPerSecond();
   progress(`machine: ${JSON.stringify(machine)}`);
-  if (wanted("command") || wanted("telemetry") || wanted("reconnect")) {
+  if (wanted("command") || wanted("telemetry") || wanted("reconnect") || wanted("failsafe")) {
     await warmCache(NATIVE);
     await withSimulator(async (sim) => {
       const bridge = await startBridge(NATIVE, sim.port);
@@ -1160,6 +1205,7 @@ async function main(): Promise<void> {
       } finally {
         await bridge.stop();
       }
+      if (wanted("failsafe")) await runSection("3b failsafe", () => benchFailsafe(sim));
     });
   }
   if (wanted("flood")) await runSection("4 flood", () => benchFlood(ticksPerS));
