@@ -165,7 +165,11 @@ export class Bridge {
           this.#dispatch({ type: "frame", report, dropped });
         },
         onDown: (reason) => this.#dispatch({ type: "link_down", reason }),
-        onConnectFailed: () => this.#maybeProbeFirmware(),
+        onConnectFailed: (reason) => {
+          // Only an HTTP answer that is not an upgrade hints at other firmware; a refused
+          // or silent connection (a reboot, Wi-Fi) is just a device that is not there.
+          if (/status code/i.test(reason)) this.#maybeProbeFirmware();
+        },
       },
     });
   }
@@ -309,7 +313,7 @@ export class Bridge {
   }
 
   /**
-   * After a failed connect, asks the address once a probe interval which
+   * After an upgrade refused with an HTTP status, asks the address once a probe interval which
    * firmware answers there. DragonBreath has no /ws: the bridge says so once,
    * in the log and in status, and retries only every few minutes instead of
    * hammering a device it cannot drive. It never actuates anything.
