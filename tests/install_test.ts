@@ -974,28 +974,41 @@ Deno.test(
 );
 
 Deno.test(
-  `SysV: crash-loop backoff doubles, resets after a good run; unusable settings stop at once`,
+  `SysV: crash-loop backoff doubles up to 5 s, resets after a good run; unusable settings stop at once`,
   {
     ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
       const runs = `${root}/runs`;
-      // Runs 1 and 2 die at once, run 3 lives 2.5 s (a "good" run with RESET_AFTER=2), then at once again.
+      // Each run notes when it started (uptime). Runs 1-4 die at once, run 5 lives 2.5 s
+      // (a "good" run with RESET_AFTER=2), run 6 dies at once again.
       const bin = await fakeBinary(
-        `echo x >>${runs}; n=$(wc -l <${runs}); [ "$n" -ne 3 ] || sleep 2.5; exit 1`,
+        `read up _ </proc/uptime; echo "$up" >>${runs}; n=$(wc -l <${runs}); ` +
+          `[ "$n" -ne 5 ] || sleep 2.5; exit 1`,
       );
       ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
       try {
         ok(await initScript(root, "start", { PANDA_BREATH_RESET_AFTER: "2" }), "init start");
         const restarts = async () => (await read(root, LOG)).match(/restarting in \d+ s/g) ?? [];
-        await until(async () => (await restarts()).length >= 4, 20000, "four restarts");
-        assert.deepEqual((await restarts()).slice(0, 4), [
+        await until(async () => (await restarts()).length >= 6, 40000, "six restarts");
+        assert.deepEqual((await restarts()).slice(0, 6), [
           "restarting in 1 s",
           "restarting in 2 s",
+          "restarting in 4 s",
+          "restarting in 5 s", // the cap: a dead bridge is back within 5 s
           "restarting in 1 s", // after the 2.5 s run
           "restarting in 2 s",
         ]);
+        // Measured: the gap from a run's death to the next start is the announced delay.
+        await until(async () => (await read(root, "/runs")).split("\n").length >= 7, 5000, "run 6");
+        const starts = (await read(root, "/runs")).trim().split("\n").map(Number);
+        const gaps = starts.slice(1, 5).map((t, i) => t - starts[i]);
+        console.log(`restart gaps (s): ${gaps.map((g) => g.toFixed(2)).join(", ")}`);
+        [1, 2, 4, 5].forEach((want, i) => {
+          assert.ok(gaps[i] >= want - 0.1 && gaps[i] <= want + 1, `gap ${i + 1}: ${gaps[i]} s`);
+        });
+        assert.ok(Math.max(...gaps) <= 6, "never more than 5 s (plus start-up) between runs");
         const t0 = performance.now();
         ok(await initScript(root, "stop"), "init stop during a backoff sleep");
         assert.ok(performance.now() - t0 < 3000, "stop does not wait out the backoff");
@@ -1012,6 +1025,53 @@ Deno.test(
       assert.match(r.stdout, /FAILED/);
       assert.match(r.stdout, /not starting: no device address: set "host: <address>"/);
       assert.equal((await initScript(root, "status")).code, 3);
+    });
+  },
+);
+
+/** Pids of processes whose command line contains `needle`. */
+async function processesWith(needle: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
+    if (cmdline.replaceAll("\0", " ").includes(needle) && alive(Number(entry.name))) {
+      pids.push(Number(entry.name));
+    }
+  }
+  return pids;
+}
+
+Deno.test(
+  "SysV: the hook's start and rc's start at the same moment give one supervisor and one bridge",
+  {
+    ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      const bin = await fakeBinary(`trap 'kill $! 2>/dev/null; exit 0' TERM; sleep 600 & wait`);
+      ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
+      try {
+        // At boot S60klipper sources the hook (which starts us in the background), and rc
+        // runs S99panda-breath start moments later: here all at once, three times over.
+        const starts = await Promise.all([1, 2, 3].map(() => initScript(root, "start")));
+        for (const r of starts) ok(r, "init start");
+        assert.equal(
+          starts.filter((r) => /Starting panda-breath: OK/.test(r.stdout)).length,
+          1,
+          starts.map((r) => r.stdout).join(""),
+        );
+        assert.equal(starts.filter((r) => /already running/.test(r.stdout)).length, 2);
+        const supervisors = await processesWith(`${root}${PAYLOAD}/libexec/panda-breath-supervise`);
+        assert.equal(supervisors.length, 1, `supervisors: ${supervisors}`);
+        const installed = `${root}${PAYLOAD}/bin/panda-breath`; // what the launcher execs
+        await until(async () => (await processesWith(installed)).length > 0, 5000, "the bridge");
+        const bridges = await processesWith(installed);
+        assert.equal(bridges.length, 1, `bridges: ${bridges}`);
+        assert.ok(!await present(root, "/var/run/panda-breath.pid.lock"), "lock released");
+      } finally {
+        ok(await initScript(root, "stop"), "init stop");
+      }
     });
   },
 );
