@@ -207,6 +207,23 @@ Deno.test("--help names the modes, the options and the repair command", async ()
   assert.match(bad.stderr, /unknown option: --bogus/);
 });
 
+Deno.test("the README and the release notes name only options install.sh has", async () => {
+  const help = ok(await exec("/bin/sh", [INSTALL, "--help"])).stdout;
+  const options = new Set([...help.match(/--[a-z][a-z0-9-]*/g)!, "--help"]);
+  const notes = await Deno.readTextFile(`${REPO}/.github/workflows/release.yml`);
+  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  // In the README: every --option on a line that runs install.sh or lists its options.
+  const lines = [
+    ...notes.split("\n").filter((l) => /install\.sh/.test(l)),
+    ...readme.split("\n").filter((l) => /install\.sh|`--help` lists/.test(l)),
+  ];
+  const named = lines.flatMap((l) => l.match(/--[a-z][a-z0-9-]*/g) ?? []);
+  assert.ok(named.includes("--sums"), "the release notes name the checksum option");
+  for (const option of named) {
+    assert.ok(options.has(option), `${option} is not an install.sh option (see --help)`);
+  }
+});
+
 // -------------------------------------------------------------- U1 installs
 
 Deno.test(
