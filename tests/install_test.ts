@@ -707,6 +707,33 @@ Deno.test(
   },
 );
 
+Deno.test("the launcher's log: one .old once past 1 MiB; an unwritable log never stops the bridge", async () => {
+  await withRoot(piTree({ systemd: true }), async (root) => {
+    const bin = await fakeBinary('echo "bridge ran: $*"');
+    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
+    const log = "/home/pi/printer_data/logs/panda-breath.log";
+    const launch = async () =>
+      ok(await exec("/bin/sh", [launcher], { PANDA_BREATH_ROOT: root }), "launcher");
+    const big = "x".repeat(1024 * 1024 + 1) + "\n";
+    await Deno.writeTextFile(`${root}${log}`, big);
+    await Deno.writeTextFile(`${root}${log}.old`, "the older copy\n");
+    await launch();
+    assert.equal(await read(root, `${log}.old`), big, "the big log became the one .old");
+    assert.match(await read(root, log), /^\S+ \S+ panda-breath: starting: [\s\S]*bridge ran: run/);
+    await launch(); // small now: appended, not rotated
+    assert.equal((await read(root, log)).match(/bridge ran: run/g)?.length, 2);
+    assert.equal(await read(root, `${log}.old`), big);
+    const logs = [...(await snapshot(root)).keys()].filter((p) => p.includes("panda-breath.log"));
+    assert.deepEqual(logs.sort(), [log, `${log}.old`]);
+    // A log that cannot be opened (here: a directory in its place): the bridge still runs.
+    await Deno.remove(`${root}${log}`);
+    await Deno.mkdir(`${root}${log}`);
+    const r = await launch();
+    assert.match(r.stdout, /bridge ran: run --host 192\.168\.1\.50/);
+  });
+});
+
 // -------------------------------------------------------------- checks before writing
 
 /** An ELF header: class (1 = 32-bit, 2 = 64-bit) and machine (little-endian). */
