@@ -574,6 +574,20 @@ Deno.test("uninstall leaves the root as it was before the install (U1 and Pi)", 
   }
 });
 
+Deno.test("uninstall after a reboot wiped the activation: the payload's copy removes the rest", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    const lower = await snapshot(root);
+    await installU1(root, ["--host", "192.168.1.50"]);
+    await overlayBoot(root, lower, "reboot");
+    const r = ok(
+      await exec("/bin/sh", [`${root}${PAYLOAD}/install.sh`, "--uninstall", "--destdir", root]),
+      "uninstall",
+    );
+    assert.match(r.stdout, /remove .*panda_bridge_loader\.cfg/);
+    assert.deepEqual(await snapshot(root), lower);
+  });
+});
+
 Deno.test("uninstall keeps settings the user edited, and says so", async () => {
   await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
     await installU1(root, ["--host", "192.168.1.50"]);
