@@ -17,6 +17,7 @@ import {
   persistent,
   piTree,
   printerCfg,
+  seedExtended,
   snapshot,
   type Tree,
   type U1Options,
@@ -874,6 +875,54 @@ Deno.test("--overlay: a firmware-build tree under the new names, seeded settings
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test(
+  "--overlay flashed: S49extended-config's seeding gives a working config, never overwrites the user's, and a build without it still starts",
+  { ignore: skipUnless("python3") },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      const stock = await snapshot(root);
+      const dir = await Deno.makeTempDir({ dir: SCRATCH, prefix: "overlay-" });
+      const bin = `${dir}/panda-breath-aarch64-linux`;
+      await Deno.writeFile(bin, elfHeader(2, 0xb7));
+      ok(await exec("/bin/sh", [INSTALL, "--overlay", `${dir}/70-panda-breath`, "--binary", bin]));
+      // Flash: the overlay's root/ becomes part of the image; then the first boot seeds.
+      ok(await exec("cp", ["-a", `${dir}/70-panda-breath/root/.`, `${root}/`]), "flash");
+      const flashed = await snapshot(root);
+      const seeded = await seedExtended(root);
+      const extSettings = `${PD}/config/extended/panda_bridge.cfg`;
+      assert.deepEqual(seeded.sort(), [EXT_LOADER, extSettings]);
+      let config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.deepEqual(config.files, [`${PD}/config/printer.cfg`, EXT_LOADER, ACTIVE, extSettings]);
+      assert.ok(config.sections.includes("heater_generic panda_breath"));
+      // The user sets host: in Mainsail; reboots (nothing of ours is in the upper layer) re-seed.
+      const edited = (await read(root, extSettings)).replace(/^host: .*$/m, "host: 10.0.0.9");
+      await Deno.writeTextFile(`${root}${extSettings}`, edited);
+      assert.deepEqual(await overlayBoot(root, flashed, "reboot"), []);
+      assert.deepEqual(await seedExtended(root), [`${extSettings}.default`]);
+      assert.equal(
+        await read(root, extSettings),
+        edited,
+        "the user's settings are never overwritten",
+      );
+      config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.ok(!config.files.some((f) => f.endsWith(".default")), "a .default is never included");
+      assert.ok(config.sections.includes("heater_generic panda_breath"));
+      // Flashing a build without panda-breath: our printer_data files stay, Klipper starts.
+      for (const path of [...flashed.keys()].filter((p) => !stock.has(p) && !persistent(p))) {
+        await Deno.remove(`${root}${path}`, { recursive: true }).catch(() => {});
+      }
+      await seedExtended(root);
+      config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.deepEqual(config.files, [`${PD}/config/printer.cfg`, EXT_LOADER]);
+      assert.ok(!config.sections.includes("heater_generic panda_breath"));
+      assert.match(await read(root, EXT_LOADER), /panda-breath is not active/);
+    });
+  },
+);
 
 // -------------------------------------------------------------- BusyBox and the SysV service
 
