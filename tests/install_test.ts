@@ -305,7 +305,7 @@ Deno.test("the klipper.d hook, sourced as S60klipper does, never exits its shell
       const r = ok(
         await exec("/bin/sh", [
           "-c",
-          `set -- ${action}; . '${root}${HOOK}'; echo "S60klipper goes on"`,
+          `set -eu; set -- ${action}; . '${root}${HOOK}'; echo "S60klipper goes on"`,
         ]),
         `hook ${action}`,
       );
