@@ -17,6 +17,7 @@ import {
   persistent,
   piTree,
   printerCfg,
+  seedExtended,
   snapshot,
   type Tree,
   type U1Options,
@@ -207,6 +208,23 @@ Deno.test("--help names the modes, the options and the repair command", async ()
   assert.match(bad.stderr, /unknown option: --bogus/);
 });
 
+Deno.test("the README and the release notes name only options install.sh has", async () => {
+  const help = ok(await exec("/bin/sh", [INSTALL, "--help"])).stdout;
+  const options = new Set([...help.match(/--[a-z][a-z0-9-]*/g)!, "--help"]);
+  const notes = await Deno.readTextFile(`${REPO}/.github/workflows/release.yml`);
+  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  // In the README: every --option on a line that runs install.sh or lists its options.
+  const lines = [
+    ...notes.split("\n").filter((l) => /install\.sh/.test(l)),
+    ...readme.split("\n").filter((l) => /install\.sh|`--help` lists/.test(l)),
+  ];
+  const named = lines.flatMap((l) => l.match(/--[a-z][a-z0-9-]*/g) ?? []);
+  assert.ok(named.includes("--sums"), "the release notes name the checksum option");
+  for (const option of named) {
+    assert.ok(options.has(option), `${option} is not an install.sh option (see --help)`);
+  }
+});
+
 // -------------------------------------------------------------- U1 installs
 
 Deno.test(
@@ -287,7 +305,7 @@ Deno.test("the klipper.d hook, sourced as S60klipper does, never exits its shell
       const r = ok(
         await exec("/bin/sh", [
           "-c",
-          `set -- ${action}; . '${root}${HOOK}'; echo "S60klipper goes on"`,
+          `set -eu; set -- ${action}; . '${root}${HOOK}'; echo "S60klipper goes on"`,
         ]),
         `hook ${action}`,
       );
@@ -557,6 +575,20 @@ Deno.test("uninstall leaves the root as it was before the install (U1 and Pi)", 
   }
 });
 
+Deno.test("uninstall after a reboot wiped the activation: the payload's copy removes the rest", async () => {
+  await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+    const lower = await snapshot(root);
+    await installU1(root, ["--host", "192.168.1.50"]);
+    await overlayBoot(root, lower, "reboot");
+    const r = ok(
+      await exec("/bin/sh", [`${root}${PAYLOAD}/install.sh`, "--uninstall", "--destdir", root]),
+      "uninstall",
+    );
+    assert.match(r.stdout, /remove .*panda_bridge_loader\.cfg/);
+    assert.deepEqual(await snapshot(root), lower);
+  });
+});
+
 Deno.test("uninstall keeps settings the user edited, and says so", async () => {
   await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
     await installU1(root, ["--host", "192.168.1.50"]);
@@ -690,6 +722,33 @@ Deno.test(
   },
 );
 
+Deno.test("the launcher's log: one .old once past 1 MiB; an unwritable log never stops the bridge", async () => {
+  await withRoot(piTree({ systemd: true }), async (root) => {
+    const bin = await fakeBinary('echo "bridge ran: $*"');
+    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
+    const log = "/home/pi/printer_data/logs/panda-breath.log";
+    const launch = async () =>
+      ok(await exec("/bin/sh", [launcher], { PANDA_BREATH_ROOT: root }), "launcher");
+    const big = "x".repeat(1024 * 1024 + 1) + "\n";
+    await Deno.writeTextFile(`${root}${log}`, big);
+    await Deno.writeTextFile(`${root}${log}.old`, "the older copy\n");
+    await launch();
+    assert.equal(await read(root, `${log}.old`), big, "the big log became the one .old");
+    assert.match(await read(root, log), /^\S+ \S+ panda-breath: starting: [\s\S]*bridge ran: run/);
+    await launch(); // small now: appended, not rotated
+    assert.equal((await read(root, log)).match(/bridge ran: run/g)?.length, 2);
+    assert.equal(await read(root, `${log}.old`), big);
+    const logs = [...(await snapshot(root)).keys()].filter((p) => p.includes("panda-breath.log"));
+    assert.deepEqual(logs.sort(), [log, `${log}.old`]);
+    // A log that cannot be opened (here: a directory in its place): the bridge still runs.
+    await Deno.remove(`${root}${log}`);
+    await Deno.mkdir(`${root}${log}`);
+    const r = await launch();
+    assert.match(r.stdout, /bridge ran: run --host 192\.168\.1\.50/);
+  });
+});
+
 // -------------------------------------------------------------- checks before writing
 
 /** An ELF header: class (1 = 32-bit, 2 = 64-bit) and machine (little-endian). */
@@ -816,6 +875,54 @@ Deno.test("--overlay: a firmware-build tree under the new names, seeded settings
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test(
+  "--overlay flashed: S49extended-config's seeding gives a working config, never overwrites the user's, and a build without it still starts",
+  { ignore: skipUnless("python3") },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      const stock = await snapshot(root);
+      const dir = await Deno.makeTempDir({ dir: SCRATCH, prefix: "overlay-" });
+      const bin = `${dir}/panda-breath-aarch64-linux`;
+      await Deno.writeFile(bin, elfHeader(2, 0xb7));
+      ok(await exec("/bin/sh", [INSTALL, "--overlay", `${dir}/70-panda-breath`, "--binary", bin]));
+      // Flash: the overlay's root/ becomes part of the image; then the first boot seeds.
+      ok(await exec("cp", ["-a", `${dir}/70-panda-breath/root/.`, `${root}/`]), "flash");
+      const flashed = await snapshot(root);
+      const seeded = await seedExtended(root);
+      const extSettings = `${PD}/config/extended/panda_bridge.cfg`;
+      assert.deepEqual(seeded.sort(), [EXT_LOADER, extSettings]);
+      let config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.deepEqual(config.files, [`${PD}/config/printer.cfg`, EXT_LOADER, ACTIVE, extSettings]);
+      assert.ok(config.sections.includes("heater_generic panda_breath"));
+      // The user sets host: in Mainsail; reboots (nothing of ours is in the upper layer) re-seed.
+      const edited = (await read(root, extSettings)).replace(/^host: .*$/m, "host: 10.0.0.9");
+      await Deno.writeTextFile(`${root}${extSettings}`, edited);
+      assert.deepEqual(await overlayBoot(root, flashed, "reboot"), []);
+      assert.deepEqual(await seedExtended(root), [`${extSettings}.default`]);
+      assert.equal(
+        await read(root, extSettings),
+        edited,
+        "the user's settings are never overwritten",
+      );
+      config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.ok(!config.files.some((f) => f.endsWith(".default")), "a .default is never included");
+      assert.ok(config.sections.includes("heater_generic panda_breath"));
+      // Flashing a build without panda-breath: our printer_data files stay, Klipper starts.
+      for (const path of [...flashed.keys()].filter((p) => !stock.has(p) && !persistent(p))) {
+        await Deno.remove(`${root}${path}`, { recursive: true }).catch(() => {});
+      }
+      await seedExtended(root);
+      config = await klipperConfig(root);
+      assert.equal(config.error, null);
+      assert.deepEqual(config.files, [`${PD}/config/printer.cfg`, EXT_LOADER]);
+      assert.ok(!config.sections.includes("heater_generic panda_breath"));
+      assert.match(await read(root, EXT_LOADER), /panda-breath is not active/);
+    });
+  },
+);
 
 // -------------------------------------------------------------- BusyBox and the SysV service
 
@@ -974,28 +1081,41 @@ Deno.test(
 );
 
 Deno.test(
-  `SysV: crash-loop backoff doubles, resets after a good run; unusable settings stop at once`,
+  `SysV: crash-loop backoff doubles up to 5 s, resets after a good run; unusable settings stop at once`,
   {
     ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
   },
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
       const runs = `${root}/runs`;
-      // Runs 1 and 2 die at once, run 3 lives 2.5 s (a "good" run with RESET_AFTER=2), then at once again.
+      // Each run notes when it started (uptime). Runs 1-4 die at once, run 5 lives 2.5 s
+      // (a "good" run with RESET_AFTER=2), run 6 dies at once again.
       const bin = await fakeBinary(
-        `echo x >>${runs}; n=$(wc -l <${runs}); [ "$n" -ne 3 ] || sleep 2.5; exit 1`,
+        `read up _ </proc/uptime; echo "$up" >>${runs}; n=$(wc -l <${runs}); ` +
+          `[ "$n" -ne 5 ] || sleep 2.5; exit 1`,
       );
       ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
       try {
         ok(await initScript(root, "start", { PANDA_BREATH_RESET_AFTER: "2" }), "init start");
         const restarts = async () => (await read(root, LOG)).match(/restarting in \d+ s/g) ?? [];
-        await until(async () => (await restarts()).length >= 4, 20000, "four restarts");
-        assert.deepEqual((await restarts()).slice(0, 4), [
+        await until(async () => (await restarts()).length >= 6, 40000, "six restarts");
+        assert.deepEqual((await restarts()).slice(0, 6), [
           "restarting in 1 s",
           "restarting in 2 s",
+          "restarting in 4 s",
+          "restarting in 5 s", // the cap: a dead bridge is back within 5 s
           "restarting in 1 s", // after the 2.5 s run
           "restarting in 2 s",
         ]);
+        // Measured: the gap from a run's death to the next start is the announced delay.
+        await until(async () => (await read(root, "/runs")).split("\n").length >= 7, 5000, "run 6");
+        const starts = (await read(root, "/runs")).trim().split("\n").map(Number);
+        const gaps = starts.slice(1, 5).map((t, i) => t - starts[i]);
+        console.log(`restart gaps (s): ${gaps.map((g) => g.toFixed(2)).join(", ")}`);
+        [1, 2, 4, 5].forEach((want, i) => {
+          assert.ok(gaps[i] >= want - 0.1 && gaps[i] <= want + 1, `gap ${i + 1}: ${gaps[i]} s`);
+        });
+        assert.ok(Math.max(...gaps) <= 6, "never more than 5 s (plus start-up) between runs");
         const t0 = performance.now();
         ok(await initScript(root, "stop"), "init stop during a backoff sleep");
         assert.ok(performance.now() - t0 < 3000, "stop does not wait out the backoff");
@@ -1012,6 +1132,53 @@ Deno.test(
       assert.match(r.stdout, /FAILED/);
       assert.match(r.stdout, /not starting: no device address: set "host: <address>"/);
       assert.equal((await initScript(root, "status")).code, 3);
+    });
+  },
+);
+
+/** Pids of processes whose command line contains `needle`. */
+async function processesWith(needle: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
+    if (cmdline.replaceAll("\0", " ").includes(needle) && alive(Number(entry.name))) {
+      pids.push(Number(entry.name));
+    }
+  }
+  return pids;
+}
+
+Deno.test(
+  "SysV: the hook's start and rc's start at the same moment give one supervisor and one bridge",
+  {
+    ignore: BUSYBOX ? false : skipUnless("start-stop-daemon"),
+  },
+  async () => {
+    await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
+      const bin = await fakeBinary(`trap 'kill $! 2>/dev/null; exit 0' TERM; sleep 600 & wait`);
+      ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
+      try {
+        // At boot S60klipper sources the hook (which starts us in the background), and rc
+        // runs S99panda-breath start moments later: here all at once, three times over.
+        const starts = await Promise.all([1, 2, 3].map(() => initScript(root, "start")));
+        for (const r of starts) ok(r, "init start");
+        assert.equal(
+          starts.filter((r) => /Starting panda-breath: OK/.test(r.stdout)).length,
+          1,
+          starts.map((r) => r.stdout).join(""),
+        );
+        assert.equal(starts.filter((r) => /already running/.test(r.stdout)).length, 2);
+        const supervisors = await processesWith(`${root}${PAYLOAD}/libexec/panda-breath-supervise`);
+        assert.equal(supervisors.length, 1, `supervisors: ${supervisors}`);
+        const installed = `${root}${PAYLOAD}/bin/panda-breath`; // what the launcher execs
+        await until(async () => (await processesWith(installed)).length > 0, 5000, "the bridge");
+        const bridges = await processesWith(installed);
+        assert.equal(bridges.length, 1, `bridges: ${bridges}`);
+        assert.ok(!await present(root, "/var/run/panda-breath.pid.lock"), "lock released");
+      } finally {
+        ok(await initScript(root, "stop"), "init stop");
+      }
     });
   },
 );
