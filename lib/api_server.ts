@@ -35,6 +35,7 @@ export type ApiErrorCode =
   | "invalid_params"
   | "out_of_range"
   | "device_fault"
+  | "lease_unavailable"
   | "line_too_long"
   | "too_many_clients";
 

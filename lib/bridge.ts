@@ -19,6 +19,7 @@ import {
   type CoreState,
   decide,
   type Effect,
+  type HeatMode,
   initialState,
   type ReplyEffect,
 } from "./core.ts";
@@ -45,6 +46,10 @@ export interface BridgeOptions {
   connectAssertMs?: number;
   /** Period of the read-back; 0 disables it. */
   readbackIntervalMs?: number;
+  /** `always-on` (default) or `drying-lease` (see lib/core.ts). */
+  heatMode?: HeatMode;
+  /** Drying lease length in whole hours, 1-12 (default 1). */
+  leaseHours?: number;
   /** Bound on one read-back's wait for its connect frame. */
   readbackTimeoutMs?: number;
   linkTimings?: Partial<LinkTimings>;
@@ -124,6 +129,8 @@ export class Bridge {
       staleAfterMs: options.staleAfterMs ?? BRIDGE_DEFAULTS.staleAfterMs,
       connectAssertMs: options.connectAssertMs ?? CORE_DEFAULTS.connectAssertMs,
       readbackIntervalMs: options.readbackIntervalMs ?? BRIDGE_DEFAULTS.readbackIntervalMs,
+      heatMode: options.heatMode ?? CORE_DEFAULTS.heatMode,
+      leaseHours: options.leaseHours ?? CORE_DEFAULTS.leaseHours,
     });
     this.#link = new DeviceLink({
       url: options.url,

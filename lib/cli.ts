@@ -12,7 +12,8 @@ import {
   parseWholeNumber,
   UsageError,
 } from "./options.ts";
-import { DEVICE_MAX_TARGET, FAULT_DESCRIPTIONS } from "./protocol.ts";
+import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
+import { HEAT_MODES, type HeatMode } from "./core.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -60,6 +61,10 @@ ${SOCKET_HELP}
                             clients (default ${
     BRIDGE_DEFAULTS.readbackIntervalMs / 1000
   }; 0 disables; 1-3600)
+  --heat-mode MODE          always-on (default) or drying-lease: heat through a drying run
+                            the bridge renews at half-time, so the device stops by itself
+                            when the bridge is gone (firmware V1.0.1-V1.0.3 only)
+  --lease-hours N           Drying lease length in whole hours (default 1, 1-12)
   --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
@@ -157,6 +162,8 @@ async function commandRun(args: string[]): Promise<number> {
     "failsafe-timeout": { type: "string" },
     "max-target": { type: "string" },
     "readback-interval": { type: "string" },
+    "heat-mode": { type: "string" },
+    "lease-hours": { type: "string" },
     "log-level": { type: "string" },
   });
   if (values.help) return printHelp("run");
@@ -185,7 +192,19 @@ async function commandRun(args: string[]): Promise<number> {
   if (!isLogLevel(level)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${level}'`);
   }
+  const heatMode = (values["heat-mode"] as string | undefined) ?? "always-on";
+  if (!(HEAT_MODES as readonly string[]).includes(heatMode)) {
+    throw new UsageError(`--heat-mode must be one of ${HEAT_MODES.join(", ")}, got '${heatMode}'`);
+  }
+  const leaseHours = parseWholeNumber(
+    "lease-hours",
+    (values["lease-hours"] as string | undefined) ?? "1",
+    1,
+    DRYING_LEASE_MAX_HOURS,
+  );
   return await runBridge({
+    heatMode: heatMode as HeatMode,
+    leaseHours,
     url,
     socket,
     mode,
@@ -204,6 +223,8 @@ interface RunSettings {
   maxTarget: number;
   readbackMs: number;
   level: LogLevel;
+  heatMode: HeatMode;
+  leaseHours: number;
 }
 
 async function runBridge(settings: RunSettings): Promise<number> {
@@ -214,6 +235,8 @@ async function runBridge(settings: RunSettings): Promise<number> {
     failsafeTimeoutMs: settings.failsafeMs,
     maxTarget: settings.maxTarget,
     readbackIntervalMs: settings.readbackMs,
+    heatMode: settings.heatMode,
+    leaseHours: settings.leaseHours,
   });
   let server: ApiServer;
   try {
@@ -475,7 +498,10 @@ export async function main(args: string[]): Promise<number> {
       printError(`panda-breath: ${error.message}\nRun 'panda-breath ${command} --help'.`);
       return 2;
     }
-    if (error instanceof ApiError && error.code === "device_fault") {
+    if (
+      error instanceof ApiError &&
+      (error.code === "device_fault" || error.code === "lease_unavailable")
+    ) {
       printError(`panda-breath: device_fault: ${error.message}`);
       return 1;
     }

@@ -31,8 +31,14 @@ import type { LogLevel } from "./log.ts";
 import {
   ALWAYS_ON_MODE,
   buildDesiredStateFrame,
+  buildDryingLeaseFrame,
   DEFAULT_MAX_TARGET,
   type DeviceReport,
+  DRYING_LEASE_FIRMWARE,
+  DRYING_LEASE_OFF_FRAME,
+  DRYING_RENEWAL_GAP_MS,
+  DRYING_STOP_FRAME,
+  dryingLeaseSupported,
   FAULT_DESCRIPTIONS,
   type FaultName,
   validateTarget,
@@ -55,7 +61,21 @@ export interface CoreConfig {
   connectAssertMs: number;
   /** Period of the read-back (a fresh connect frame on a short extra connection); 0 disables. */
   readbackIntervalMs: number;
+  /**
+   * `always-on` heats in always-on mode; `drying-lease` heats through a drying
+   * run of {@link CoreConfig.leaseHours} that the bridge renews at half-time, so
+   * the device stops by itself when the bridge is gone (docs/safety.md).
+   */
+  heatMode: HeatMode;
+  /** Length of one drying lease in whole hours (1-12). */
+  leaseHours: number;
 }
+
+/** How the bridge heats: see {@link CoreConfig.heatMode}. */
+export type HeatMode = "always-on" | "drying-lease";
+
+/** The heat modes, as `--heat-mode` spells them. */
+export const HEAT_MODES: readonly HeatMode[] = ["always-on", "drying-lease"];
 
 /** Defaults of {@link CoreConfig}. */
 export const CORE_DEFAULTS: Readonly<CoreConfig> = {
@@ -64,7 +84,20 @@ export const CORE_DEFAULTS: Readonly<CoreConfig> = {
   staleAfterMs: 5_000,
   connectAssertMs: 2_000,
   readbackIntervalMs: 60_000,
+  heatMode: "always-on",
+  leaseHours: 1,
 };
+
+/** The drying lease's state (heat mode `drying-lease` only). */
+export interface LeaseState {
+  /** When the running lease was last (re)started by the bridge; null while none. */
+  startedAt: number | null;
+  renewals: number;
+  /** During a renewal: when the start frame follows the stop frame; else null. */
+  renewStartAt: number | null;
+  /** Until then an `isrunning: 0` push is our own renewal's stop, not an end. */
+  ignoreEndUntil: number | null;
+}
 
 /** One controller connection, by its client label. */
 export interface ControllerState {
@@ -142,6 +175,7 @@ export interface CoreState {
   lastWriteAt: number | null;
   /** When a settings block last came on the main link; null if never. */
   lastLinkReportAt: number | null;
+  lease: LeaseState;
 }
 
 /** The core's state before anything happened: off, no link, no controller. */
@@ -189,6 +223,7 @@ export function initialState(config: Partial<CoreConfig> = {}): CoreState {
     },
     lastWriteAt: null,
     lastLinkReportAt: null,
+    lease: { startedAt: null, renewals: 0, renewStartAt: null, ignoreEndUntil: null },
   };
 }
 
@@ -211,7 +246,12 @@ export type CoreEvent =
   | { type: "stop"; reason: string };
 
 /** Error codes the core replies with (a subset of the socket API's). */
-export type CoreErrorCode = "invalid_params" | "out_of_range" | "device_fault" | "invalid_request";
+export type CoreErrorCode =
+  | "invalid_params"
+  | "out_of_range"
+  | "device_fault"
+  | "lease_unavailable"
+  | "invalid_request";
 
 /** The answer to a request event. */
 export type ReplyEffect =
@@ -340,6 +380,50 @@ export function deviceMatches(
     device.setTemp === target && device.dryingRunning !== true;
 }
 
+/**
+ * Whether the device's reported state is the desired `target` in heat mode
+ * `drying-lease`: off is `work_on` false with no run; heat is a drying run.
+ */
+export function deviceMatchesLease(
+  device: Pick<DeviceState, "workOn" | "workMode" | "firmware" | "dryingRunning">,
+  target: number,
+): boolean {
+  if (target === 0) return device.workOn === false && device.dryingRunning !== true;
+  return device.workOn === true && modeMeaning(device.workMode, device.firmware) === "drying" &&
+    device.dryingRunning === true;
+}
+
+function matchesDesired(s: CoreState, target: number): boolean {
+  return s.config.heatMode === "drying-lease"
+    ? deviceMatchesLease(s.device, target)
+    : deviceMatches(s.device, target);
+}
+
+/** Why heat is refused in heat mode `drying-lease` now, or null when a lease can run. */
+export function leaseUnavailable(state: CoreState): string | null {
+  if (state.config.heatMode !== "drying-lease") return null;
+  const firmware = state.device.firmware;
+  if (firmware === null) {
+    return "drying lease unavailable: the device's firmware is not known yet (no connect " +
+      "frame); heat is refused in --heat-mode drying-lease until the device reports it";
+  }
+  if (!dryingLeaseSupported(firmware)) {
+    return `drying lease unavailable: device firmware ${firmware} is not one of ` +
+      `${DRYING_LEASE_FIRMWARE.join(", ")}; heat is refused (use --heat-mode always-on)`;
+  }
+  return null;
+}
+
+/** When the running lease is renewed (half the lease after its start); null if none. */
+export function leaseRenewAt(state: CoreState): number | null {
+  const lease = state.lease;
+  if (
+    state.config.heatMode !== "drying-lease" || lease.startedAt === null ||
+    lease.renewStartAt !== null || state.target === 0
+  ) return null;
+  return lease.startedAt + state.config.leaseHours * 3_600_000 / 2;
+}
+
 // ---------------------------------------------------------------------------
 // Derived values
 // ---------------------------------------------------------------------------
@@ -436,8 +520,20 @@ class Step {
   sendDesired(reason: string): boolean {
     const s = this.s;
     if (!s.link.open || !s.running) return false;
-    const target = s.faults.length > 0 ? 0 : s.target;
-    this.effects.push({ type: "send", frame: buildDesiredStateFrame(target), target, reason });
+    let target = s.faults.length > 0 ? 0 : s.target;
+    let frame: string;
+    if (s.config.heatMode === "drying-lease") {
+      // Heat only through a lease on supported firmware; every OFF leaves drying.
+      if (leaseUnavailable(s) !== null) target = 0;
+      frame = target === 0
+        ? DRYING_LEASE_OFF_FRAME
+        : buildDryingLeaseFrame(target, s.config.leaseHours);
+      s.lease.startedAt = target === 0 ? null : this.now;
+      s.lease.renewStartAt = null;
+    } else {
+      frame = buildDesiredStateFrame(target);
+    }
+    this.effects.push({ type: "send", frame, target, reason });
     s.link.writes++;
     s.link.wroteSinceOpen = true;
     s.lastWriteAt = this.now;
@@ -486,6 +582,7 @@ export function decide(state: CoreState, event: CoreEvent, now: number): Decisio
   handle(step, event);
   checkFailsafe(step);
   checkConnectAssert(step);
+  checkLease(step);
   checkReadback(step);
   return { state: step.s, effects: step.finish(), wakeAt: nextWake(step.s) };
 }
@@ -542,6 +639,49 @@ function checkConnectAssert(step: Step): void {
   });
 }
 
+/**
+ * Lease renewal at half-time: the stop frame, then after DRYING_RENEWAL_GAP_MS
+ * the start frame (a re-sent start alone may not restart the timer). Our own
+ * `isrunning: 0` push inside that window is not a lease end.
+ */
+function checkLease(step: Step): void {
+  const s = step.s;
+  const lease = s.lease;
+  if (s.config.heatMode !== "drying-lease") return;
+  if (!s.running || !s.link.open || s.target === 0) {
+    lease.renewStartAt = null;
+    return;
+  }
+  if (lease.renewStartAt !== null) {
+    if (step.now < lease.renewStartAt) return;
+    lease.renewStartAt = null;
+    if (step.sendDesired("lease renewal")) {
+      lease.renewals++;
+      lease.ignoreEndUntil = step.now + DRYING_RENEWAL_GAP_MS;
+      step.log("info", "drying lease renewed", {
+        target: s.target,
+        hours: s.config.leaseHours,
+        renewals: lease.renewals,
+      });
+      step.notify();
+    }
+    return;
+  }
+  const renewAt = leaseRenewAt(s);
+  if (renewAt === null || step.now < renewAt) return;
+  step.effects.push({
+    type: "send",
+    frame: DRYING_STOP_FRAME,
+    target: s.target,
+    reason: "lease renewal (stop)",
+  });
+  s.link.writes++;
+  s.link.wroteSinceOpen = true;
+  s.lastWriteAt = step.now;
+  lease.renewStartAt = step.now + DRYING_RENEWAL_GAP_MS;
+  lease.ignoreEndUntil = lease.renewStartAt + DRYING_RENEWAL_GAP_MS;
+}
+
 function checkReadback(step: Step): void {
   const s = step.s;
   const rb = s.readback;
@@ -558,6 +698,9 @@ function nextWake(s: CoreState): number | null {
   const candidates = [failsafeDeadline(s)];
   if (s.link.open && !s.link.connectSeen) candidates.push(s.link.assertAt);
   if (s.running && s.link.open && !s.readback.inFlight) candidates.push(s.readback.dueAt);
+  if (s.running && s.link.open && s.target > 0) {
+    candidates.push(s.lease.renewStartAt ?? leaseRenewAt(s));
+  }
   const due = candidates.filter((t): t is number => t !== null);
   return due.length === 0 ? null : Math.min(...due);
 }
@@ -671,7 +814,7 @@ function onConnectFrame(step: Step, interlocked: boolean): void {
     device_set_temp: d.setTemp,
     target: s.target,
   };
-  if (deviceMatches(d, s.target)) {
+  if (matchesDesired(s, s.target)) {
     s.link.skippedWrites++;
     step.log("info", "device state matches the desired state on connect; nothing written", fields);
   } else if (s.link.wroteSinceOpen && !interlocked) {
@@ -687,6 +830,7 @@ function onPush(step: Step): void {
   const s = step.s;
   const d = s.device;
   const kind = classifyPush(d, s.faults, s.config.maxTarget);
+  if (s.config.heatMode === "drying-lease" && onLeasePush(step, kind)) return;
   const rule = PUSH_POLICY[kind];
   const fields = {
     push: kind,
@@ -709,10 +853,12 @@ function onPush(step: Step): void {
     }
     // A push adopted as 0 may leave the device "on" in a mode that does not heat
     // (drying ended): the desired state is then written so the device agrees.
-    if (!deviceMatches(d, s.target)) step.sendDesired(`device push (${kind})`);
+    if (!matchesDesired(s, s.target)) step.sendDesired(`device push (${kind})`);
     return;
   }
-  const desired = s.target === 0 ? "off" : `${s.target} °C always-on`;
+  const desired = s.target === 0
+    ? "off"
+    : `${s.target} °C ${s.config.heatMode === "drying-lease" ? "drying lease" : "always-on"}`;
   const detail = kind === "always_on_out_of_range"
     ? `at ${d.setTemp} °C, above max_target ${s.config.maxTarget} °C`
     : kind === "on_while_faulted"
@@ -723,6 +869,38 @@ function onPush(step: Step): void {
   step.sendDesired(`device push (${kind})`);
   step.log("warn", s.note, { ...fields, target: s.target });
   step.notify();
+}
+
+/**
+ * The lease variant of the push table; returns whether the push was handled.
+ * A drying push that is our own running lease is not enforced; our own
+ * renewal stop is ignored; a lease that ended while heat is wanted is
+ * adopted as 0, loudly. Everything else goes through {@link PUSH_POLICY}.
+ */
+function onLeasePush(step: Step, kind: PushKind): boolean {
+  const s = step.s;
+  const lease = s.lease;
+  if (kind === "drying" && s.target > 0 && lease.startedAt !== null) {
+    step.log("debug", "device push: our own drying lease is running", { target: s.target });
+    return true;
+  }
+  if (
+    kind === "drying_end" && lease.ignoreEndUntil !== null && step.now <= lease.ignoreEndUntil
+  ) {
+    step.log("debug", "device push: our own lease renewal stopped the run; ignored");
+    return true;
+  }
+  if (kind === "drying_end" && s.target > 0) {
+    const was = s.target;
+    lease.startedAt = null;
+    s.note = `drying lease ended at the device without a renewal (bridge late or ` +
+      `stopped?); heater off, target ${was} °C dropped to 0: set it again`;
+    step.setTarget(0, "drying lease ended");
+    step.sendDesired("drying lease ended");
+    step.log("error", s.note, { push: kind, target_was: was });
+    return true;
+  }
+  return false;
 }
 
 // --- requests -------------------------------------------------------------
@@ -792,6 +970,16 @@ function onSetTarget(step: Step, client: string, value: unknown): void {
       client: clientName(s, client),
       target: check.target,
       faults: s.faults,
+    });
+    return;
+  }
+  const unavailable = check.target > 0 ? leaseUnavailable(s) : null;
+  if (unavailable !== null) {
+    step.refuse("lease_unavailable", unavailable);
+    step.log("warn", "refused heat: drying lease unavailable", {
+      client: clientName(s, client),
+      target: check.target,
+      firmware: s.device.firmware,
     });
     return;
   }
@@ -882,7 +1070,7 @@ function onReadback(step: Step, report: DeviceReport | null, error: string | nul
   recordSettings(s, report, step.now);
   applyFaults(step, report, true);
   const d = s.device;
-  if (deviceMatches(d, s.target)) {
+  if (matchesDesired(s, s.target)) {
     rb.last = "match";
     step.log("debug", "read-back: device state matches the desired state");
     return;
@@ -920,7 +1108,12 @@ function onStop(step: Step, reason: string): void {
   s.note = `bridge stopped: ${reason}`;
   s.readback.dueAt = null;
   // OFF is written whatever the link state: the shell waits a bounded time for a link.
-  step.effects.push({ type: "send", frame: buildDesiredStateFrame(0), target: 0, reason: "stop" });
+  const off = s.config.heatMode === "drying-lease"
+    ? DRYING_LEASE_OFF_FRAME
+    : buildDesiredStateFrame(0);
+  s.lease.startedAt = null;
+  s.lease.renewStartAt = null;
+  step.effects.push({ type: "send", frame: off, target: 0, reason: "stop" });
   s.link.writes++;
   s.lastWriteAt = step.now;
   s.running = false;
@@ -969,6 +1162,17 @@ export interface ReadbackStatus {
   last: string | null;
 }
 
+/** The drying lease's view. */
+export interface LeaseStatus {
+  /** Lease length in hours (`--lease-hours`). */
+  hours: number;
+  /** Seconds since the running lease was (re)started; null while none. */
+  started_age: number | null;
+  renewals: number;
+  /** Heat is refused now: the device's firmware does not support the lease (or is unknown). */
+  unavailable: boolean;
+}
+
 /** The bridge's status, as served on the socket API (see README). */
 export interface BridgeStatus {
   connected: boolean;
@@ -982,6 +1186,10 @@ export interface BridgeStatus {
   note: string | null;
   failsafe: FailsafeStatus;
   readback: ReadbackStatus;
+  /** `always-on` or `drying-lease` (`--heat-mode`). */
+  heat_mode: HeatMode;
+  /** The drying lease (meaningful in heat mode `drying-lease`). */
+  lease: LeaseStatus;
   since: { started: string; connected: string | null };
   link: {
     url: string;
@@ -1053,6 +1261,13 @@ export function buildStatus(s: CoreState, now: number, facts: ShellFacts): Bridg
       corrections: s.readback.corrections,
       last_age: age(now, s.readback.lastAt),
       last: s.readback.last,
+    },
+    heat_mode: s.config.heatMode,
+    lease: {
+      hours: s.config.leaseHours,
+      started_age: age(now, s.lease.startedAt),
+      renewals: s.lease.renewals,
+      unavailable: leaseUnavailable(s) !== null,
     },
     since: { started: facts.startedIso, connected: s.link.open ? facts.connectedIso : null },
     link: {

@@ -27,6 +27,8 @@ const CONFIG: CoreConfig = {
   staleAfterMs: 5_000,
   connectAssertMs: 2_000,
   readbackIntervalMs: 60_000,
+  heatMode: "always-on",
+  leaseHours: 1,
 };
 
 const FACTS = {
