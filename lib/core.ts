@@ -545,8 +545,10 @@ class Step {
     const s = this.s;
     const previous = s.target;
     s.target = target;
-    if (target === 0) s.heatOnAt = null;
-    else if (previous === 0) s.heatOnAt = this.now;
+    if (target === 0) {
+      s.heatOnAt = null;
+      s.lease.startedAt = null;
+    } else if (previous === 0) s.heatOnAt = this.now;
     if (target !== previous) {
       this.log("info", "target changed", { from: previous, to: target, why });
     }
