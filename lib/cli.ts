@@ -502,7 +502,7 @@ export async function main(args: string[]): Promise<number> {
       error instanceof ApiError &&
       (error.code === "device_fault" || error.code === "lease_unavailable")
     ) {
-      printError(`panda-breath: device_fault: ${error.message}`);
+      printError(`panda-breath: ${error.code}: ${error.message}`);
       return 1;
     }
     printError(`panda-breath: ${(error as Error).message}`);
