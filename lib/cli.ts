@@ -63,8 +63,12 @@ ${SOCKET_HELP}
   }; 0 disables; 1-3600)
   --heat-mode MODE          always-on (default) or drying-lease: heat through a drying run
                             the bridge renews at half-time, so the device stops by itself
-                            when the bridge is gone (firmware V1.0.1-V1.0.3 only)
+                            at most one lease after the bridge is gone (firmware
+                            V1.0.1-V1.0.3 only; otherwise heat is refused, never switched
+                            to always-on)
   --lease-hours N           Drying lease length in whole hours (default 1, 1-12)
+  --lease-speed X           Testing only: the lease clock runs X times faster, to match
+                            'panda-breath simulate --speed X' (default 1, 1-1000)
   --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
@@ -164,6 +168,7 @@ async function commandRun(args: string[]): Promise<number> {
     "readback-interval": { type: "string" },
     "heat-mode": { type: "string" },
     "lease-hours": { type: "string" },
+    "lease-speed": { type: "string" },
     "log-level": { type: "string" },
   });
   if (values.help) return printHelp("run");
@@ -196,15 +201,28 @@ async function commandRun(args: string[]): Promise<number> {
   if (!(HEAT_MODES as readonly string[]).includes(heatMode)) {
     throw new UsageError(`--heat-mode must be one of ${HEAT_MODES.join(", ")}, got '${heatMode}'`);
   }
+  for (const name of ["lease-hours", "lease-speed"]) {
+    if (values[name] !== undefined && heatMode !== "drying-lease") {
+      throw new UsageError(`--${name} applies only with --heat-mode drying-lease`);
+    }
+  }
   const leaseHours = parseWholeNumber(
     "lease-hours",
     (values["lease-hours"] as string | undefined) ?? "1",
     1,
     DRYING_LEASE_MAX_HOURS,
   );
+  const leaseSpeed = parseNumber(
+    "lease-speed",
+    (values["lease-speed"] as string | undefined) ?? "1",
+    1,
+    1000,
+    "",
+  );
   return await runBridge({
     heatMode: heatMode as HeatMode,
     leaseHours,
+    leaseSpeed,
     url,
     socket,
     mode,
@@ -225,6 +243,7 @@ interface RunSettings {
   level: LogLevel;
   heatMode: HeatMode;
   leaseHours: number;
+  leaseSpeed: number;
 }
 
 async function runBridge(settings: RunSettings): Promise<number> {
@@ -237,6 +256,7 @@ async function runBridge(settings: RunSettings): Promise<number> {
     readbackIntervalMs: settings.readbackMs,
     heatMode: settings.heatMode,
     leaseHours: settings.leaseHours,
+    leaseTimeScale: settings.leaseSpeed,
   });
   let server: ApiServer;
   try {
@@ -323,6 +343,34 @@ function age(seconds: number | null): string {
   return seconds === null ? "never" : `${seconds.toFixed(1)} s ago`;
 }
 
+function duration(seconds: number): string {
+  if (seconds >= 3600) {
+    return `${Math.floor(seconds / 3600)} h ${Math.round(seconds % 3600 / 60)} min`;
+  }
+  if (seconds >= 60) return `${Math.round(seconds / 60)} min`;
+  return `${seconds.toFixed(1)} s`;
+}
+
+function heatModeText(status: BridgeStatus): string {
+  const lease = status.lease;
+  if (status.heat_mode !== "drying-lease" || lease === null) return status.heat_mode;
+  const head = `drying-lease (${lease.hours} h)`;
+  if (lease.unavailable) return `${head}: UNAVAILABLE, heat refused: ${lease.unavailable}`;
+  const verified = `verified ${age(lease.last_verified_age)}, ${lease.renewals} renewals`;
+  switch (lease.state) {
+    case "running":
+      return `${head}: running, the device stops by itself in ${
+        duration(lease.remaining ?? 0)
+      } unless renewed; ${verified}`;
+    case "starting":
+      return `${head}: started, verifying by read-back; ${verified}`;
+    case "stopping":
+      return `${head}: renewing (stop, then start); ${verified}`;
+    default:
+      return `${head}: no lease (off)`;
+  }
+}
+
 /** A human-readable table of a status, as `panda-breath status` prints it. */
 export function formatStatus(status: BridgeStatus): string {
   const device = status.device;
@@ -339,6 +387,7 @@ export function formatStatus(status: BridgeStatus): string {
         : `${status.temperature} °C`,
     ],
     ["target", status.target === 0 ? "off" : `${status.target} °C`],
+    ["heat mode", heatModeText(status)],
     [
       "device reports",
       device.work_on === null
