@@ -29,6 +29,9 @@ const CONFIG: CoreConfig = {
   readbackIntervalMs: 60_000,
   heatMode: "always-on",
   leaseHours: 1,
+  leaseTimeScale: 1,
+  probeIntervalMs: 60_000,
+  foreignFirmwareRetryMs: 300_000,
 };
 
 const FACTS = {
@@ -117,6 +120,8 @@ function assertOrdered(decision: Decision, what: string): void {
     reply: 1,
     notify: 2,
     readback: 3,
+    probe: 3,
+    link_retry: 3,
     log: 4,
   };
   const ranks = decision.effects.map((e) => rank[e.type]);
