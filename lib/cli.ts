@@ -73,7 +73,8 @@ ${SOCKET_HELP}
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
 
-Prints the running bridge's status. Exit status 1 when the bridge is unreachable.
+Prints the running bridge's status. Exit status 1 when the bridge is unreachable
+or the device runs firmware the bridge cannot drive (DragonBreath).
 
 Options:
 ${SOCKET_HELP}
