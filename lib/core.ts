@@ -1663,7 +1663,7 @@ function onReadback(step: Step, report: DeviceReport | null, error: string | nul
   if (newer(s.lastWriteAt) || newer(s.lastLinkReportAt)) {
     rb.last = "stale";
     step.log("debug", "read-back predates a newer write or report; ignored");
-    if (verifying) lease.verifyAt = step.now;
+    if (verifying) lease.verifyAt = step.now + LEASE_VERIFY_DELAY_MS; // read again, unhurried
     return;
   }
   recordSettings(s, report, step.now);
