@@ -21,18 +21,13 @@ import {
   type Effect,
   type HeatMode,
   initialState,
+  offFrame,
   type ReplyEffect,
 } from "./core.ts";
 import { DeviceLink, type LinkTimings } from "./device_link.ts";
 import { type FirmwareProbe, firmwareProblem, probeFirmware } from "./firmware_probe.ts";
 import type { Logger } from "./log.ts";
-import {
-  DRYING_LEASE_MAX_HOURS,
-  DRYING_LEASE_OFF_FRAME,
-  KEEPALIVE_FRAME,
-  OFF_FRAME,
-  parseDeviceFrame,
-} from "./protocol.ts";
+import { KEEPALIVE_FRAME, parseDeviceFrame } from "./protocol.ts";
 import { readBack, READBACK_TIMEOUT_MS, type ReadbackResult } from "./readback.ts";
 
 export type { BridgeStatus, DeviceStatus, FailsafeStatus, ReadbackStatus } from "./core.ts";
@@ -52,12 +47,12 @@ export interface BridgeOptions {
   connectAssertMs?: number;
   /** Period of the read-back; 0 disables it. */
   readbackIntervalMs?: number;
-  /** How heat is switched on (default always-on; see lib/core.ts `CoreConfig.heatMode`). */
+  /** `always-on` (default) or `drying-lease` (see lib/core.ts). */
   heatMode?: HeatMode;
-  /** Length of a drying lease in whole hours (1–12, default 1). */
+  /** Drying lease length in whole hours, 1-12 (default 1). */
   leaseHours?: number;
-  /** When a lease is renewed after its start (default: half the lease; tests shorten it). */
-  leaseRenewMs?: number;
+  /** Device seconds per bridge second for the lease clock (tests with the simulator's speed). */
+  leaseTimeScale?: number;
   /** Bound on one read-back's wait for its connect frame. */
   readbackTimeoutMs?: number;
   linkTimings?: Partial<LinkTimings>;
@@ -68,14 +63,6 @@ export interface BridgeOptions {
   foreignFirmwareRetryMs?: number;
   /** Tells which firmware answers at the device's address (tests may replace it). */
   probe?: (address: string) => Promise<FirmwareProbe>;
-}
-
-function leaseHours(hours: number | undefined): number {
-  const value = hours ?? CORE_DEFAULTS.leaseHours;
-  if (!Number.isInteger(value) || value < 1 || value > DRYING_LEASE_MAX_HOURS) {
-    throw new RangeError(`lease hours must be a whole number 1-${DRYING_LEASE_MAX_HOURS}`);
-  }
-  return value;
 }
 
 /** Who asked for a change, for the failsafe and the log. */
@@ -90,8 +77,8 @@ export const BRIDGE_DEFAULTS = {
   maxTarget: CORE_DEFAULTS.maxTarget,
   staleAfterMs: CORE_DEFAULTS.staleAfterMs,
   readbackIntervalMs: CORE_DEFAULTS.readbackIntervalMs,
-  probeIntervalMs: 60_000,
-  foreignFirmwareRetryMs: 300_000,
+  probeIntervalMs: CORE_DEFAULTS.probeIntervalMs,
+  foreignFirmwareRetryMs: CORE_DEFAULTS.foreignFirmwareRetryMs,
 } as const;
 
 /** A target request's outcome, as the socket API answers it. */
@@ -125,20 +112,12 @@ export class Bridge {
   /** The wake-up time of the latest decision. */
   #wakeAt: number | null = null;
   #probe: (address: string) => Promise<FirmwareProbe>;
-  #probeIntervalMs: number;
-  #foreignFirmwareRetryMs: number;
-  #lastProbeAt: number | null = null;
-  /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
-  #firmwareProblem: string | null = null;
 
   /** A bridge to the device at `options.url`; call {@link start}. */
   constructor(options: BridgeOptions) {
     this.#logger = options.logger;
     this.#readbackTimeoutMs = options.readbackTimeoutMs ?? READBACK_TIMEOUT_MS;
     this.#probe = options.probe ?? probeFirmware;
-    this.#probeIntervalMs = options.probeIntervalMs ?? BRIDGE_DEFAULTS.probeIntervalMs;
-    this.#foreignFirmwareRetryMs = options.foreignFirmwareRetryMs ??
-      BRIDGE_DEFAULTS.foreignFirmwareRetryMs;
     this.#state = initialState({
       failsafeTimeoutMs: options.failsafeTimeoutMs ?? BRIDGE_DEFAULTS.failsafeTimeoutMs,
       maxTarget: options.maxTarget ?? BRIDGE_DEFAULTS.maxTarget,
@@ -146,8 +125,11 @@ export class Bridge {
       connectAssertMs: options.connectAssertMs ?? CORE_DEFAULTS.connectAssertMs,
       readbackIntervalMs: options.readbackIntervalMs ?? BRIDGE_DEFAULTS.readbackIntervalMs,
       heatMode: options.heatMode ?? CORE_DEFAULTS.heatMode,
-      leaseHours: leaseHours(options.leaseHours),
-      leaseRenewMs: options.leaseRenewMs ?? leaseHours(options.leaseHours) * 1_800_000,
+      leaseHours: options.leaseHours ?? CORE_DEFAULTS.leaseHours,
+      leaseTimeScale: options.leaseTimeScale ?? CORE_DEFAULTS.leaseTimeScale,
+      probeIntervalMs: options.probeIntervalMs ?? BRIDGE_DEFAULTS.probeIntervalMs,
+      foreignFirmwareRetryMs: options.foreignFirmwareRetryMs ??
+        BRIDGE_DEFAULTS.foreignFirmwareRetryMs,
     });
     this.#link = new DeviceLink({
       url: options.url,
@@ -157,7 +139,6 @@ export class Bridge {
       handlers: {
         onOpen: () => {
           this.#connectedSince = new Date();
-          this.#clearFirmwareProblem();
           this.#dispatch({ type: "link_open" });
         },
         onFrame: (data) => {
@@ -165,11 +146,7 @@ export class Bridge {
           this.#dispatch({ type: "frame", report, dropped });
         },
         onDown: (reason) => this.#dispatch({ type: "link_down", reason }),
-        onConnectFailed: (reason) => {
-          // Only an HTTP answer that is not an upgrade hints at other firmware; a refused
-          // or silent connection (a reboot, Wi-Fi) is just a device that is not there.
-          if (/status code/i.test(reason)) this.#maybeProbeFirmware();
-        },
+        onConnectFailed: (reason) => this.#dispatch({ type: "connect_failed", reason }),
       },
     });
   }
@@ -204,6 +181,10 @@ export class Bridge {
       failsafe_timeout_s: this.failsafeTimeout,
       max_target: this.maxTarget,
       readback_interval_s: this.#state.config.readbackIntervalMs / 1000,
+      heat_mode: this.#state.config.heatMode,
+      ...(this.#state.config.heatMode === "drying-lease"
+        ? { lease_hours: this.#state.config.leaseHours }
+        : {}),
     });
   }
 
@@ -232,15 +213,10 @@ export class Bridge {
    */
   emergencyOff(): boolean {
     try {
-      return this.#link.send(this.#offFrame());
+      return this.#link.send(offFrame(this.#state.config));
     } catch {
       return false;
     }
-  }
-
-  /** The frame that switches the heater off in this bridge's heat mode. */
-  #offFrame(): string {
-    return this.#state.config.heatMode === "drying_lease" ? DRYING_LEASE_OFF_FRAME : OFF_FRAME;
   }
 
   #waitForLinkToSendOff(timeoutMs: number): Promise<boolean> {
@@ -248,7 +224,7 @@ export class Bridge {
     return new Promise((resolve) => {
       const started = performance.now();
       const poll = setInterval(() => {
-        if (this.#link.connected && this.#link.send(this.#offFrame())) {
+        if (this.#link.connected && this.#link.send(offFrame(this.#state.config))) {
           clearInterval(poll);
           resolve(true);
         } else if (performance.now() - started >= timeoutMs) {
@@ -308,35 +284,20 @@ export class Bridge {
       startedIso: this.#startedAt.toISOString(),
       connectedIso: this.#connectedSince?.toISOString() ?? null,
       logWriteFailures: this.#logger.writeFailures,
-      firmwareProblem: this.#firmwareProblem,
     });
   }
 
   /**
-   * After an upgrade refused with an HTTP status, asks the address once a probe interval which
-   * firmware answers there. DragonBreath has no /ws: the bridge says so once,
-   * in the log and in status, and retries only every few minutes instead of
-   * hammering a device it cannot drive. It never actuates anything.
+   * Asks the address which firmware answers there (bounded: one short HTTP
+   * request) and feeds the answer to the core, which decides what it means.
+   * It never actuates anything.
    */
-  #maybeProbeFirmware(): void {
-    const now = performance.now();
-    if (this.#lastProbeAt !== null && now - this.#lastProbeAt < this.#probeIntervalMs) return;
-    this.#lastProbeAt = now;
-    this.#probe(this.#link.url).then((probe) => {
-      const problem = firmwareProblem(this.#link.url, probe);
-      if (problem === null || !this.#state.running || this.#link.connected) return;
-      if (problem !== this.#firmwareProblem) this.#logger.error(problem);
-      this.#firmwareProblem = problem;
-      this.#link.setRetryFloor(this.#foreignFirmwareRetryMs);
-      this.#emit();
-    }, () => {});
-  }
-
-  #clearFirmwareProblem(): void {
-    if (this.#firmwareProblem === null) return;
-    this.#firmwareProblem = null;
-    this.#link.setRetryFloor(0);
-    this.#logger.info("the device speaks the stock protocol again");
+  #startProbe(): void {
+    const url = this.#link.url;
+    this.#probe(url).then(
+      (probe) => this.#dispatch({ type: "firmware_probe", problem: firmwareProblem(url, probe) }),
+      () => this.#dispatch({ type: "firmware_probe", problem: null }),
+    );
   }
 
   /**
@@ -371,8 +332,12 @@ export class Bridge {
       if (effect.type === "reply") respond?.(effect);
     }
     if (effects.some((e) => e.type === "notify")) this.#emit();
-    // 3. Read-back (I/O that actuates nothing).
-    if (effects.some((e) => e.type === "readback")) this.#startReadback();
+    // 3. Read-back, firmware probe, link pacing (I/O that actuates nothing).
+    for (const effect of effects) {
+      if (effect.type === "readback") this.#startReadback();
+      else if (effect.type === "probe") this.#startProbe();
+      else if (effect.type === "link_retry") this.#link.setRetryFloor(effect.floorMs);
+    }
     // 4. The wake-up (of the latest state: a nested event may have changed it), then logs.
     if (this.#depth === 1) this.#arm(this.#wakeAt, now);
     for (const effect of effects) {

@@ -13,7 +13,7 @@ import {
   UsageError,
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
-import type { HeatMode } from "./core.ts";
+import { HEAT_MODES, type HeatMode } from "./core.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -61,17 +61,20 @@ ${SOCKET_HELP}
                             clients (default ${
     BRIDGE_DEFAULTS.readbackIntervalMs / 1000
   }; 0 disables; 1-3600)
-  --heat-mode MODE          always-on (default): the device heats until told otherwise;
-                            drying-lease: heat through a drying run of --lease-hours that
-                            the bridge renews, so the device stops by itself within one
-                            lease if the bridge or Wi-Fi is lost (firmware V1.0.1-V1.0.3;
-                            see docs/safety.md)
-  --lease-hours H           Length of one drying lease, 1-${DRYING_LEASE_MAX_HOURS} (default 1)
+  --heat-mode MODE          always-on (default) or drying-lease: heat through a drying run
+                            the bridge renews at half-time, so the device stops by itself
+                            at most one lease after the bridge is gone (firmware
+                            V1.0.1-V1.0.3 only; otherwise heat is refused, never switched
+                            to always-on)
+  --lease-hours N           Drying lease length in whole hours (default 1, 1-12)
+  --lease-speed X           Testing only: the lease clock runs X times faster, to match
+                            'panda-breath simulate --speed X' (default 1, 1-1000)
   --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
 
-Prints the running bridge's status. Exit status 1 when the bridge is unreachable.
+Prints the running bridge's status. Exit status 1 when the bridge is unreachable
+or the device runs firmware the bridge cannot drive (DragonBreath).
 
 Options:
 ${SOCKET_HELP}
@@ -164,8 +167,9 @@ async function commandRun(args: string[]): Promise<number> {
     "failsafe-timeout": { type: "string" },
     "max-target": { type: "string" },
     "readback-interval": { type: "string" },
-    "heat-mode": { type: "string", default: "always-on" },
-    "lease-hours": { type: "string", default: "1" },
+    "heat-mode": { type: "string" },
+    "lease-hours": { type: "string" },
+    "lease-speed": { type: "string" },
     "log-level": { type: "string" },
   });
   if (values.help) return printHelp("run");
@@ -194,19 +198,32 @@ async function commandRun(args: string[]): Promise<number> {
   if (!isLogLevel(level)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${level}'`);
   }
-  const heatMode = values["heat-mode"];
-  if (heatMode !== "always-on" && heatMode !== "drying-lease") {
-    throw new UsageError(`--heat-mode must be always-on or drying-lease, got '${heatMode}'`);
+  const heatMode = (values["heat-mode"] as string | undefined) ?? "always-on";
+  if (!(HEAT_MODES as readonly string[]).includes(heatMode)) {
+    throw new UsageError(`--heat-mode must be one of ${HEAT_MODES.join(", ")}, got '${heatMode}'`);
+  }
+  for (const name of ["lease-hours", "lease-speed"]) {
+    if (values[name] !== undefined && heatMode !== "drying-lease") {
+      throw new UsageError(`--${name} applies only with --heat-mode drying-lease`);
+    }
   }
   const leaseHours = parseWholeNumber(
     "lease-hours",
-    values["lease-hours"] as string,
+    (values["lease-hours"] as string | undefined) ?? "1",
     1,
     DRYING_LEASE_MAX_HOURS,
   );
+  const leaseSpeed = parseNumber(
+    "lease-speed",
+    (values["lease-speed"] as string | undefined) ?? "1",
+    1,
+    1000,
+    "",
+  );
   return await runBridge({
-    heatMode: heatMode === "drying-lease" ? "drying_lease" : "always_on",
+    heatMode: heatMode as HeatMode,
     leaseHours,
+    leaseSpeed,
     url,
     socket,
     mode,
@@ -224,9 +241,10 @@ interface RunSettings {
   failsafeMs: number;
   maxTarget: number;
   readbackMs: number;
+  level: LogLevel;
   heatMode: HeatMode;
   leaseHours: number;
-  level: LogLevel;
+  leaseSpeed: number;
 }
 
 async function runBridge(settings: RunSettings): Promise<number> {
@@ -239,6 +257,7 @@ async function runBridge(settings: RunSettings): Promise<number> {
     readbackIntervalMs: settings.readbackMs,
     heatMode: settings.heatMode,
     leaseHours: settings.leaseHours,
+    leaseTimeScale: settings.leaseSpeed,
   });
   let server: ApiServer;
   try {
@@ -325,6 +344,34 @@ function age(seconds: number | null): string {
   return seconds === null ? "never" : `${seconds.toFixed(1)} s ago`;
 }
 
+function duration(seconds: number): string {
+  if (seconds >= 3600) {
+    return `${Math.floor(seconds / 3600)} h ${Math.round(seconds % 3600 / 60)} min`;
+  }
+  if (seconds >= 60) return `${Math.round(seconds / 60)} min`;
+  return `${seconds.toFixed(1)} s`;
+}
+
+function heatModeText(status: BridgeStatus): string {
+  const lease = status.lease;
+  if (status.heat_mode !== "drying-lease" || lease === null) return status.heat_mode;
+  const head = `drying-lease (${lease.hours} h)`;
+  if (lease.unavailable) return `${head}: UNAVAILABLE, heat refused: ${lease.unavailable}`;
+  const verified = `verified ${age(lease.last_verified_age)}, ${lease.renewals} renewals`;
+  switch (lease.state) {
+    case "running":
+      return `${head}: running, the device stops by itself in ${
+        duration(lease.remaining ?? 0)
+      } unless renewed; ${verified}`;
+    case "starting":
+      return `${head}: started, verifying by read-back; ${verified}`;
+    case "stopping":
+      return `${head}: renewing (stop, then start); ${verified}`;
+    default:
+      return `${head}: no lease (off)`;
+  }
+}
+
 /** A human-readable table of a status, as `panda-breath status` prints it. */
 export function formatStatus(status: BridgeStatus): string {
   const device = status.device;
@@ -341,6 +388,7 @@ export function formatStatus(status: BridgeStatus): string {
         : `${status.temperature} °C`,
     ],
     ["target", status.target === 0 ? "off" : `${status.target} °C`],
+    ["heat mode", heatModeText(status)],
     [
       "device reports",
       device.work_on === null

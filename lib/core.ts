@@ -23,6 +23,15 @@
  *   frame, whatever its roots; the desired state is written only if it
  *   differs, and asserted anyway when no connect frame came in time.
  * - Read-back: a periodic fresh connect frame; a mismatch is corrected.
+ * - Heat mode `drying-lease` (opt-in): heat runs as a drying run of whole
+ *   hours that the bridge renews at half-time (stop, gap, start, verified by
+ *   read-back), so the device stops by itself when the bridge is gone; only on
+ *   firmware whose connect frame supports it; every OFF leaves drying; any
+ *   failure turns the heat off and refuses it (`lease_unavailable`), never a
+ *   silent fallback to always-on. The procedure: docs/safety.md.
+ * - Other firmware: connection attempts that fail make the shell probe what
+ *   answers (at most once a probe interval); DragonBreath is recorded, shown
+ *   in status and the link retries slowly.
  *
  * @module
  */
@@ -36,12 +45,12 @@ import {
   type DeviceReport,
   DRYING_LEASE_FIRMWARE,
   DRYING_LEASE_OFF_FRAME,
-  DRYING_MODE,
   DRYING_RENEWAL_GAP_MS,
   DRYING_STOP_FRAME,
   dryingLeaseSupported,
   FAULT_DESCRIPTIONS,
   type FaultName,
+  hasDryingFields,
   validateTarget,
 } from "./protocol.ts";
 import { API_PROTOCOL_VERSION, VERSION } from "./version.ts";
@@ -63,19 +72,29 @@ export interface CoreConfig {
   /** Period of the read-back (a fresh connect frame on a short extra connection); 0 disables. */
   readbackIntervalMs: number;
   /**
-   * How heat is switched on: `always_on` (the device heats until told otherwise) or
-   * `drying_lease` (a drying run of `leaseHours`, renewed by the bridge: if the bridge
-   * vanishes the device stops by itself when the run ends; docs/safety.md).
+   * `always-on` heats in always-on mode; `drying-lease` heats through a drying
+   * run of {@link CoreConfig.leaseHours} that the bridge renews at half-time, so
+   * the device stops by itself when the bridge is gone (docs/safety.md).
    */
   heatMode: HeatMode;
-  /** Length of one drying lease, whole hours 1–12. */
+  /** Length of one drying lease in whole hours (1-12). */
   leaseHours: number;
-  /** When a lease is renewed, after it started; half the lease by default. */
-  leaseRenewMs: number;
+  /**
+   * Device seconds per bridge second for the lease clock (default 1). Only for
+   * tests against the simulator's `speed`, whose drying timer runs that much faster.
+   */
+  leaseTimeScale: number;
+  /** Shortest time between two firmware probes after failed connects. */
+  probeIntervalMs: number;
+  /** Time between connection attempts to a device found to run other firmware. */
+  foreignFirmwareRetryMs: number;
 }
 
-/** The two ways of heating; see {@link CoreConfig.heatMode}. */
-export type HeatMode = "always_on" | "drying_lease";
+/** How the bridge heats: see {@link CoreConfig.heatMode}. */
+export type HeatMode = "always-on" | "drying-lease";
+
+/** The heat modes, as `--heat-mode` spells them. */
+export const HEAT_MODES: readonly HeatMode[] = ["always-on", "drying-lease"];
 
 /** Defaults of {@link CoreConfig}. */
 export const CORE_DEFAULTS: Readonly<CoreConfig> = {
@@ -84,22 +103,76 @@ export const CORE_DEFAULTS: Readonly<CoreConfig> = {
   staleAfterMs: 5_000,
   connectAssertMs: 2_000,
   readbackIntervalMs: 60_000,
-  heatMode: "always_on",
+  heatMode: "always-on",
   leaseHours: 1,
-  leaseRenewMs: 1_800_000,
+  leaseTimeScale: 1,
+  probeIntervalMs: 60_000,
+  foreignFirmwareRetryMs: 300_000,
 };
 
-/** A drying lease's state (heat mode `drying_lease`). */
+/** A lease's start is verified by a read-back this long after it was sent (≥ 1 s: two slow polls). */
+export const LEASE_VERIFY_DELAY_MS = 1500;
+
+/** Slack of the `remaining_seconds` check, in bridge seconds (frame transit, a poll). */
+export const LEASE_VERIFY_SLACK_S = 5;
+
+/** Overshoot guard: a chamber this far above the target while leased... */
+export const LEASE_OVERSHOOT_C = 5;
+
+/** ...for this many device seconds without cooling means drying does not regulate. */
+export const LEASE_OVERSHOOT_S = 300;
+
+/** Consecutive failed connects (of any kind) after which the firmware is probed. */
+export const CONNECT_FAILURES_BEFORE_PROBE = 3;
+
+/** Connect failures that mean an HTTP server answered without upgrading (probe at once). */
+const NOT_AN_UPGRADE = /status code|unexpected (response|status)|upgrade/i;
+
+/**
+ * Where the bridge's drying lease is: `none`; `stopping` (the stop frame was
+ * sent, the start follows after the gap); `starting` (the start frame was
+ * sent, its read-back verification is pending); `running` (verified).
+ */
+export type LeasePhase = "none" | "stopping" | "starting" | "running";
+
+/** The drying lease's state (heat mode `drying-lease` only). */
 export interface LeaseState {
-  /** When the running lease was started by this bridge; null when none is known. */
-  startedAt: number | null;
-  /** When the running lease is renewed (stop, gap, start); null when none. */
-  renewAt: number | null;
-  /** When the start follows the stop of a (re)start; null when none is pending. */
+  phase: LeasePhase;
+  /** The target of the lease being started or run (0: none). */
+  target: number;
+  /** When the last start frame was sent; null if none. */
+  sentAt: number | null;
+  /** Phase `stopping`: when the start frame follows the stop frame. */
   startAt: number | null;
-  /** Until when a drying-end push is our own stop and not the lease running out. */
-  ownStopUntil: number | null;
+  /** Phase `starting`: when the verification read-back is due; null once it is under way. */
+  verifyAt: number | null;
+  /** The current stop-gap-start is a renewal (counted when its start is sent). */
+  renewing: boolean;
+  /** When the device last confirmed the lease (a verification or a matching connect frame). */
+  verifiedAt: number | null;
+  /** When the device's run ends by itself (from `remaining_seconds`, else the start). */
+  endsAt: number | null;
+  /** Consecutive failed verifications (one retry, then the lease is given up). */
+  failures: number;
   renewals: number;
+  /** Until then an `isrunning: 0` push is our own renewal's stop, not an end. */
+  ignoreEndUntil: number | null;
+  /** When `isrunning: 0` was last written (a stop, or the lease-off frame); null if never. */
+  stoppedAt: number | null;
+  /** Why the lease was given up for this session (heat refused); null while usable. */
+  unavailable: string | null;
+  /** Overshoot guard: since when, and from which reading, the chamber is above target + margin. */
+  overSince: number | null;
+  overFrom: number | null;
+}
+
+/** The firmware probe's state (DragonBreath detection). */
+export interface ProbeState {
+  /** Failed connects in a row (reset when a link opens). */
+  connectFailures: number;
+  /** When the last probe was asked for; null if never. */
+  lastAt: number | null;
+  inFlight: boolean;
 }
 
 /** One controller connection, by its client label. */
@@ -119,6 +192,11 @@ export interface DeviceState {
   setTemp: number | null;
   firmware: string | null;
   dryingRunning: boolean | null;
+  remainingSeconds: number | null;
+  customTemp: number | null;
+  customTimer: number | null;
+  /** The latest connect frame (or read-back) carried every drying field; null before one. */
+  dryingFields: boolean | null;
   /** When a settings block (connect frame, push or read-back) last came. */
   reportedAt: number | null;
   temperature: number | null;
@@ -179,6 +257,9 @@ export interface CoreState {
   /** When a settings block last came on the main link; null if never. */
   lastLinkReportAt: number | null;
   lease: LeaseState;
+  probe: ProbeState;
+  /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
+  firmwareProblem: string | null;
 }
 
 /** The core's state before anything happened: off, no link, no controller. */
@@ -198,6 +279,10 @@ export function initialState(config: Partial<CoreConfig> = {}): CoreState {
       setTemp: null,
       firmware: null,
       dryingRunning: null,
+      remainingSeconds: null,
+      customTemp: null,
+      customTimer: null,
+      dryingFields: null,
       reportedAt: null,
       temperature: null,
       temperatureAt: null,
@@ -226,7 +311,25 @@ export function initialState(config: Partial<CoreConfig> = {}): CoreState {
     },
     lastWriteAt: null,
     lastLinkReportAt: null,
-    lease: { startedAt: null, renewAt: null, startAt: null, ownStopUntil: null, renewals: 0 },
+    lease: {
+      phase: "none",
+      target: 0,
+      sentAt: null,
+      startAt: null,
+      verifyAt: null,
+      renewing: false,
+      verifiedAt: null,
+      endsAt: null,
+      failures: 0,
+      renewals: 0,
+      ignoreEndUntil: null,
+      stoppedAt: null,
+      unavailable: null,
+      overSince: null,
+      overFrom: null,
+    },
+    probe: { connectFailures: 0, lastAt: null, inFlight: false },
+    firmwareProblem: null,
   };
 }
 
@@ -246,7 +349,9 @@ export type CoreEvent =
   | { type: "controller_gone"; client: string }
   | { type: "readback"; report: DeviceReport | null; error: string | null }
   | { type: "tick" }
-  | { type: "stop"; reason: string };
+  | { type: "stop"; reason: string }
+  | { type: "connect_failed"; reason: string }
+  | { type: "firmware_probe"; problem: string | null };
 
 /** Error codes the core replies with (a subset of the socket API's). */
 export type CoreErrorCode =
@@ -261,12 +366,16 @@ export type ReplyEffect =
   | { type: "reply"; ok: true; result: Record<string, unknown> }
   | { type: "reply"; ok: false; code: CoreErrorCode; message: string };
 
-/** What the shell must do, in this order: send, reply, notify, readback, log. */
+/** What the shell must do, in this order: send, reply, notify, readback/probe/link_retry, log. */
 export type Effect =
   | { type: "send"; frame: string; target: number; reason: string }
   | ReplyEffect
   | { type: "notify" }
   | { type: "readback" }
+  /** Ask which firmware answers at the address (lib/firmware_probe.ts), then feed `firmware_probe`. */
+  | { type: "probe" }
+  /** Wait at least `floorMs` between connection attempts from now on (0: backoff alone). */
+  | { type: "link_retry"; floorMs: number }
   | {
     type: "log";
     level: LogLevel;
@@ -290,6 +399,8 @@ const EFFECT_ORDER: Record<Effect["type"], number> = {
   reply: 1,
   notify: 2,
   readback: 3,
+  probe: 3,
+  link_retry: 3,
   log: 4,
 };
 
@@ -384,30 +495,194 @@ export function deviceMatches(
 }
 
 /**
- * Whether the device already is in the desired state, in the core's heat mode: in
- * `drying_lease` mode heat means a drying run this bridge started (its timer is known).
+ * Whether the device's reported state is the desired `target` in heat mode
+ * `drying-lease`: off is `work_on` false with no run; heat is a running
+ * drying run of ours (see {@link ownLeaseRun}).
  */
-function deviceInDesiredState(s: CoreState): boolean {
-  const d = s.device;
-  if (s.config.heatMode === "always_on") return deviceMatches(d, s.target);
-  if (s.target === 0) return d.workOn === false && d.dryingRunning !== true;
-  return s.lease.startedAt !== null && d.workOn === true && d.workMode === DRYING_MODE &&
-    d.dryingRunning === true;
+export function deviceMatchesLease(
+  device: Pick<
+    DeviceState,
+    "workOn" | "workMode" | "firmware" | "dryingRunning" | "customTemp" | "customTimer"
+  >,
+  target: number,
+  hours: number,
+): boolean {
+  if (target === 0) return device.workOn === false && device.dryingRunning !== true;
+  return ownLeaseRun(device, target, hours);
 }
 
-/** Why heat cannot be leased from this device now, or null when it can. */
-function leaseProblem(s: CoreState): string | null {
-  if (s.config.heatMode !== "drying_lease") return null;
-  const firmware = s.device.firmware;
-  if (firmware === null) {
-    return "the device has not reported its firmware yet, and a drying lease is used only " +
-      `on ${DRYING_LEASE_FIRMWARE.join(", ")}`;
+/**
+ * Whether the device runs the drying run a lease of `target` °C for `hours`
+ * would: on, drying mode, running, with our custom temperature and hours.
+ */
+export function ownLeaseRun(
+  device: Pick<
+    DeviceState,
+    "workOn" | "workMode" | "firmware" | "dryingRunning" | "customTemp" | "customTimer"
+  >,
+  target: number,
+  hours: number,
+): boolean {
+  return device.workOn === true && modeMeaning(device.workMode, device.firmware) === "drying" &&
+    device.dryingRunning === true && device.customTemp === target && device.customTimer === hours;
+}
+
+function matchesDesired(s: CoreState, target: number): boolean {
+  return s.config.heatMode === "drying-lease"
+    ? deviceMatchesLease(s.device, target, s.config.leaseHours)
+    : deviceMatches(s.device, target);
+}
+
+/** Length of one lease on the bridge's clock, in ms. */
+export function leaseMs(config: CoreConfig): number {
+  return config.leaseHours * 3_600_000 / config.leaseTimeScale;
+}
+
+/** Device seconds (e.g. `remaining_seconds`) on the bridge's clock, in ms. */
+function deviceMs(config: CoreConfig, seconds: number): number {
+  return seconds * 1000 / config.leaseTimeScale;
+}
+
+/**
+ * Why the device cannot run a drying lease by what it reported (null: it
+ * can): its connect frame must show a firmware of {@link DRYING_LEASE_FIRMWARE}
+ * and every drying field the lease is verified by.
+ */
+export function leaseCapability(
+  device: Pick<DeviceState, "firmware" | "dryingFields">,
+): string | null {
+  if (device.firmware === null || device.dryingFields === null) {
+    return "the device's firmware is not known yet (no connect frame)";
   }
-  if (!dryingLeaseSupported(firmware)) {
-    return `firmware ${firmware} is not one a drying lease is known to work on ` +
-      `(${DRYING_LEASE_FIRMWARE.join(", ")}); run with --heat-mode always-on`;
+  if (!dryingLeaseSupported(device.firmware)) {
+    return `device firmware ${device.firmware} is not one of ${DRYING_LEASE_FIRMWARE.join(", ")}`;
+  }
+  if (!device.dryingFields) {
+    return "the device's connect frame lacks the drying fields (isrunning, remaining_seconds, " +
+      "custom_temp, custom_timer), so a lease could not be verified";
   }
   return null;
+}
+
+/**
+ * Why heat is refused in heat mode `drying-lease` now (the session's
+ * given-up lease, or the device's capability); null when a lease can run,
+ * and always null in heat mode `always-on`.
+ */
+export function leaseUnavailable(state: CoreState): string | null {
+  if (state.config.heatMode !== "drying-lease") return null;
+  const reason = state.lease.unavailable ?? leaseCapability(state.device);
+  return reason === null ? null : `drying lease unavailable: ${reason}`;
+}
+
+/**
+ * When the running lease is renewed: half a lease after its start, earlier if
+ * the device's `remaining_seconds` says its run ends sooner; null if none.
+ */
+export function leaseRenewAt(state: CoreState): number | null {
+  const lease = state.lease;
+  if (
+    state.config.heatMode !== "drying-lease" || lease.phase !== "running" ||
+    lease.sentAt === null || state.target === 0
+  ) return null;
+  const half = leaseMs(state.config) / 2;
+  const bySend = lease.sentAt + half;
+  return lease.endsAt === null ? bySend : Math.min(bySend, lease.endsAt - half);
+}
+
+/**
+ * What went wrong when a read-back `elapsedMs` after the start frame does
+ * not show the lease of `target` °C (null: verified). `remaining_seconds`
+ * must lie within `hours·3600 − elapsed − slack ..  hours·3600` device seconds.
+ */
+export function leaseMismatch(
+  device: DeviceState,
+  target: number,
+  config: CoreConfig,
+  elapsedMs: number,
+): string | null {
+  const hours = config.leaseHours;
+  const problems: string[] = [];
+  if (device.workOn !== true) problems.push("work_on is not on");
+  if (modeMeaning(device.workMode, device.firmware) !== "drying") {
+    problems.push(`work_mode ${device.workMode ?? "?"} is not drying`);
+  }
+  if (device.dryingRunning !== true) problems.push("isrunning is not 1");
+  if (device.customTemp !== target) {
+    problems.push(`custom_temp ${device.customTemp ?? "?"} is not ${target}`);
+  }
+  if (device.customTimer !== hours) {
+    problems.push(`custom_timer ${device.customTimer ?? "?"} is not ${hours}`);
+  }
+  const full = hours * 3600;
+  const scale = config.leaseTimeScale;
+  const lowest = full - (elapsedMs / 1000) * scale - LEASE_VERIFY_SLACK_S * scale;
+  const remaining = device.remainingSeconds;
+  if (remaining === null || remaining > full || remaining < lowest) {
+    problems.push(
+      `remaining_seconds ${remaining ?? "?"} is outside ${
+        Math.max(0, Math.floor(lowest))
+      }..${full}`,
+    );
+  }
+  return problems.length === 0 ? null : problems.join(", ");
+}
+
+/** Every kind of device push in heat mode `drying-lease`. */
+export type LeasePushKind =
+  | Exclude<PushKind, "drying_end">
+  | "own_lease"
+  | "own_renewal_stop"
+  | "lease_ended"
+  | "drying_end";
+
+/** What the bridge does with a push in heat mode `drying-lease`. */
+export type LeasePushRule = PushRule | { action: "keep"; why: string };
+
+/**
+ * The lease variant of {@link PUSH_POLICY}: a push showing our own lease (or
+ * our own renewal's stop) is fine; a lease that ended unrenewed while heat is
+ * wanted, a button off, a fault or a drying end are adopted as 0 (and the
+ * device leaves drying); everything else, including always-on pressed, is
+ * enforced at once.
+ */
+export const LEASE_PUSH_POLICY: Readonly<Record<LeasePushKind, LeasePushRule>> = {
+  own_lease: { action: "keep", why: "our own drying lease is running" },
+  own_renewal_stop: { action: "keep", why: "our own lease renewal stopped the run" },
+  lease_ended: {
+    action: "adopt",
+    target: "off",
+    why: "drying lease ended at the device without a renewal (bridge late or stopped?)",
+  },
+  off: PUSH_POLICY.off,
+  fault: PUSH_POLICY.fault,
+  drying_end: PUSH_POLICY.drying_end,
+  always_on: { action: "enforce", why: "the bridge heats through a drying lease, not always-on" },
+  always_on_out_of_range: PUSH_POLICY.always_on_out_of_range,
+  auto: PUSH_POLICY.auto,
+  drying: { action: "enforce", why: "a drying run that is not the bridge's lease" },
+  unknown_mode: PUSH_POLICY.unknown_mode,
+  on_while_faulted: PUSH_POLICY.on_while_faulted,
+};
+
+/** Classifies a push in heat mode `drying-lease` (see {@link LEASE_PUSH_POLICY}). */
+export function classifyLeasePush(state: CoreState, now: number): LeasePushKind {
+  const d = state.device;
+  const lease = state.lease;
+  const kind = classifyPush(d, state.faults, state.config.maxTarget);
+  const ours = state.target > 0 && lease.target === state.target &&
+    lease.phase !== "none";
+  if (kind === "drying" && ours && ownLeaseRun(d, state.target, state.config.leaseHours)) {
+    return "own_lease";
+  }
+  if (kind === "drying_end") {
+    if (
+      ours && (lease.phase === "stopping" ||
+        (lease.ignoreEndUntil !== null && now <= lease.ignoreEndUntil))
+    ) return "own_renewal_stop";
+    if (ours && lease.phase === "running") return "lease_ended";
+  }
+  return kind;
 }
 
 // ---------------------------------------------------------------------------
@@ -499,28 +774,7 @@ class Step {
     this.#notify = true;
   }
 
-  /**
-   * Writes the desired state, if the link is open (a link that opens later
-   * compares and asserts it). While a fault is latched only OFF is written.
-   */
-  sendDesired(reason: string): boolean {
-    const s = this.s;
-    if (!s.link.open || !s.running) return false;
-    const target = s.faults.length > 0 || leaseProblem(s) !== null ? 0 : s.target;
-    if (s.config.heatMode === "drying_lease") {
-      if (target === 0) {
-        this.clearLease();
-        this.write(DRYING_LEASE_OFF_FRAME, 0, reason);
-      } else {
-        this.startLease(reason);
-      }
-      return true;
-    }
-    this.write(buildDesiredStateFrame(target), target, reason);
-    return true;
-  }
-
-  /** Writes one settings frame to the device. */
+  /** Emits one settings frame and counts it as a write. */
   write(frame: string, target: number, reason: string): void {
     const s = this.s;
     this.effects.push({ type: "send", frame, target, reason });
@@ -530,23 +784,26 @@ class Step {
   }
 
   /**
-   * (Re)starts a drying lease the only way whose timer is certain: stop the
-   * run, wait for the control task to see it, start a fresh run.
+   * Writes the desired state, if the link is open (a link that opens later
+   * compares and asserts it). While a fault is latched only OFF is written.
+   * In heat mode `drying-lease` heat is (re)started as a lease, and OFF is
+   * always {@link DRYING_LEASE_OFF_FRAME}, which leaves drying.
    */
-  startLease(reason: string): void {
-    const lease = this.s.lease;
-    if (lease.startAt !== null) return; // a start is pending: it uses the target of its time
-    lease.startedAt = null;
-    lease.renewAt = null;
-    lease.startAt = this.now + DRYING_RENEWAL_GAP_MS;
-    lease.ownStopUntil = lease.startAt + DRYING_RENEWAL_GAP_MS;
-    this.write(DRYING_STOP_FRAME, this.s.target, `${reason} (lease stop before start)`);
-  }
-
-  /** Forgets the lease: heat is off, or about to be. */
-  clearLease(): void {
-    const lease = this.s.lease;
-    lease.startedAt = lease.renewAt = lease.startAt = null;
+  sendDesired(reason: string): boolean {
+    const s = this.s;
+    if (!s.link.open || !s.running) return false;
+    const target = s.faults.length > 0 ? 0 : s.target;
+    if (s.config.heatMode !== "drying-lease") {
+      this.write(buildDesiredStateFrame(target), target, reason);
+      return true;
+    }
+    if (target === 0 || leaseUnavailable(s) !== null) {
+      this.write(DRYING_LEASE_OFF_FRAME, 0, reason);
+      endLease(s, this.now);
+      return true;
+    }
+    beginLease(this, target, reason, false);
+    return true;
   }
 
   /** Changes the desired target; heat switched on from 0 starts the failsafe clock. */
@@ -591,8 +848,8 @@ export function decide(state: CoreState, event: CoreEvent, now: number): Decisio
   handle(step, event);
   checkFailsafe(step);
   checkConnectAssert(step);
-  checkReadback(step);
   checkLease(step);
+  checkReadback(step);
   return { state: step.s, effects: step.finish(), wakeAt: nextWake(step.s) };
 }
 
@@ -620,6 +877,10 @@ function handle(step: Step, event: CoreEvent): void {
       return;
     case "stop":
       return onStop(step, event.reason);
+    case "connect_failed":
+      return onConnectFailed(step, event.reason);
+    case "firmware_probe":
+      return onFirmwareProbe(step, event.problem);
   }
 }
 
@@ -648,45 +909,251 @@ function checkConnectAssert(step: Step): void {
   });
 }
 
-function checkReadback(step: Step): void {
+// --- drying lease -----------------------------------------------------------
+
+/** The OFF frame of a heat mode: in `drying-lease`, one that also leaves drying. */
+export function offFrame(config: Pick<CoreConfig, "heatMode">): string {
+  return config.heatMode === "drying-lease" ? DRYING_LEASE_OFF_FRAME : buildDesiredStateFrame(0);
+}
+
+/** Forgets the lease after the lease-off frame was written (it stopped any run). */
+function endLease(s: CoreState, now: number): void {
+  const lease = s.lease;
+  lease.phase = "none";
+  lease.target = 0;
+  lease.sentAt = null;
+  lease.startAt = null;
+  lease.verifyAt = null;
+  lease.renewing = false;
+  lease.endsAt = null;
+  lease.failures = 0;
+  lease.ignoreEndUntil = null;
+  lease.stoppedAt = now;
+  lease.overSince = null;
+  lease.overFrom = null;
+}
+
+/** Whether the device may have a run going (a start of ours, or one it reported since our last stop). */
+function runMayBeActive(s: CoreState): boolean {
+  const lease = s.lease;
+  if (lease.phase === "starting" || lease.phase === "running") return true;
+  const d = s.device;
+  return d.dryingRunning === true &&
+    (lease.stoppedAt === null || (d.reportedAt !== null && d.reportedAt > lease.stoppedAt));
+}
+
+/**
+ * (Re)starts a lease of `target` °C: at once when no run can be active, else
+ * stop, gap of {@link DRYING_RENEWAL_GAP_MS}, start (a start sent onto a
+ * running run may neither restart its timer nor take the new values). A
+ * renewal stops with {@link DRYING_STOP_FRAME}; any other restart with
+ * {@link DRYING_LEASE_OFF_FRAME}, so nothing heats in another mode during the gap.
+ */
+function beginLease(step: Step, target: number, reason: string, renewal: boolean): void {
   const s = step.s;
-  const rb = s.readback;
-  if (!s.running || !s.link.open || rb.inFlight || rb.dueAt === null || step.now < rb.dueAt) {
+  const lease = s.lease;
+  lease.target = target;
+  lease.overSince = null;
+  lease.overFrom = null;
+  // Link down: the next connect frame is compared and the lease (re)started from there.
+  if (!s.link.open || !s.running) return;
+  if (lease.phase === "stopping") {
+    if (!renewal) lease.renewing = false;
+    return; // the start follows at startAt, with the current target
+  }
+  lease.renewing = renewal;
+  const sinceStop = lease.stoppedAt === null ? Infinity : step.now - lease.stoppedAt;
+  if (runMayBeActive(s) || sinceStop < DRYING_RENEWAL_GAP_MS) {
+    if (runMayBeActive(s)) {
+      step.write(renewal ? DRYING_STOP_FRAME : DRYING_LEASE_OFF_FRAME, target, `${reason} (stop)`);
+      lease.stoppedAt = step.now;
+    }
+    lease.phase = "stopping";
+    lease.startAt = lease.stoppedAt! + DRYING_RENEWAL_GAP_MS;
+    lease.verifyAt = null;
+    lease.ignoreEndUntil = lease.startAt + DRYING_RENEWAL_GAP_MS;
     return;
   }
+  sendLeaseStart(step, reason);
+}
+
+/** Sends the lease's start frame; a read-back verifies it {@link LEASE_VERIFY_DELAY_MS} later. */
+function sendLeaseStart(step: Step, reason: string): void {
+  const s = step.s;
+  const lease = s.lease;
+  step.write(buildDryingLeaseFrame(lease.target, s.config.leaseHours), lease.target, reason);
+  if (lease.renewing) {
+    lease.renewals++;
+    step.log("info", "drying lease renewed", {
+      target: lease.target,
+      hours: s.config.leaseHours,
+      renewals: lease.renewals,
+    });
+  }
+  lease.renewing = false;
+  lease.phase = "starting";
+  lease.sentAt = step.now;
+  lease.startAt = null;
+  lease.verifyAt = step.now + LEASE_VERIFY_DELAY_MS;
+  lease.endsAt = step.now + leaseMs(s.config);
+  step.notify();
+}
+
+/** The device confirmed the lease: renewals are timed from what it reported. */
+function confirmLease(step: Step, message: string): void {
+  const s = step.s;
+  const lease = s.lease;
+  const remaining = s.device.remainingSeconds ?? 0;
+  lease.phase = "running";
+  lease.verifiedAt = step.now;
+  lease.failures = 0;
+  lease.endsAt = step.now + deviceMs(s.config, remaining);
+  step.log("info", message, { target: lease.target, remaining_s: remaining });
+  step.notify();
+}
+
+/** A verification failed: retried once (restart, or read again), then the lease is given up. */
+function verificationFailed(step: Step, problem: string, restart: boolean): void {
+  const s = step.s;
+  const lease = s.lease;
+  lease.failures++;
+  if (lease.failures >= 2) {
+    giveUpLease(step, `the device did not confirm the drying lease twice in a row (${problem})`);
+    return;
+  }
+  step.log("warn", "drying lease not confirmed by read-back; retrying once", { problem });
+  if (restart) beginLease(step, lease.target, "lease retry", false);
+  else lease.verifyAt = step.now + LEASE_VERIFY_DELAY_MS;
+}
+
+/**
+ * Gives the lease up for the session: heater off (leaving drying), heat
+ * refused with `lease_unavailable` — never a silent switch to always-on.
+ */
+function giveUpLease(step: Step, reason: string): void {
+  const s = step.s;
+  const was = s.target;
+  s.lease.unavailable = reason;
+  s.note = `drying lease unavailable: ${reason}; heater off, heat refused until the bridge ` +
+    "restarts (or run it with --heat-mode always-on)";
+  if (was > 0) step.setTarget(0, "drying lease unavailable");
+  step.sendDesired("drying lease unavailable");
+  step.log("error", s.note, { target_was: was });
+  step.notify();
+}
+
+/** The device's run ended while heat was wanted and no renewal was under way: adopt 0, loudly. */
+function leaseEnded(step: Step): void {
+  const s = step.s;
+  const was = s.target;
+  s.note = `drying lease ended at the device without a renewal (bridge late or stopped?); ` +
+    `heater off, target ${was} °C dropped to 0: set it again`;
+  step.setTarget(0, "drying lease ended");
+  step.sendDesired("drying lease ended");
+  step.log("error", s.note, { target_was: was });
+}
+
+/**
+ * The lease's timers: the start after a stop's gap, the verification
+ * read-back, the renewal at half-time, and the overshoot guard.
+ */
+function checkLease(step: Step): void {
+  const s = step.s;
+  const lease = s.lease;
+  if (s.config.heatMode !== "drying-lease" || !s.running || !s.link.open) return;
+  // On a new link, nothing is timed until the connect frame was compared (or the state asserted).
+  if (!s.link.connectSeen && !s.link.wroteSinceOpen) return;
+  if (lease.phase === "stopping" && lease.startAt !== null && step.now >= lease.startAt) {
+    if (s.target > 0 && s.faults.length === 0 && leaseUnavailable(s) === null) {
+      lease.target = s.target;
+      sendLeaseStart(step, lease.renewing ? "lease renewal" : "lease start");
+    } else {
+      // Heat is no longer wanted: whatever turned it off wrote (or will assert) the OFF.
+      lease.phase = "none";
+      lease.startAt = null;
+      lease.renewing = false;
+    }
+  }
+  if (
+    lease.phase === "starting" && lease.verifyAt !== null && step.now >= lease.verifyAt &&
+    !s.readback.inFlight
+  ) {
+    lease.verifyAt = null;
+    startReadback(step);
+  }
+  const renewAt = leaseRenewAt(s);
+  if (renewAt !== null && step.now >= renewAt) {
+    beginLease(step, s.target, "lease renewal", true);
+  }
+  checkOvershoot(step);
+}
+
+/**
+ * The overshoot guard (drying may not regulate): a chamber more than
+ * {@link LEASE_OVERSHOOT_C} above the target that does not cool for
+ * {@link LEASE_OVERSHOOT_S} device seconds while leased gives the lease up.
+ */
+function checkOvershoot(step: Step): void {
+  const s = step.s;
+  const lease = s.lease;
+  const d = s.device;
+  const leased = s.target > 0 && (lease.phase === "starting" || lease.phase === "running");
+  const fresh = d.temperature !== null && d.temperatureAt !== null &&
+    step.now - d.temperatureAt <= s.config.staleAfterMs;
+  if (!leased || !fresh || d.temperature! <= s.target + LEASE_OVERSHOOT_C) {
+    lease.overSince = null;
+    lease.overFrom = null;
+    return;
+  }
+  const t = d.temperature!;
+  if (lease.overSince === null || lease.overFrom === null) {
+    lease.overSince = step.now;
+    lease.overFrom = t;
+    return;
+  }
+  if (step.now - lease.overSince < deviceMs(s.config, LEASE_OVERSHOOT_S)) return;
+  if (t < lease.overFrom) {
+    // Cooling (e.g. the target was lowered): watch the next window.
+    lease.overSince = step.now;
+    lease.overFrom = t;
+    return;
+  }
+  giveUpLease(
+    step,
+    `the chamber stayed above the target ${s.target} °C + ${LEASE_OVERSHOOT_C} °C without ` +
+      `cooling (${lease.overFrom} -> ${t} °C over ${LEASE_OVERSHOOT_S / 60} min): drying ` +
+      "does not regulate on this device",
+  );
+}
+
+/** Starts a read-back (one at a time, link up only). */
+function startReadback(step: Step): void {
+  const rb = step.s.readback;
   rb.inFlight = true;
   rb.startedAt = step.now;
   rb.dueAt = null;
   step.effects.push({ type: "readback" });
 }
 
-/** Starts a pending lease after its stop, and renews a running one when due. */
-function checkLease(step: Step): void {
+function checkReadback(step: Step): void {
   const s = step.s;
-  const lease = s.lease;
-  if (s.config.heatMode !== "drying_lease" || !s.link.open || !s.running) return;
-  if (lease.startAt !== null && step.now >= lease.startAt) {
-    lease.startAt = null;
-    if (s.target === 0 || s.faults.length > 0 || leaseProblem(s) !== null) return;
-    lease.startedAt = step.now;
-    lease.renewAt = step.now + s.config.leaseRenewMs;
-    step.write(buildDryingLeaseFrame(s.target, s.config.leaseHours), s.target, "lease start");
-    step.log("info", "drying lease started", { target: s.target, hours: s.config.leaseHours });
-    step.notify();
-  } else if (lease.renewAt !== null && step.now >= lease.renewAt && s.target > 0) {
-    lease.renewals++;
-    step.startLease("lease renewal");
-    step.log("debug", "renewing the drying lease", { renewals: lease.renewals });
+  const rb = s.readback;
+  if (!s.running || !s.link.open || rb.inFlight || rb.dueAt === null || step.now < rb.dueAt) {
+    return;
   }
+  startReadback(step);
 }
 
 function nextWake(s: CoreState): number | null {
   const candidates = [failsafeDeadline(s)];
-  if (s.config.heatMode === "drying_lease" && s.link.open && s.running) {
-    candidates.push(s.lease.startAt, s.lease.renewAt);
-  }
   if (s.link.open && !s.link.connectSeen) candidates.push(s.link.assertAt);
   if (s.running && s.link.open && !s.readback.inFlight) candidates.push(s.readback.dueAt);
+  if (s.running && s.link.open && s.config.heatMode === "drying-lease") {
+    const lease = s.lease;
+    if (lease.phase === "stopping") candidates.push(lease.startAt);
+    if (lease.phase === "starting" && !s.readback.inFlight) candidates.push(lease.verifyAt);
+    candidates.push(leaseRenewAt(s));
+  }
   const due = candidates.filter((t): t is number => t !== null);
   return due.length === 0 ? null : Math.min(...due);
 }
@@ -702,7 +1169,47 @@ function onLinkOpen(step: Step): void {
   s.link.assertAt = now + s.config.connectAssertMs;
   s.link.connects++;
   s.readback.dueAt = s.config.readbackIntervalMs > 0 ? now + s.config.readbackIntervalMs : null;
+  s.probe.connectFailures = 0;
   step.log("info", "device connected", { target: s.target });
+  if (s.firmwareProblem !== null) {
+    s.firmwareProblem = null;
+    step.effects.push({ type: "link_retry", floorMs: 0 });
+    step.log("info", "the device speaks the stock protocol again");
+  }
+  step.notify();
+}
+
+// --- other firmware (DragonBreath) ------------------------------------------
+
+/**
+ * A connection attempt failed before the WebSocket opened. An HTTP answer
+ * that is not an upgrade (or several failures in a row) asks the shell to
+ * probe which firmware answers — at most once per probe interval.
+ */
+function onConnectFailed(step: Step, reason: string): void {
+  const s = step.s;
+  const probe = s.probe;
+  probe.connectFailures++;
+  if (!s.running || probe.inFlight) return;
+  if (!NOT_AN_UPGRADE.test(reason) && probe.connectFailures < CONNECT_FAILURES_BEFORE_PROBE) return;
+  if (probe.lastAt !== null && step.now - probe.lastAt < s.config.probeIntervalMs) return;
+  probe.lastAt = step.now;
+  probe.inFlight = true;
+  step.effects.push({ type: "probe" });
+}
+
+/**
+ * The probe's answer: `problem` is the one clear error for a firmware the
+ * bridge cannot drive (lib/firmware_probe.ts, firmwareProblem), or null. It
+ * is logged once, shown in status, and the link retries only slowly.
+ */
+function onFirmwareProbe(step: Step, problem: string | null): void {
+  const s = step.s;
+  s.probe.inFlight = false;
+  if (!s.running || s.link.open || problem === null || problem === s.firmwareProblem) return;
+  s.firmwareProblem = problem;
+  step.effects.push({ type: "link_retry", floorMs: s.config.foreignFirmwareRetryMs });
+  step.log("error", problem, { retry_every_s: seconds(s.config.foreignFirmwareRetryMs) });
   step.notify();
 }
 
@@ -714,8 +1221,6 @@ function onLinkDown(step: Step, reason: string): void {
   s.link.assertAt = null;
   s.link.drops++;
   s.readback.dueAt = null;
-  // A lease start waiting for its gap is not sent on a later link without its stop.
-  s.lease.startAt = null;
   step.log(s.running ? "warn" : "debug", "device link down", { reason });
   step.notify();
 }
@@ -727,6 +1232,9 @@ function recordSettings(s: CoreState, report: DeviceReport, now: number): void {
   if (report.setTemp !== undefined) d.setTemp = report.setTemp;
   if (report.firmware !== undefined) d.firmware = report.firmware;
   if (report.dryingRunning !== undefined) d.dryingRunning = report.dryingRunning;
+  if (report.remainingSeconds !== undefined) d.remainingSeconds = report.remainingSeconds;
+  if (report.customTemp !== undefined) d.customTemp = report.customTemp;
+  if (report.customTimer !== undefined) d.customTimer = report.customTimer;
   if (report.isSettingsBlock) d.reportedAt = now;
 }
 
@@ -786,7 +1294,10 @@ function onFrame(step: Step, report: DeviceReport | null, dropped: string[]): vo
   if (!s.link.connectSeen) {
     s.link.connectSeen = true;
     s.link.assertAt = null;
-    onConnectFrame(step, interlocked);
+    // A lease is judged by connect frames (and read-backs): they carry every field.
+    s.device.dryingFields = hasDryingFields(report);
+    if (s.config.heatMode === "drying-lease") onLeaseConnectFrame(step, interlocked);
+    else onConnectFrame(step, interlocked);
   } else {
     onPush(step);
   }
@@ -802,7 +1313,7 @@ function onConnectFrame(step: Step, interlocked: boolean): void {
     device_set_temp: d.setTemp,
     target: s.target,
   };
-  if (deviceInDesiredState(s)) {
+  if (matchesDesired(s, s.target)) {
     s.link.skippedWrites++;
     step.log("info", "device state matches the desired state on connect; nothing written", fields);
   } else if (s.link.wroteSinceOpen && !interlocked) {
@@ -817,23 +1328,9 @@ function onConnectFrame(step: Step, interlocked: boolean): void {
 function onPush(step: Step): void {
   const s = step.s;
   const d = s.device;
+  if (s.config.heatMode === "drying-lease") return onLeasePush(step);
   const kind = classifyPush(d, s.faults, s.config.maxTarget);
   const rule = PUSH_POLICY[kind];
-  const lease = s.lease;
-  if (
-    s.config.heatMode === "drying_lease" && s.target > 0 && s.faults.length === 0 &&
-    kind === "drying_end"
-  ) {
-    if (lease.ownStopUntil !== null && step.now <= lease.ownStopUntil) {
-      step.log("debug", "drying-end push of the lease's own stop; ignored");
-      return;
-    }
-    s.note = "the drying lease ran out before the bridge renewed it; heater off";
-    step.setTarget(0, "drying lease ended");
-    step.sendDesired("lease ended");
-    step.log("error", s.note, { renewals: lease.renewals });
-    return;
-  }
   const fields = {
     push: kind,
     policy: rule.action,
@@ -855,10 +1352,19 @@ function onPush(step: Step): void {
     }
     // A push adopted as 0 may leave the device "on" in a mode that does not heat
     // (drying ended): the desired state is then written so the device agrees.
-    if (!deviceInDesiredState(s)) step.sendDesired(`device push (${kind})`);
+    if (!matchesDesired(s, s.target)) step.sendDesired(`device push (${kind})`);
     return;
   }
-  const desired = s.target === 0 ? "off" : `${s.target} °C always-on`;
+  enforcePush(step, kind, fields);
+}
+
+/** Enforce now: the desired state is sent at once, with a note saying what was overridden. */
+function enforcePush(step: Step, kind: PushKind, fields: Record<string, unknown>): void {
+  const s = step.s;
+  const d = s.device;
+  const desired = s.target === 0
+    ? "off"
+    : `${s.target} °C ${s.config.heatMode === "drying-lease" ? "drying lease" : "always-on"}`;
   const detail = kind === "always_on_out_of_range"
     ? `at ${d.setTemp} °C, above max_target ${s.config.maxTarget} °C`
     : kind === "on_while_faulted"
@@ -869,6 +1375,111 @@ function onPush(step: Step): void {
   step.sendDesired(`device push (${kind})`);
   step.log("warn", s.note, { ...fields, target: s.target });
   step.notify();
+}
+
+/**
+ * A push in heat mode `drying-lease`, by {@link LEASE_PUSH_POLICY}: our own
+ * lease or renewal stop is kept; an unrenewed end while heat is wanted is
+ * adopted as 0, loudly; other adopted OFFs leave drying
+ * ({@link DRYING_LEASE_OFF_FRAME}, so a paused run is never left behind);
+ * everything else is enforced at once.
+ */
+function onLeasePush(step: Step): void {
+  const s = step.s;
+  const d = s.device;
+  const kind = classifyLeasePush(s, step.now);
+  const rule = LEASE_PUSH_POLICY[kind];
+  const fields = {
+    push: kind,
+    policy: rule.action,
+    device_work_on: d.workOn,
+    device_work_mode: d.workMode,
+    device_running: d.dryingRunning,
+  };
+  if (rule.action === "keep") {
+    step.log("debug", `device push: ${rule.why}`, fields);
+    return;
+  }
+  if (kind === "lease_ended") return leaseEnded(step);
+  if (rule.action === "adopt") {
+    const was = s.target;
+    if (was !== 0) {
+      s.note = kind === "fault"
+        ? `device switched the heater off: fault ${s.faults.join(", ")}`
+        : rule.why;
+      step.setTarget(0, `device push (${kind})`);
+      step.log("warn", s.note, { ...fields, target: 0 });
+    } else {
+      step.log("debug", `device push: ${rule.why}`, { ...fields, target: 0 });
+    }
+    // Every OFF leaves drying; a fault (its interlock already dropped the target) too.
+    if (was !== 0 || kind === "fault" || !deviceMatchesLease(d, 0, s.config.leaseHours)) {
+      step.sendDesired(`device push (${kind})`);
+    }
+    return;
+  }
+  enforcePush(step, kind as PushKind, fields);
+}
+
+/** Compare before writing, in heat mode `drying-lease` (see docs/safety.md). */
+function onLeaseConnectFrame(step: Step, interlocked: boolean): void {
+  const s = step.s;
+  const d = s.device;
+  const lease = s.lease;
+  const hours = s.config.leaseHours;
+  const fields = {
+    device_work_on: d.workOn,
+    device_work_mode: d.workMode,
+    device_running: d.dryingRunning,
+    device_remaining_s: d.remainingSeconds,
+    lease: lease.phase,
+    target: s.target,
+  };
+  const refusal = leaseUnavailable(s);
+  if (s.target > 0 && refusal !== null) {
+    const was = s.target;
+    s.note = `${refusal}; heater off, target ${was} °C dropped to 0`;
+    step.setTarget(0, "drying lease unavailable");
+    step.log("error", s.note, fields);
+  }
+  if (s.link.wroteSinceOpen && !interlocked) {
+    step.log("debug", "connect frame predates a write on this link", fields);
+    return;
+  }
+  if (s.target === 0) {
+    if (deviceMatchesLease(d, 0, hours)) {
+      s.link.skippedWrites++;
+      step.log(
+        "info",
+        "device state matches the desired state on connect; nothing written",
+        fields,
+      );
+    } else {
+      step.sendDesired("connect");
+      step.log("info", "device state differs from desired state on connect; asserting", fields);
+    }
+    return;
+  }
+  const remaining = d.remainingSeconds ?? 0;
+  if (
+    lease.phase !== "stopping" && ownLeaseRun(d, s.target, hours) && remaining > 0 &&
+    remaining <= hours * 3600
+  ) {
+    // Our lease survived the link's absence: nothing rewritten, renewals timed from the device.
+    s.link.skippedWrites++;
+    lease.target = s.target;
+    lease.sentAt = step.now - deviceMs(s.config, hours * 3600 - remaining);
+    confirmLease(step, "device runs our drying lease on connect; nothing written");
+    return;
+  }
+  if (lease.phase === "running" && d.dryingRunning !== true) return leaseEnded(step);
+  if (lease.phase === "stopping" && d.dryingRunning !== true) {
+    step.log("debug", "connect frame during a lease restart; the start follows", fields);
+    return;
+  }
+  if (lease.phase === "stopping") lease.phase = "none"; // the stop was lost: stop again
+  step.sendDesired("connect");
+  step.log("info", "device state differs from desired state on connect; asserting", fields);
 }
 
 // --- requests -------------------------------------------------------------
@@ -941,15 +1552,31 @@ function onSetTarget(step: Step, client: string, value: unknown): void {
     });
     return;
   }
-  const problem = check.target > 0 ? leaseProblem(s) : null;
-  if (problem !== null) {
-    step.refuse("lease_unavailable", `heat refused in drying-lease mode: ${problem}`);
-    step.log("warn", "refused heat: drying lease unavailable", { reason: problem });
+  const unavailable = check.target > 0 ? leaseUnavailable(s) : null;
+  if (unavailable !== null) {
+    step.refuse(
+      "lease_unavailable",
+      `${unavailable}; heat is refused (the bridge never falls back to always-on by itself: ` +
+        "run it with --heat-mode always-on to heat without the lease)",
+    );
+    step.log("warn", "refused heat: drying lease unavailable", {
+      client: clientName(s, client),
+      target: check.target,
+      firmware: s.device.firmware,
+    });
     return;
   }
   s.trip = null;
   s.note = null;
+  const lease = s.lease;
+  const leased = s.config.heatMode === "drying-lease" && check.target > 0 &&
+    check.target === s.target && lease.target === s.target && lease.phase !== "none";
   step.setTarget(check.target, `requested by ${clientName(s, client)}`);
+  if (leased) {
+    // The same heat again: the lease already running (or starting) is that; no flash rewrite.
+    step.reply({ target: check.target });
+    return;
+  }
   // A request is always written, even when unchanged: `off` is the user's way to be sure.
   if (!step.sendDesired("request")) {
     step.log("debug", "device link down: the desired state is asserted on connect", {
@@ -1014,13 +1641,20 @@ function onReadback(step: Step, report: DeviceReport | null, error: string | nul
     ? step.now + s.config.readbackIntervalMs
     : null;
   step.notify();
+  const lease = s.lease;
+  const leaseMode = s.config.heatMode === "drying-lease";
+  // The verification read-back of a lease start: the one started after verifyAt.
+  const verifying = leaseMode && lease.phase === "starting" && lease.verifyAt === null &&
+    lease.sentAt !== null && startedAt - lease.sentAt >= 1000;
   if (!report || !report.isSettingsBlock) {
+    const reason = error ?? "no settings in the connect frame";
     rb.failures++;
-    rb.last = `failed: ${error ?? "no settings in the connect frame"}`;
-    step.log("warn", "read-back failed", { reason: error ?? "no settings in the connect frame" }, {
+    rb.last = `failed: ${reason}`;
+    step.log("warn", "read-back failed", { reason }, {
       key: "readback-failed",
       intervalMs: 600_000,
     });
+    if (verifying) verificationFailed(step, `read-back failed: ${reason}`, false);
     return;
   }
   rb.count++;
@@ -1029,12 +1663,15 @@ function onReadback(step: Step, report: DeviceReport | null, error: string | nul
   if (newer(s.lastWriteAt) || newer(s.lastLinkReportAt)) {
     rb.last = "stale";
     step.log("debug", "read-back predates a newer write or report; ignored");
+    if (verifying) lease.verifyAt = step.now + LEASE_VERIFY_DELAY_MS; // read again, unhurried
     return;
   }
   recordSettings(s, report, step.now);
+  if (leaseMode) s.device.dryingFields = hasDryingFields(report);
   applyFaults(step, report, true);
+  if (leaseMode && onLeaseReadback(step, verifying)) return;
   const d = s.device;
-  if (s.lease.startAt !== null || deviceInDesiredState(s)) {
+  if (matchesDesired(s, s.target)) {
     rb.last = "match";
     step.log("debug", "read-back: device state matches the desired state");
     return;
@@ -1061,6 +1698,75 @@ function onReadback(step: Step, report: DeviceReport | null, error: string | nul
   );
 }
 
+/**
+ * A read-back in heat mode `drying-lease` while a lease is wanted; returns
+ * whether it was handled (else the generic comparison runs). It verifies a
+ * start (retry once, then give up), re-times renewals from the device's
+ * `remaining_seconds`, adopts an unrenewed end as 0, and restarts a lease
+ * another client changed.
+ */
+function onLeaseReadback(step: Step, verifying: boolean): boolean {
+  const s = step.s;
+  const d = s.device;
+  const lease = s.lease;
+  const rb = s.readback;
+  const refusal = leaseUnavailable(s);
+  if (refusal !== null && s.target > 0) {
+    const was = s.target;
+    s.note = `${refusal}; heater off, target ${was} °C dropped to 0`;
+    step.setTarget(0, "drying lease unavailable");
+    step.sendDesired("drying lease unavailable");
+    step.log("error", s.note, {});
+    return true;
+  }
+  if (s.target === 0 || lease.phase === "none") return false;
+  if (lease.phase === "stopping") {
+    rb.last = "lease restart in progress";
+    return true;
+  }
+  if (lease.phase === "starting") {
+    if (!verifying) {
+      rb.last = "before the lease's verification";
+      return true;
+    }
+    const mismatch = leaseMismatch(d, lease.target, s.config, step.now - lease.sentAt!);
+    if (mismatch === null) {
+      rb.last = "lease verified";
+      confirmLease(step, "drying lease verified by read-back");
+    } else {
+      rb.last = `lease not confirmed: ${mismatch}`;
+      verificationFailed(step, mismatch, true);
+    }
+    return true;
+  }
+  const remaining = d.remainingSeconds ?? 0;
+  const hours = s.config.leaseHours;
+  if (ownLeaseRun(d, s.target, hours) && remaining > 0 && remaining <= hours * 3600) {
+    rb.last = "match";
+    confirmLease(step, "read-back: our drying lease is running");
+    return true;
+  }
+  if (d.workOn === true && modeMeaning(d.workMode, d.firmware) === "drying" && !d.dryingRunning) {
+    rb.last = "lease ended";
+    leaseEnded(step);
+    return true;
+  }
+  rb.corrections++;
+  rb.last = "corrected";
+  s.note = `device state was changed outside the bridge (another client?); the bridge ` +
+    `restarted its drying lease (${s.target} °C)`;
+  step.log("warn", "read-back: the drying lease was changed by another client?; restarting it", {
+    device_work_on: d.workOn,
+    device_work_mode: d.workMode,
+    device_running: d.dryingRunning,
+    device_custom_temp: d.customTemp,
+    device_custom_timer: d.customTimer,
+    device_remaining_s: d.remainingSeconds,
+  });
+  beginLease(step, s.target, "read-back", false);
+  return true;
+}
+
 // --- stop -----------------------------------------------------------------
 
 function onStop(step: Step, reason: string): void {
@@ -1072,11 +1778,8 @@ function onStop(step: Step, reason: string): void {
   s.note = `bridge stopped: ${reason}`;
   s.readback.dueAt = null;
   // OFF is written whatever the link state: the shell waits a bounded time for a link.
-  const off = s.config.heatMode === "drying_lease"
-    ? DRYING_LEASE_OFF_FRAME
-    : buildDesiredStateFrame(0);
-  step.clearLease();
-  step.effects.push({ type: "send", frame: off, target: 0, reason: "stop" });
+  step.effects.push({ type: "send", frame: offFrame(s.config), target: 0, reason: "stop" });
+  if (s.config.heatMode === "drying-lease") endLease(s, step.now);
   s.link.writes++;
   s.lastWriteAt = step.now;
   s.running = false;
@@ -1125,6 +1828,23 @@ export interface ReadbackStatus {
   last: string | null;
 }
 
+/** The drying lease's view (heat mode `drying-lease`). */
+export interface LeaseStatus {
+  /** Lease length in hours (`--lease-hours`). */
+  hours: number;
+  /** `none`, `stopping` (renewal gap), `starting` (verification pending) or `running`. */
+  state: LeasePhase;
+  /** Seconds until the device's run ends by itself; null without a lease. */
+  remaining: number | null;
+  /** Seconds since the device last confirmed the lease; null if never. */
+  last_verified_age: number | null;
+  renewals: number;
+  /** Failed verifications in a row (one retry, then the lease is given up). */
+  verify_failures: number;
+  /** Why heat is refused now (firmware, missing fields, a given-up lease); null while usable. */
+  unavailable: string | null;
+}
+
 /** The bridge's status, as served on the socket API (see README). */
 export interface BridgeStatus {
   connected: boolean;
@@ -1138,6 +1858,10 @@ export interface BridgeStatus {
   note: string | null;
   failsafe: FailsafeStatus;
   readback: ReadbackStatus;
+  /** `always-on` or `drying-lease` (`--heat-mode`). */
+  heat_mode: HeatMode;
+  /** The drying lease; null in heat mode `always-on`. */
+  lease: LeaseStatus | null;
   since: { started: string; connected: string | null };
   link: {
     url: string;
@@ -1151,24 +1875,7 @@ export interface BridgeStatus {
   log_write_failures: number;
   /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
   firmware_problem: string | null;
-  /** How heat is switched on: `always-on`, or `drying-lease` (the device stops by itself). */
-  heat_mode: "always-on" | "drying-lease";
-  /** The drying lease, in `drying-lease` mode (else null). */
-  lease: LeaseStatus | null;
   bridge: string;
-}
-
-/** The drying lease in the status (heat mode `drying-lease`). */
-export interface LeaseStatus {
-  /** Length of one lease in hours. */
-  hours: number;
-  /** Seconds since this bridge started the running lease; null when none runs. */
-  started_age: number | null;
-  /** Seconds until it is renewed; null when none runs. */
-  renew_in: number | null;
-  renewals: number;
-  /** Why heat is refused in this mode (e.g. unsupported firmware), or null. */
-  unavailable: string | null;
 }
 
 /** What only the shell knows: wall-clock times, the URL, the logger's counter. */
@@ -1177,7 +1884,6 @@ export interface ShellFacts {
   startedIso: string;
   connectedIso: string | null;
   logWriteFailures: number;
-  firmwareProblem: string | null;
 }
 
 function age(now: number, at: number | null): number | null {
@@ -1227,6 +1933,19 @@ export function buildStatus(s: CoreState, now: number, facts: ShellFacts): Bridg
       last_age: age(now, s.readback.lastAt),
       last: s.readback.last,
     },
+    heat_mode: s.config.heatMode,
+    lease: s.config.heatMode !== "drying-lease" ? null : {
+      hours: s.config.leaseHours,
+      state: s.lease.phase,
+      remaining: (s.lease.phase !== "starting" && s.lease.phase !== "running") ||
+          s.lease.endsAt === null
+        ? null
+        : Math.max(0, Math.round((s.lease.endsAt - now) / 100) / 10),
+      last_verified_age: age(now, s.lease.verifiedAt),
+      renewals: s.lease.renewals,
+      verify_failures: s.lease.failures,
+      unavailable: leaseUnavailable(s),
+    },
     since: { started: facts.startedIso, connected: s.link.open ? facts.connectedIso : null },
     link: {
       url: facts.url,
@@ -1236,20 +1955,8 @@ export function buildStatus(s: CoreState, now: number, facts: ShellFacts): Bridg
       writes: s.link.writes,
       skipped_writes: s.link.skippedWrites,
     },
-    heat_mode: s.config.heatMode === "drying_lease" ? "drying-lease" : "always-on",
-    lease: s.config.heatMode === "drying_lease"
-      ? {
-        hours: s.config.leaseHours,
-        started_age: age(now, s.lease.startedAt),
-        renew_in: s.lease.renewAt === null
-          ? null
-          : Math.max(0, Math.round((s.lease.renewAt - now) / 100) / 10),
-        renewals: s.lease.renewals,
-        unavailable: leaseProblem(s),
-      }
-      : null,
     log_write_failures: facts.logWriteFailures,
-    firmware_problem: facts.firmwareProblem,
+    firmware_problem: s.firmwareProblem,
     bridge: VERSION,
   };
 }

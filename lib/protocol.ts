@@ -70,6 +70,12 @@ export interface DeviceReport {
   firmware?: string;
   /** `isrunning`: a drying run is active. */
   dryingRunning?: boolean;
+  /** `remaining_seconds`: what is left of the drying run (connect frames only). */
+  remainingSeconds?: number;
+  /** `custom_temp`: the stored custom drying temperature (written as `filament_temp`). */
+  customTemp?: number;
+  /** `custom_timer`: the stored custom drying hours (written as `filament_timer`). */
+  customTimer?: number;
   faults?: Partial<Record<FaultName, boolean>>;
   /** The device's own printer link state (0 disconnected … 3 connected). */
   printerState?: number;
@@ -198,6 +204,31 @@ function readDryingRunning(settings: JsonObject, report: DeviceReport, dropped: 
   }
 }
 
+/** Longest drying run a `remaining_seconds` can plausibly describe (a byte of hours). */
+const MAX_REMAINING_SECONDS = 255 * 3600;
+
+function readDryingFields(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
+  if ("remaining_seconds" in settings) {
+    const value = settings.remaining_seconds;
+    if (isIntegerIn(value, 0, MAX_REMAINING_SECONDS)) report.remainingSeconds = value;
+    else dropped.push(`remaining_seconds: not a whole number 0-${MAX_REMAINING_SECONDS}`);
+  }
+  const customTemp = readByteField(settings, "custom_temp", dropped);
+  if (customTemp !== undefined) report.customTemp = customTemp;
+  const customTimer = readByteField(settings, "custom_timer", dropped);
+  if (customTimer !== undefined) report.customTimer = customTimer;
+}
+
+/**
+ * Whether a settings report carries every field a drying lease is checked by
+ * (`isrunning`, `remaining_seconds`, `custom_temp`, `custom_timer`): without
+ * them a lease could not be verified, so it is refused.
+ */
+export function hasDryingFields(report: DeviceReport): boolean {
+  return report.dryingRunning !== undefined && report.remainingSeconds !== undefined &&
+    report.customTemp !== undefined && report.customTimer !== undefined;
+}
+
 function readSettings(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
   readTemperature(settings, report, dropped);
   readWorkOn(settings, report, dropped);
@@ -207,6 +238,7 @@ function readSettings(settings: JsonObject, report: DeviceReport, dropped: strin
   if (setTemp !== undefined) report.setTemp = setTemp;
   readFirmware(settings, report, dropped);
   readDryingRunning(settings, report, dropped);
+  readDryingFields(settings, report, dropped);
   readFaults(settings, report);
   report.isSettingsBlock = report.workOn !== undefined;
 }
@@ -307,7 +339,7 @@ export function validateTarget(value: unknown, maxTarget: number): TargetCheck {
 // work_on true), ends by itself (isrunning and remaining_seconds drop to 0,
 // the settings block is pushed) and `isrunning: 0` stops it. Unknowns and the
 // renewal procedure: docs/safety.md, "Making the device stop by itself".
-// Nothing here is wired into the bridge.
+// The bridge uses them in heat mode `drying-lease` (lib/core.ts).
 
 /** `work_mode` of drying on V1.0.1 and later (V1.0.0 numbers it 1; there 3 is auto). */
 export const DRYING_MODE = 3;

@@ -27,9 +27,11 @@ const CONFIG: CoreConfig = {
   staleAfterMs: 5_000,
   connectAssertMs: 2_000,
   readbackIntervalMs: 60_000,
-  heatMode: "always_on",
+  heatMode: "always-on",
   leaseHours: 1,
-  leaseRenewMs: 1_800_000,
+  leaseTimeScale: 1,
+  probeIntervalMs: 60_000,
+  foreignFirmwareRetryMs: 300_000,
 };
 
 const FACTS = {
@@ -118,6 +120,8 @@ function assertOrdered(decision: Decision, what: string): void {
     reply: 1,
     notify: 2,
     readback: 3,
+    probe: 3,
+    link_retry: 3,
     log: 4,
   };
   const ranks = decision.effects.map((e) => rank[e.type]);

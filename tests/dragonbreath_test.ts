@@ -2,7 +2,8 @@
  * A device running DragonBreath firmware (no /ws; `GET /api/v2/info` answers
  * `"project": "dragonbreath"`): `panda-breath run` as a real subprocess says
  * so once, `status` shows it and exits 1, and the bridge stops hammering the
- * device with connection attempts.
+ * device with connection attempts. The decision is the core's (tests/core_lease_test.ts,
+ * "DragonBreath: ..."); this proves the shell's probe, status and CLI around it.
  */
 import assert from "node:assert/strict";
 import { MainProcess, runCli, tempSocketPath, waitForSocket } from "./process.ts";
@@ -39,6 +40,9 @@ Deno.test("DragonBreath firmware: one clear error in status and the log, no retr
       "status naming the firmware problem",
     );
     assert.match(problem!, /runs DragonBreath firmware 2\.1\.0/);
+    // A 404 to the upgrade is an HTTP answer that is not an upgrade: probed at the first one.
+    const attemptsAtDetection = requests.filter((p) => p === "/ws").length;
+    assert.ok(attemptsAtDetection <= 3, `attempts before detection: ${attemptsAtDetection}`);
 
     const human = await runCli(["status", "--socket", path]);
     assert.equal(human.code, 1, "status exits 1 while the device cannot be driven");

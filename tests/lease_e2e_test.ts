@@ -1,36 +1,47 @@
 /**
- * The drying lease end to end against the simulator, whose drying run
- * follows the protocol facts (runs `filament_timer` hours, then stops by
- * itself and pushes the settings block). The simulator's `speed` makes a
- * 1 h lease last 3.6 s. The key property: a bridge killed while heating
- * leaves a device that stops by itself when the lease ends.
+ * The drying lease end to end: `panda-breath run --heat-mode drying-lease` as
+ * a real subprocess against the simulator at speed 600 (its drying timer
+ * and thermal model run 600 times faster, so a 1 h lease lasts 6 s; the
+ * bridge's `--lease-speed 600` scales its lease clock the same way; the
+ * stop-to-start gap, the control poll and the verification delay stay real).
+ *
+ * Both unknown device settings are exercised both ways
+ * (`dryingRewriteRestartsTimer`, `dryingRegulates`). The key property: a
+ * bridge killed with SIGKILL leaves a device that stops heating by itself at
+ * its lease's end.
  */
 import assert from "node:assert/strict";
 import { ApiClient, ApiError } from "../lib/api_client.ts";
-import { Bridge } from "../lib/bridge.ts";
-import { Logger } from "../lib/log.ts";
+import type { BridgeStatus } from "../lib/core.ts";
+import { DRYING_LEASE_OFF_FRAME } from "../lib/protocol.ts";
 import { Simulator, type SimulatorOptions } from "../lib/simulator.ts";
-import { MainProcess, tempSocketPath, waitForSocket } from "./process.ts";
+import { MainProcess, runCli, tempSocketPath, waitForSocket } from "./process.ts";
 import { delay, until } from "./wait.ts";
 
-/** 1 h of drying in 3.6 s. */
-const SPEED = 1000;
+const SPEED = 600;
+/** One 1 h lease at SPEED, in real ms. */
+const LEASE_MS = 3600 * 1000 / SPEED;
 
-async function withSim(options: SimulatorOptions, body: (sim: Simulator) => Promise<void>) {
-  const sim = new Simulator({ speed: SPEED, ...options });
-  await sim.start();
-  try {
-    await body(sim);
-  } finally {
-    await sim.stop();
-  }
+interface Rig {
+  sim: Simulator;
+  api: ApiClient;
+  bridge: MainProcess;
+  socket: string;
+  simLog: string[];
+  status(): Promise<BridgeStatus>;
 }
 
-/** `panda-breath run --heat-mode drying-lease` as a subprocess, with a ready controller. */
 async function withLeaseBridge(
-  sim: Simulator,
-  body: (api: ApiClient, bridge: MainProcess) => Promise<void>,
+  settings: SimulatorOptions,
+  body: (rig: Rig) => Promise<void>,
 ): Promise<void> {
+  const simLog: string[] = [];
+  const sim = new Simulator({
+    speed: SPEED,
+    log: (line) => simLog.push(`${new Date().toISOString()} ${line}`),
+    ...settings,
+  });
+  await sim.start();
   const { path, cleanup } = await tempSocketPath();
   const bridge = new MainProcess([
     "run",
@@ -38,115 +49,258 @@ async function withLeaseBridge(
     `127.0.0.1:${sim.port}`,
     "--socket",
     path,
-    "--heat-mode",
-    "drying-lease",
     "--readback-interval",
     "0",
+    "--failsafe-timeout",
+    "600",
+    "--heat-mode",
+    "drying-lease",
+    "--lease-hours",
+    "1",
+    "--lease-speed",
+    String(SPEED),
   ]);
+  let api: ApiClient | null = null;
   try {
     await waitForSocket(path, 15_000);
-    const api = await ApiClient.connect(path);
-    const beat = setInterval(() => api.heartbeat(true).catch(() => {}), 500);
-    try {
-      await api.hello({ client: "test", controller: true, ready: true });
-      await until(
-        async () => (await api.request("status") as { connected: boolean }).connected,
-        5000,
-        "link",
-      );
-      await body(api, bridge);
-    } finally {
-      clearInterval(beat);
-      await api.close();
-    }
-  } finally {
+    api = await ApiClient.connect(path);
+    const client = api;
+    const status = () => client.request("status") as Promise<BridgeStatus>;
+    await until(
+      async () => {
+        const s = await status();
+        return s.connected && s.device.firmware !== null;
+      },
+      10_000,
+      "link and connect frame",
+    );
+    await body({ sim, api, bridge, socket: path, simLog, status });
+  } catch (error) {
+    // What the bridge and the device did, for a failure under load.
     await bridge.stop("SIGKILL");
+    console.log(`bridge log:\n${bridge.stderr}\ndevice log:\n${simLog.join("\n")}`);
+    throw error;
+  } finally {
+    await api?.close().catch(() => {});
+    await bridge.stop("SIGKILL");
+    await sim.stop();
     await cleanup();
   }
 }
 
-Deno.test("lease e2e: heats through a drying run; SIGKILL of the bridge → the device stops by itself at the lease end", async () => {
-  await withSim({}, async (sim) => {
-    await withLeaseBridge(sim, async (api, bridge) => {
-      await api.request("set_target", { target: 45 });
-      await until(() => sim.state.drying && sim.state.heating, 5000, "the lease heating");
-      const started = performance.now();
-      bridge.child.kill("SIGKILL");
-      await bridge.exited();
-      assert.ok(sim.state.heating, "still heating right after the kill");
-      await until(() => !sim.state.heating, 10_000, "the device stopping by itself");
-      const ms = performance.now() - started;
-      console.log(`device stopped by itself ${ms.toFixed(0)} ms after the kill (lease 3600 ms)`);
-      assert.ok(ms <= 3600 + 1500, `stopped within one lease (${ms} ms)`);
-      assert.equal(sim.state.drying, false);
-    });
-  });
-});
+/** Waits for the bridge to report the lease verified by read-back. */
+async function leaseRunning(rig: Rig, timeoutMs = 8000): Promise<void> {
+  await until(
+    async () => (await rig.status()).lease?.state === "running",
+    timeoutMs,
+    "lease verified (running)",
+    50,
+  );
+}
 
-Deno.test("lease e2e: off leaves drying; V1.0.0 is refused with lease_unavailable", async () => {
-  await withSim({}, async (sim) => {
-    await withLeaseBridge(sim, async (api) => {
-      await api.request("set_target", { target: 45 });
-      await until(() => sim.state.drying, 5000, "the lease running");
-      await api.request("off");
-      await until(() => !sim.state.drying && !sim.state.work_on, 3000, "off, out of drying");
-    });
-  });
-  await withSim({ fwVersion: "V1.0.0" }, async (sim) => {
-    await withLeaseBridge(sim, async (api) => {
-      await until(
-        async () =>
-          (await api.request("status") as { device: { firmware: string } }).device
-            .firmware === "V1.0.0",
-        5000,
-        "the connect frame",
-      );
-      await assert.rejects(
-        api.request("set_target", { target: 45 }),
-        (error) => error instanceof ApiError && error.code === "lease_unavailable",
-      );
-      await delay(1500);
-      assert.equal(sim.state.heating, false);
-    });
-  });
-});
+for (const rewrite of [false, true]) {
+  for (const regulates of [false, true]) {
+    const name = `dryingRewriteRestartsTimer ${rewrite}, dryingRegulates ${regulates}`;
+    Deno.test(`lease e2e (${name}): heats via the lease, renewals keep it heating, SIGKILL -> the device stops by itself at the lease end`, async () => {
+      // Target 60 and a chamber that cannot pass 63 °C: a non-regulating run stays within
+      // the overshoot guard's margin (tested on its own below).
+      const sim: SimulatorOptions = {
+        dryingRewriteRestartsTimer: rewrite,
+        dryingRegulates: regulates,
+        maxChamberC: 63,
+      };
+      await withLeaseBridge(sim, async (rig) => {
+        assert.deepEqual(await rig.api.request("set_target", { target: 60 }), { target: 60 });
+        await until(() => rig.sim.state.drying, 3000, "a drying run on the device");
+        await leaseRunning(rig);
+        assert.equal(rig.sim.state.work_on, true);
 
-Deno.test("lease e2e: renewals keep a long heat going past several leases, in both unknown-rewrite cases", async () => {
-  for (const dryingRewriteRestartsTimer of [false, true]) {
-    await withSim({ dryingRewriteRestartsTimer }, async (sim) => {
-      const bridge = new Bridge({
-        url: `ws://127.0.0.1:${sim.port}/ws`,
-        logger: new Logger("error"),
-        heatMode: "drying_lease",
-        readbackIntervalMs: 0,
-        leaseRenewMs: 1500, // a 3.6 s lease at this speed: renewed well before its end
-      });
-      bridge.start();
-      try {
-        await until(() => bridge.status().connected, 5000, "link");
-        bridge.heartbeat({ client: "t" }, true);
-        const beat = setInterval(() => bridge.heartbeat({ client: "t" }, true), 300);
-        try {
-          bridge.setTarget(45, { client: "t" });
-          await until(() => sim.state.drying && sim.state.heating, 5000, "heating");
-          // Three lease lengths: without renewals the run would have ended twice.
-          const end = performance.now() + 3 * 3600;
-          let cold = 0;
-          while (performance.now() < end) {
-            if (!sim.state.heating) cold += 100;
-            await delay(100);
+        // Two and a half leases' worth of renewals, sampled on the device side.
+        const started = performance.now();
+        let gapStarted: number | null = null;
+        let longestGap = 0;
+        let gaps = 0;
+        let restartedFull = 0;
+        let lowestRemaining = Infinity;
+        while (performance.now() - started < 1.6 * LEASE_MS) {
+          const state = rig.sim.state;
+          if (!state.drying) {
+            if (gapStarted === null) {
+              gapStarted = performance.now();
+              gaps++;
+            }
+          } else {
+            if (gapStarted !== null) {
+              longestGap = Math.max(longestGap, performance.now() - gapStarted);
+              if (state.remaining_seconds > 3000) restartedFull++;
+              gapStarted = null;
+            }
+            lowestRemaining = Math.min(lowestRemaining, state.remaining_seconds);
           }
-          assert.equal(bridge.target, 45, "still the desired target");
-          assert.ok(bridge.status().lease!.renewals >= 3, "renewed (every 1.5 s + the 1 s gap)");
-          assert.ok(cold <= 1500 * 3, `heat gaps only at renewals (${cold} ms cold)`);
-          assert.ok(sim.state.heating || sim.state.drying, "heating at the end");
-        } finally {
-          clearInterval(beat);
+          await delay(25);
         }
-      } finally {
-        await bridge.stop("test");
-      }
-      assert.equal(sim.state.heating, false, "stop turned it off");
+        const status = await rig.status();
+        console.log(
+          `${name}: ${status.lease?.renewals} renewals, ${gaps} gaps (longest ${
+            Math.round(longestGap)
+          } ms), lowest remaining ${lowestRemaining} s of 3600, chamber ${
+            rig.sim.state.temperature.toFixed(1)
+          } °C`,
+        );
+        assert.ok((status.lease?.renewals ?? 0) >= 2, `renewals: ${status.lease?.renewals}`);
+        assert.equal(restartedFull, gaps - (gapStarted === null ? 0 : 1), "each gap restarted");
+        assert.ok(longestGap < 2500, `heat paused at most for the renewal gap: ${longestGap} ms`);
+        assert.ok(lowestRemaining > 0, "the device's run never ran out while the bridge lived");
+        assert.ok(!rig.simLog.some((l) => l.includes("drying finished")), "never ended itself");
+        assert.equal(status.target, 60, "still heating");
+        assert.equal(status.lease?.unavailable, null);
+        assert.ok(rig.sim.state.temperature > 55, `chamber heated: ${rig.sim.state.temperature}`);
+
+        // Kill the bridge early in a lease: at least a second before its renewal's stop
+        // (due at 1800 s left), so the device's own timer is what ends the run.
+        await until(
+          () => {
+            const state = rig.sim.state;
+            return state.drying && state.isrunning && state.remaining_seconds > 2400;
+          },
+          LEASE_MS,
+          "a freshly started lease",
+          5,
+        );
+        rig.bridge.child.kill("SIGKILL");
+        const killedAt = performance.now();
+        const expectedMs = rig.sim.state.remaining_seconds * 1000 / SPEED;
+        await rig.bridge.exited();
+        assert.equal(rig.sim.state.drying, true, "still running right after the kill");
+        await until(() => !rig.sim.state.drying, expectedMs + 3000, "device stopped by itself");
+        const tookMs = performance.now() - killedAt;
+        console.log(
+          `${name}: device stopped by itself ${Math.round(tookMs)} ms after SIGKILL ` +
+            `(its lease had ${Math.round(expectedMs)} ms left)`,
+        );
+        assert.ok(tookMs >= expectedMs - 700, `not before the lease end (${tookMs} ms)`);
+        assert.ok(tookMs <= expectedMs + 1500, `at the lease end (${tookMs} ms)`);
+        assert.ok(rig.simLog.some((l) => l.includes("drying finished")), "the run's own end");
+        await delay(1000);
+        assert.equal(rig.sim.state.heating, false, "and stays off");
+        assert.equal(rig.sim.state.drying, false);
+      });
     });
   }
+}
+
+Deno.test("lease e2e: drying that does not regulate overshoots -> the guard gives the lease up: off, lease_unavailable", async () => {
+  await withLeaseBridge({ dryingRegulates: false, maxChamberC: 70 }, async (rig) => {
+    await rig.api.request("set_target", { target: 45 });
+    await until(() => rig.sim.state.drying, 3000, "lease running");
+    await until(
+      () => !rig.sim.state.drying && !rig.sim.state.work_on,
+      10_000,
+      "the guard turned the device off",
+      20,
+    );
+    const status = await rig.status();
+    assert.equal(status.target, 0);
+    assert.match(status.lease?.unavailable ?? "", /drying does not regulate on this device/);
+    assert.ok(rig.sim.state.temperature < 60, `stopped early: ${rig.sim.state.temperature}`);
+    const set = await runCli(["set", "45", "--socket", rig.socket]);
+    assert.equal(set.code, 1);
+    assert.match(set.stderr, /lease_unavailable: drying lease unavailable: the chamber stayed/);
+    const human = await runCli(["status", "--socket", rig.socket]);
+    assert.match(human.stdout, /heat mode\s+drying-lease \(1 h\): UNAVAILABLE, heat refused/);
+    assert.equal(rig.sim.state.drying, false, "the refused set did nothing");
+  });
+});
+
+for (const fwVersion of ["V1.0.0", "V1.0.4"]) {
+  Deno.test(`lease e2e: refused on ${fwVersion} with lease_unavailable and a clear CLI error; the device stays off`, async () => {
+    await withLeaseBridge({ fwVersion }, async (rig) => {
+      await assert.rejects(
+        () => rig.api.request("set_target", { target: 45 }),
+        (error: unknown) =>
+          error instanceof ApiError && error.code === "lease_unavailable" &&
+          error.message.includes(`device firmware ${fwVersion} is not one of V1.0.1`),
+      );
+      const set = await runCli(["set", "45", "--socket", rig.socket]);
+      assert.equal(set.code, 1);
+      const line = set.stderr.split("\n").find((l) => l.startsWith("panda-breath:")) ?? "";
+      assert.ok(
+        line.startsWith(
+          `panda-breath: lease_unavailable: drying lease unavailable: device firmware ${fwVersion} ` +
+            "is not one of V1.0.1, V1.0.2, V1.0.3; heat is refused",
+        ),
+        line,
+      );
+      const human = await runCli(["status", "--socket", rig.socket]);
+      assert.match(human.stdout, /heat mode\s+drying-lease \(1 h\): UNAVAILABLE/);
+      await delay(300);
+      assert.equal(rig.sim.state.work_on, false);
+      assert.equal(rig.sim.state.drying, false);
+      assert.ok(
+        !rig.sim.received.some((f) => f.text.includes('"isrunning":1')),
+        "no lease frame ever sent",
+      );
+      assert.ok(
+        !rig.sim.received.some((f) => f.text.includes('"work_on":true')),
+        "nothing switched on (no silent always-on)",
+      );
+    });
+  });
+}
+
+Deno.test("lease e2e: OFF always leaves drying (off, controller gone, SIGTERM)", async () => {
+  await withLeaseBridge({ dryingRegulates: true }, async (rig) => {
+    const leftDrying = (what: string) =>
+      until(
+        () => !rig.sim.state.drying && !rig.sim.state.isrunning && !rig.sim.state.work_on,
+        3000,
+        `${what}: no run, work_on false`,
+      );
+    const lastFrame = () => rig.sim.received.at(-1)?.text;
+
+    await rig.api.request("set_target", { target: 45 });
+    await leaseRunning(rig);
+    assert.deepEqual(await rig.api.request("off"), { target: 0 });
+    await leftDrying("off");
+    assert.equal(lastFrame(), DRYING_LEASE_OFF_FRAME);
+
+    // A ready controller (Klipper's role) closes its connection while heating.
+    const klipper = await ApiClient.connect(rig.socket);
+    await klipper.request("hello", { client: "klipper", controller: true, ready: true });
+    await klipper.request("heartbeat", { ready: true });
+    await klipper.request("set_target", { target: 45 });
+    await until(() => rig.sim.state.drying, 4000, "lease again (after the gap)");
+    await klipper.close();
+    await leftDrying("controller gone");
+    assert.equal(lastFrame(), DRYING_LEASE_OFF_FRAME);
+    assert.match((await rig.status()).failsafe.reason ?? "", /disconnected while heating/);
+
+    await rig.api.request("set_target", { target: 45 });
+    await until(() => rig.sim.state.drying, 4000, "lease a third time");
+    await rig.api.close();
+    const status = await rig.bridge.stop("SIGTERM");
+    assert.equal(status.code, 0);
+    await leftDrying("SIGTERM");
+    assert.equal(lastFrame(), DRYING_LEASE_OFF_FRAME);
+  });
+});
+
+Deno.test("lease e2e: the lease flags need --heat-mode drying-lease; --lease-hours is whole hours 1-12", async () => {
+  const alone = await runCli(["run", "--host", "127.0.0.1:9", "--lease-hours", "2"]);
+  assert.equal(alone.code, 2);
+  assert.match(alone.stderr, /--lease-hours applies only with --heat-mode drying-lease/);
+  const half = await runCli([
+    "run",
+    "--host",
+    "127.0.0.1:9",
+    "--heat-mode",
+    "drying-lease",
+    "--lease-hours",
+    "0.5",
+  ]);
+  assert.equal(half.code, 2);
+  assert.match(half.stderr, /--lease-hours must be a whole number from 1 to 12, got '0\.5'/);
+  const mode = await runCli(["run", "--host", "127.0.0.1:9", "--heat-mode", "auto"]);
+  assert.equal(mode.code, 2);
+  assert.match(mode.stderr, /--heat-mode must be one of always-on, drying-lease, got 'auto'/);
 });

@@ -12,7 +12,9 @@ import {
   DRYING_RENEWAL_GAP_MS,
   DRYING_STOP_FRAME,
   dryingLeaseSupported,
+  hasDryingFields,
   OFF_FRAME,
+  parseDeviceFrame,
 } from "../lib/protocol.ts";
 import { Simulator, type SimulatorOptions } from "../lib/simulator.ts";
 import { delay, until } from "./wait.ts";
@@ -33,6 +35,30 @@ Deno.test("lease frame: the documented drying start, every key in one frame", ()
     work_on: true,
   });
   assert.equal(typeof JSON.parse(text).settings.work_on, "boolean", "work_on only as boolean");
+});
+
+Deno.test("parser: the drying fields a lease is verified by (connect frame), range-checked", () => {
+  const frame = (extra: Record<string, unknown>) =>
+    JSON.stringify({
+      settings: { work_on: 1, work_mode: 3, isrunning: 1, ...extra },
+    });
+  const full = parseDeviceFrame(
+    frame({ remaining_seconds: 3594, custom_temp: 45, custom_timer: 1 }),
+  );
+  assert.equal(full.report?.remainingSeconds, 3594);
+  assert.equal(full.report?.customTemp, 45);
+  assert.equal(full.report?.customTimer, 1);
+  assert.equal(hasDryingFields(full.report!), true);
+  const missing = parseDeviceFrame(frame({ custom_temp: 45, custom_timer: 1 }));
+  assert.equal(hasDryingFields(missing.report!), false, "no remaining_seconds");
+  const bad = parseDeviceFrame(
+    frame({ remaining_seconds: -1, custom_temp: 300, custom_timer: 1.5 }),
+  );
+  assert.equal(bad.report?.remainingSeconds, undefined);
+  assert.equal(bad.report?.customTemp, undefined);
+  assert.equal(bad.report?.customTimer, undefined);
+  assert.equal(bad.dropped.length, 3, bad.dropped.join("; "));
+  assert.equal(hasDryingFields(bad.report!), false);
 });
 
 Deno.test("lease frame: whole-degree targets and whole hours 1-12 only", () => {

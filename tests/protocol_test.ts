@@ -40,6 +40,9 @@ Deno.test("connect frame becomes a typed report without any secret", () => {
     setTemp: 45,
     firmware: "V1.0.3",
     dryingRunning: false,
+    remainingSeconds: 0,
+    customTemp: 40,
+    customTimer: 2,
     printerState: 3,
   });
   for (const secret of ["wifi-secret", "ap-secret", "bambu-secret", "01S00A"]) {
