@@ -494,16 +494,19 @@ export function deviceMatches(
     device.setTemp === target && device.dryingRunning !== true;
 }
 
+/** The device fields that tell whether it runs a drying lease. */
+export type LeaseDeviceView = Pick<
+  DeviceState,
+  "workOn" | "workMode" | "firmware" | "dryingRunning" | "customTemp" | "customTimer"
+>;
+
 /**
  * Whether the device's reported state is the desired `target` in heat mode
  * `drying-lease`: off is `work_on` false with no run; heat is a running
  * drying run of ours (see {@link ownLeaseRun}).
  */
 export function deviceMatchesLease(
-  device: Pick<
-    DeviceState,
-    "workOn" | "workMode" | "firmware" | "dryingRunning" | "customTemp" | "customTimer"
-  >,
+  device: LeaseDeviceView,
   target: number,
   hours: number,
 ): boolean {
@@ -516,10 +519,7 @@ export function deviceMatchesLease(
  * would: on, drying mode, running, with our custom temperature and hours.
  */
 export function ownLeaseRun(
-  device: Pick<
-    DeviceState,
-    "workOn" | "workMode" | "firmware" | "dryingRunning" | "customTemp" | "customTimer"
-  >,
+  device: LeaseDeviceView,
   target: number,
   hours: number,
 ): boolean {

@@ -10,35 +10,8 @@ import type { BridgeStatus } from "../lib/bridge.ts";
 import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
 import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator.ts";
 import { connectFrame, FAKE_SECRETS, FakeDevice } from "./fake_device.ts";
-import { mainArgs, MainProcess, runCli, tempSocketPath, waitForSocket } from "./process.ts";
+import { mainArgs, runCli, startBridge, tempSocketPath, waitForSocket } from "./process.ts";
 import { delay, until } from "./wait.ts";
-
-/** A bridge subprocess on a fresh socket; `extra` are more `run` options. */
-async function startBridge(
-  host: string,
-  extra: string[] = [],
-  denoFlags: string[] = [],
-): Promise<{ bridge: MainProcess; socket: string; cleanup(): Promise<void> }> {
-  const { path, cleanup } = await tempSocketPath();
-  const bridge = new MainProcess(
-    ["run", "--host", host, "--socket", path, "--log-level", "debug", ...extra],
-    denoFlags,
-  );
-  try {
-    await waitForSocket(path, 15_000);
-  } catch (error) {
-    await bridge.stop("SIGKILL");
-    throw new Error(`${(error as Error).message}\n${bridge.stderr}`);
-  }
-  return {
-    bridge,
-    socket: path,
-    cleanup: async () => {
-      await bridge.stop("SIGKILL");
-      await cleanup();
-    },
-  };
-}
 
 async function status(socket: string): Promise<BridgeStatus> {
   const result = await runCli(["status", "--json", "--socket", socket]);

@@ -15,7 +15,7 @@ import { ApiClient, ApiError } from "../lib/api_client.ts";
 import type { BridgeStatus } from "../lib/core.ts";
 import { DRYING_LEASE_OFF_FRAME } from "../lib/protocol.ts";
 import { Simulator, type SimulatorOptions } from "../lib/simulator.ts";
-import { MainProcess, runCli, tempSocketPath, waitForSocket } from "./process.ts";
+import { type MainProcess, runCli, startBridge } from "./process.ts";
 import { delay, until } from "./wait.ts";
 
 const SPEED = 600;
@@ -42,13 +42,7 @@ async function withLeaseBridge(
     ...settings,
   });
   await sim.start();
-  const { path, cleanup } = await tempSocketPath();
-  const bridge = new MainProcess([
-    "run",
-    "--host",
-    `127.0.0.1:${sim.port}`,
-    "--socket",
-    path,
+  const { bridge, socket: path, cleanup } = await startBridge(`127.0.0.1:${sim.port}`, [
     "--readback-interval",
     "0",
     "--failsafe-timeout",
@@ -59,10 +53,12 @@ async function withLeaseBridge(
     "1",
     "--lease-speed",
     String(SPEED),
-  ]);
+  ]).catch(async (error) => {
+    await sim.stop();
+    throw error;
+  });
   let api: ApiClient | null = null;
   try {
-    await waitForSocket(path, 15_000);
     api = await ApiClient.connect(path);
     const client = api;
     const status = () => client.request("status") as Promise<BridgeStatus>;

@@ -111,3 +111,30 @@ export async function tempSocketPath(): Promise<{ path: string; cleanup(): Promi
     cleanup: () => Deno.remove(dir, { recursive: true }).catch(() => {}),
   };
 }
+
+/** A bridge subprocess on a fresh socket; `extra` are more `run` options. */
+export async function startBridge(
+  host: string,
+  extra: string[] = [],
+  denoFlags: string[] = [],
+): Promise<{ bridge: MainProcess; socket: string; cleanup(): Promise<void> }> {
+  const { path, cleanup } = await tempSocketPath();
+  const bridge = new MainProcess(
+    ["run", "--host", host, "--socket", path, "--log-level", "debug", ...extra],
+    denoFlags,
+  );
+  try {
+    await waitForSocket(path, 15_000);
+  } catch (error) {
+    await bridge.stop("SIGKILL");
+    throw new Error(`${(error as Error).message}\n${bridge.stderr}`);
+  }
+  return {
+    bridge,
+    socket: path,
+    cleanup: async () => {
+      await bridge.stop("SIGKILL");
+      await cleanup();
+    },
+  };
+}

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { ApiClient } from "../lib/api_client.ts";
 import { type ButtonAction, Simulator } from "../lib/simulator.ts";
-import { MainProcess, tempSocketPath, waitForSocket } from "./process.ts";
+import { startBridge } from "./process.ts";
 import { until } from "./wait.ts";
 
 /** The simulator and a bridge connected to it, desired state off. */
@@ -17,18 +17,14 @@ async function withBridge(
 ): Promise<void> {
   const sim = new Simulator(settings);
   await sim.start();
-  const { path, cleanup } = await tempSocketPath();
-  const bridge = new MainProcess([
-    "run",
-    "--host",
-    `127.0.0.1:${sim.port}`,
-    "--socket",
-    path,
+  const { socket: path, cleanup } = await startBridge(`127.0.0.1:${sim.port}`, [
     "--readback-interval",
     "0",
-  ]);
+  ]).catch(async (error) => {
+    await sim.stop();
+    throw error;
+  });
   try {
-    await waitForSocket(path, 15_000);
     const api = await ApiClient.connect(path);
     try {
       await until(
@@ -41,7 +37,6 @@ async function withBridge(
     }
     await body(sim);
   } finally {
-    await bridge.stop("SIGKILL");
     await cleanup();
     await sim.stop();
   }
