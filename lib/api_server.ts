@@ -36,6 +36,7 @@ export type ApiErrorCode =
   | "out_of_range"
   | "device_fault"
   | "lease_unavailable"
+  | "unsupported_firmware"
   | "line_too_long"
   | "too_many_clients";
 

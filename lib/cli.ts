@@ -550,7 +550,7 @@ export async function main(args: string[]): Promise<number> {
     }
     if (
       error instanceof ApiError &&
-      (error.code === "device_fault" || error.code === "lease_unavailable")
+      ["device_fault", "lease_unavailable", "unsupported_firmware"].includes(error.code)
     ) {
       printError(`panda-breath: ${error.code}: ${error.message}`);
       return 1;

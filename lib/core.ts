@@ -359,6 +359,7 @@ export type CoreErrorCode =
   | "out_of_range"
   | "device_fault"
   | "lease_unavailable"
+  | "unsupported_firmware"
   | "invalid_request";
 
 /** The answer to a request event. */
@@ -1210,6 +1211,8 @@ function onFirmwareProbe(step: Step, problem: string | null): void {
   s.firmwareProblem = problem;
   step.effects.push({ type: "link_retry", floorMs: s.config.foreignFirmwareRetryMs });
   step.log("error", problem, { retry_every_s: seconds(s.config.foreignFirmwareRetryMs) });
+  // A stock firmware flashed back later must not start heating by surprise.
+  if (s.target > 0) step.trip("the device runs firmware the bridge cannot drive");
   step.notify();
 }
 
@@ -1549,6 +1552,14 @@ function onSetTarget(step: Step, client: string, value: unknown): void {
       client: clientName(s, client),
       target: check.target,
       faults: s.faults,
+    });
+    return;
+  }
+  if (check.target > 0 && s.firmwareProblem !== null) {
+    step.refuse("unsupported_firmware", `${s.firmwareProblem}; heat is refused`);
+    step.log("warn", "refused heat: the device runs firmware the bridge cannot drive", {
+      client: clientName(s, client),
+      target: check.target,
     });
     return;
   }

@@ -768,3 +768,29 @@ Deno.test("DragonBreath: a probe answer after stop, or while the link is up, is 
   up = decide(up, { type: "firmware_probe", problem: PROBLEM }, 10).state;
   assert.equal(up.firmwareProblem, null);
 });
+
+Deno.test("DragonBreath: heat is refused while detected, and a target set before is turned off", () => {
+  let s = initialState({ failsafeTimeoutMs: 10 * HOUR });
+  s = decide(s, { type: "set_target", client: "cli", value: 45 }, 0).state;
+  assert.equal(s.target, 45, "desired while the link is down");
+  s = decide(s, { type: "connect_failed", reason: "Invalid status code: 404" }, 10).state;
+  const found = decide(s, { type: "firmware_probe", problem: PROBLEM }, 20);
+  s = found.state;
+  assert.equal(s.target, 0, "a stock firmware flashed back must not start heating");
+  assert.match(buildStatus(s, 30, FACTS).note ?? "", /firmware the bridge cannot drive/);
+
+  const refused = decide(s, { type: "set_target", client: "cli", value: 40 }, 40);
+  assert.deepEqual(reply(refused), {
+    type: "reply",
+    ok: false,
+    code: "unsupported_firmware",
+    message: `${PROBLEM}; heat is refused`,
+  });
+  assert.equal(refused.state.target, 0);
+  const off = decide(s, { type: "set_target", client: "cli", value: 0 }, 50);
+  assert.equal(reply(off).ok, true, "off is never refused");
+
+  const back = decide(s, { type: "link_open" }, 400_000).state;
+  const again = decide(back, { type: "set_target", client: "cli", value: 40 }, 400_010);
+  assert.equal(reply(again).ok, true, "stock firmware again: heat accepted");
+});

@@ -48,6 +48,10 @@ Deno.test("DragonBreath firmware: one clear error in status and the log, no retr
     assert.equal(human.code, 1, "status exits 1 while the device cannot be driven");
     assert.match(human.stdout, /PROBLEM\s+the Panda Breath at .* runs DragonBreath firmware/);
 
+    const set = await runCli(["set", "40", "--socket", path]);
+    assert.equal(set.code, 1, "heat is refused while the device cannot be driven");
+    assert.match(set.stderr, /panda-breath: unsupported_firmware: .*DragonBreath.*heat is refused/);
+
     const attemptsBefore = requests.filter((p) => p === "/ws").length;
     await delay(3000);
     const attemptsAfter = requests.filter((p) => p === "/ws").length;
