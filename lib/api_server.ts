@@ -1,4 +1,5 @@
 import type { Bridge, BridgeStatus } from "./bridge.ts";
+import { type LastSent, sendAt, urgentPart } from "./coalesce.ts";
 import type { ReplyEffect } from "./core.ts";
 import { LineSplitter, writeAll } from "./lines.ts";
 import type { Logger } from "./log.ts";
@@ -54,8 +55,6 @@ type Reply = { id: unknown; result: unknown } | {
   id: unknown;
   error: { code: ApiErrorCode; message: string };
 };
-
-type Notification = { method: "status"; params: BridgeStatus };
 
 const encoder = new TextEncoder();
 
@@ -128,6 +127,9 @@ class ApiClientConnection {
   #closed = false;
   #limits: ApiLimits;
   #onClose: () => void;
+  #lastStatus: LastSent = { at: null, urgent: null };
+  #pendingStatus: BridgeStatus | null = null;
+  #statusTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(conn: Deno.UnixConn, label: string, limits: ApiLimits, onClose: () => void) {
     this.#conn = conn;
@@ -163,6 +165,33 @@ class ApiClientConnection {
     this.#queuedBytes += bytes.byteLength;
     if (!this.#writing) this.#pump();
     return true;
+  }
+
+  /**
+   * Sends a status notification now, or keeps it as the newest pending one
+   * until the gap of lib/coalesce.ts has passed; false when the client was cut off.
+   */
+  notify(status: BridgeStatus, immediately = false): boolean {
+    if (this.#closed) return false;
+    const now = performance.now();
+    const urgent = urgentPart(status);
+    const at = immediately ? now : sendAt(this.#lastStatus, urgent, now);
+    if (at <= now) return this.#sendStatus(status, urgent, now);
+    this.#pendingStatus = status;
+    this.#statusTimer ??= setTimeout(() => {
+      this.#statusTimer = undefined;
+      const pending = this.#pendingStatus;
+      if (pending !== null) this.#sendStatus(pending, urgentPart(pending), performance.now());
+    }, at - now);
+    return true;
+  }
+
+  #sendStatus(status: BridgeStatus, urgent: string, now: number): boolean {
+    this.#pendingStatus = null;
+    clearTimeout(this.#statusTimer);
+    this.#statusTimer = undefined;
+    this.#lastStatus = { at: now, urgent };
+    return this.send(encodeLine({ method: "status", params: status }), true);
   }
 
   /** Bytes waiting to be written to this client. */
@@ -222,6 +251,8 @@ class ApiClientConnection {
     if (this.#closed) return;
     this.#closed = true;
     this.#queue = [];
+    this.#pendingStatus = null;
+    clearTimeout(this.#statusTimer);
     try {
       this.#conn.close();
     } catch {
@@ -406,7 +437,7 @@ export class ApiServer {
     client: ApiClientConnection,
     line: Uint8Array,
     decoder: TextDecoder,
-  ): Reply | Notification | null {
+  ): Reply | null {
     let text: string;
     try {
       text = decoder.decode(line).trim();
@@ -450,7 +481,7 @@ export class ApiServer {
     id: unknown,
     method: string,
     params: Record<string, unknown>,
-  ): Reply | Notification | null {
+  ): Reply | null {
     const bridge = this.#bridge;
     const source = client.label;
     const respond = (reply: ReplyEffect, becomesController = false) => {
@@ -488,18 +519,17 @@ export class ApiServer {
         // The reply first, then the current status: nothing may come between them.
         client.send(encodeLine({ id, result: { subscribed: true } }));
         client.subscribed = true;
-        return { method: "status", params: bridge.status() };
+        client.notify(bridge.status(), true);
+        return null;
       default:
         return errorReply(id, "unknown_method", `unknown method '${method.slice(0, 64)}'`);
     }
   }
 
   #broadcast(status: BridgeStatus): void {
-    let line: Uint8Array | undefined;
     for (const client of this.#clients) {
       if (!client.subscribed) continue;
-      line ??= encodeLine({ method: "status", params: status });
-      if (!client.send(line, true)) {
+      if (!client.notify(status)) {
         this.#logger.warn("socket client cut off: not reading its notifications", {
           client: client.label,
           max_queued_bytes: this.#limits.maxQueuedBytes,

@@ -275,8 +275,9 @@ Deno.test("a client that never reads is cut off; others keep getting status", as
   const reader = await ApiClient.connect(r.path);
   let count = 0;
   await reader.subscribe(() => count++);
+  // Settings changes go out at once (readings alone are coalesced to 10 per second).
   for (let i = 0; i < 3000 && r.server.clientCount > 1; i++) {
-    r.device.sendAll('{"settings":{"warehouse_temper":26}}');
+    r.device.sendAll(`{"settings":{"work_on":0,"set_temp":${30 + i % 2}}}`);
     await new Promise((resolve) => setTimeout(resolve, 1));
   }
   assert.equal(r.server.clientCount, 1);
@@ -372,6 +373,7 @@ Deno.test("a burst of device frames does not cut off a client that reads", async
     (_, i) => `{"settings":{"warehouse_temper":${i % 90}}}`,
   );
   for (const socket of r.device.sockets) for (const frame of burst) socket.send(frame);
+  r.device.temperature = 42; // the device's telemetry goes on with the newest reading
   r.device.sendAll('{"settings":{"warehouse_temper":42}}');
   await until(() => seen.at(-1) === 42, 5000, "the newest status");
   assert.equal(r.server.clientCount, 1, "the reading client is still connected");
