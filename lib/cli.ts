@@ -312,6 +312,7 @@ async function runBridge(settings: RunSettings): Promise<number> {
       // Exiting anyway; the restarted bridge asserts OFF.
     }
     clearTimeout(hardExit);
+    logger.flush();
     logger.error("bridge exited after an unexpected error", { exit: EXIT_CRASH });
     return EXIT_CRASH;
   }
@@ -322,6 +323,7 @@ async function runBridge(settings: RunSettings): Promise<number> {
   for (const name of signals) Deno.removeSignalListener(name, onRepeat);
   globalThis.removeEventListener("unhandledrejection", onUnexpected);
   globalThis.removeEventListener("error", onUnexpected);
+  logger.flush();
   logger.info("bridge stopped");
   return 0;
 }

@@ -31,9 +31,30 @@ export function isLogLevel(value: string): value is LogLevel {
   return (LOG_LEVELS as readonly string[]).includes(value);
 }
 
+/** Repeats of one event within this window are counted instead of written. */
+export const REPEAT_WINDOW_MS = 60_000;
+
+/** Events tracked for repeats at most; the oldest is summed up and forgotten beyond. */
+const MAX_REPEAT_KEYS = 256;
+
+/** One event (level and message) seen within the current window. */
+interface Repeats {
+  level: LogLevel;
+  message: string;
+  since: number;
+  count: number;
+  fields: Record<string, unknown>;
+}
+
 /**
  * A levelled logger writing one line per event:
  * `2026-11-24T10:00:00.000Z INFO device connected host=10.0.0.5`.
+ *
+ * An event (level and message) repeated within a minute is written once;
+ * the repeats are counted and summed up in one line at the end of the minute,
+ * `… 57 more in the last minute: device fault reported fault=...` (with the
+ * last repeat's fields), for as long as they go on. Debug lines are never
+ * held back. So the log stays bounded whatever the device or a client does.
  *
  * Logging never throws: a line the sink cannot take (a full disk, a closed
  * stderr, a sink that throws) is dropped and counted in {@link writeFailures}.
@@ -43,12 +64,23 @@ export class Logger {
   #rank: number;
   #sink: LogSink;
   #lastByKey = new Map<string, { at: number; suppressed: number }>();
+  #repeats = new Map<string, Repeats>();
+  #repeatTimer: ReturnType<typeof setTimeout> | undefined;
+  #repeatWindowMs: number;
   #writeFailures = 0;
 
-  /** A logger at `level` writing to `sink` (stderr by default). */
-  constructor(level: LogLevel = "info", sink: LogSink = stderrSink) {
+  /**
+   * A logger at `level` writing to `sink` (stderr by default); tests may
+   * shorten the repeat window.
+   */
+  constructor(
+    level: LogLevel = "info",
+    sink: LogSink = stderrSink,
+    options: { repeatWindowMs?: number } = {},
+  ) {
     this.#rank = LOG_LEVELS.indexOf(level);
     this.#sink = sink;
+    this.#repeatWindowMs = options.repeatWindowMs ?? REPEAT_WINDOW_MS;
   }
 
   /** Whether messages at `level` are written. */
@@ -61,10 +93,80 @@ export class Logger {
     return this.#writeFailures;
   }
 
-  /** Writes `message` with `key=value` fields at `level`; never throws. */
+  /**
+   * Writes `message` with `key=value` fields at `level`, or counts it when
+   * the same event was written within the last minute; never throws.
+   */
   log(level: LogLevel, message: string, fields: Record<string, unknown> = {}): void {
+    if (!this.enabled(level)) return;
+    if (level === "debug") return this.#write(level, message, fields);
+    const now = performance.now();
+    this.#sumUp(now, false);
+    const key = `${level} ${message}`;
+    const seen = this.#repeats.get(key);
+    if (seen !== undefined) {
+      seen.count++;
+      seen.fields = fields;
+      this.#armSumUp(seen.since + this.#repeatWindowMs - now);
+      return;
+    }
+    if (this.#repeats.size >= MAX_REPEAT_KEYS) {
+      const [oldest] = this.#repeats.keys();
+      this.#finish(this.#repeats.get(oldest)!, now);
+      this.#repeats.delete(oldest);
+    }
+    this.#repeats.set(key, { level, message, since: now, count: 0, fields });
+    this.#write(level, message, fields);
+  }
+
+  /** Writes the counts of every event repeated so far (e.g. before exiting). */
+  flush(): void {
+    this.#sumUp(performance.now(), true);
+  }
+
+  /**
+   * Ends the windows that are over (all with `all`): an event repeated in it
+   * gets its summary line and a new window; one that was not is forgotten.
+   */
+  #sumUp(now: number, all: boolean): void {
+    for (const [key, seen] of this.#repeats) {
+      if (!all && now - seen.since < this.#repeatWindowMs) continue;
+      if (seen.count === 0) {
+        this.#repeats.delete(key);
+        continue;
+      }
+      this.#finish(seen, now);
+      seen.since = now;
+      seen.count = 0;
+    }
+  }
+
+  #finish(seen: Repeats, now: number): void {
+    if (seen.count === 0) return;
+    const seconds = Math.round((now - seen.since) / 1000);
+    const span = now - seen.since <= this.#repeatWindowMs + 1000
+      ? "the last minute"
+      : `the last ${seconds} s`;
+    this.#write(seen.level, `… ${seen.count} more in ${span}: ${seen.message}`, seen.fields);
+  }
+
+  /** A summary is written when its minute ends, even if nothing else is logged. */
+  #armSumUp(inMs: number): void {
+    if (this.#repeatTimer !== undefined) return;
+    this.#repeatTimer = setTimeout(() => {
+      this.#repeatTimer = undefined;
+      const now = performance.now();
+      this.#sumUp(now, false);
+      const next = Math.min(
+        ...[...this.#repeats.values()].filter((r) => r.count > 0).map((r) => r.since),
+      );
+      if (Number.isFinite(next)) this.#armSumUp(next + this.#repeatWindowMs - now);
+    }, Math.max(0, inMs) + 1);
+    Deno.unrefTimer(this.#repeatTimer);
+  }
+
+  #write(level: LogLevel, message: string, fields: Record<string, unknown>): void {
     try {
-      if (!this.enabled(level)) return;
       const parts = [new Date().toISOString(), level.toUpperCase(), message];
       for (const [key, value] of Object.entries(fields)) {
         if (value !== undefined) parts.push(`${key}=${formatValue(value)}`);
@@ -115,6 +217,6 @@ export class Logger {
     }
     const suppressed = last?.suppressed || undefined;
     this.#lastByKey.set(key, { at: now, suppressed: 0 });
-    this.log(level, message, { ...fields, suppressed });
+    this.#write(level, message, { ...fields, suppressed });
   }
 }

@@ -5,7 +5,7 @@ Deno.test("hazard 1: a sink that throws is counted and never reaches the caller"
   const logger = new Logger("debug", () => {
     throw new Error("No space left on device (os error 28)");
   });
-  for (let i = 0; i < 5; i++) logger.error("device fault", { fault: "ptc_sensor_open" });
+  for (let i = 0; i < 5; i++) logger.error(`device fault ${i}`, { fault: "ptc_sensor_open" });
   logger.limited("k", 10_000, "warn", "limited line");
   assert.equal(logger.writeFailures, 6);
 });
@@ -37,7 +37,7 @@ Deno.test("the default sink writes to stderr and counts ENOSPC on /dev/full", as
   const script = `
     import { Logger } from ${JSON.stringify(new URL("../lib/log.ts", import.meta.url).href)};
     const logger = new Logger("info");
-    for (let i = 0; i < 3; i++) logger.info("line", { i });
+    for (let i = 0; i < 3; i++) logger.info(\`line \${i}\`);
     console.log(JSON.stringify({ failures: logger.writeFailures }));
   `;
   const run = (stderr: string) =>
@@ -51,4 +51,45 @@ Deno.test("the default sink writes to stderr and counts ENOSPC on /dev/full", as
   assert.deepEqual(JSON.parse(new TextDecoder().decode(full.stdout)), { failures: 3 });
   const fine = await run("/dev/null");
   assert.deepEqual(JSON.parse(new TextDecoder().decode(fine.stdout)), { failures: 0 });
+});
+
+Deno.test("repeats within a minute are written once, then summed up with a count", () => {
+  const lines: string[] = [];
+  const logger = new Logger("info", (line) => lines.push(line));
+  for (let i = 0; i < 58; i++) {
+    logger.warn("device fault reported", { fault: "ptc_sensor_open", i });
+  }
+  logger.info("device connected");
+  logger.warn("device fault reported", { i: 58 });
+  assert.equal(lines.length, 2, "the first of each event only");
+  assert.match(lines[0], /WARN device fault reported fault=ptc_sensor_open i=0$/);
+  logger.flush();
+  assert.equal(lines.length, 3);
+  assert.match(lines[2], /WARN … 58 more in the last minute: device fault reported i=58$/);
+  logger.flush();
+  assert.equal(lines.length, 3, "nothing more to sum up");
+  logger.debug("reconnecting");
+  logger.debug("reconnecting");
+  assert.equal(lines.length, 3, "debug is below the level");
+  const debug: string[] = [];
+  const verbose = new Logger("debug", (line) => debug.push(line));
+  for (let i = 0; i < 3; i++) verbose.debug("reconnecting to device", { in_ms: i });
+  assert.equal(debug.length, 3, "debug lines are never held back");
+});
+
+Deno.test("a summary is written when its window ends, with nothing else logged", async () => {
+  const lines: string[] = [];
+  const logger = new Logger("info", (line) => lines.push(line), { repeatWindowMs: 300 });
+  for (let i = 0; i < 10; i++) logger.warn("cannot reach device", { i });
+  assert.equal(lines.length, 1);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  assert.equal(lines.length, 2);
+  assert.match(lines[1], /WARN … 9 more in the last minute: cannot reach device i=9$/);
+  logger.warn("cannot reach device", { i: 10 });
+  assert.equal(lines.length, 2, "still repeating: counted in the next window");
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  assert.match(lines[2], /… 1 more in the last minute: cannot reach device i=10$/);
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  logger.warn("cannot reach device", { i: 11 });
+  assert.equal(lines.length, 4, "a window without repeats ends it: written again");
 });
