@@ -749,6 +749,38 @@ Deno.test("the launcher's log: one .old once past 1 MiB; an unwritable log never
   });
 });
 
+Deno.test("the launcher's log stays bounded while the bridge runs, one .old, nothing after it lost", async () => {
+  await withRoot(piTree({ systemd: true }), async (root) => {
+    // A bridge that writes about 20 KB/s for 3 s.
+    const line = "y".repeat(100);
+    const bin = await fakeBinary(
+      `i=0; while [ $i -lt 60 ]; do j=0; while [ $j -lt 10 ]; do echo "$i.$j ${line}"; ` +
+        `j=$((j+1)); done; i=$((i+1)); sleep 0.05; done; echo "last line"`,
+    );
+    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
+    const log = `${root}/home/pi/printer_data/logs/panda-breath.log`;
+    const env = {
+      PANDA_BREATH_ROOT: root,
+      PANDA_BREATH_LOG_MAX: "8192",
+      PANDA_BREATH_LOG_CHECK: "0.2",
+    };
+    const run = exec("/bin/sh", [launcher], env);
+    let largest = 0;
+    let done = false;
+    run.finally(() => done = true);
+    while (!done) {
+      largest = Math.max(largest, (await Deno.stat(log).catch(() => ({ size: 0 }))).size);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    ok(await run, "launcher");
+    const written = 600 * 107;
+    assert.ok(largest < 8192 + 12_000, `largest log ${largest} bytes of ${written} written`);
+    assert.ok((await Deno.stat(`${log}.old`)).size > 8192, "rotated into the one .old");
+    assert.match(await Deno.readTextFile(log), /last line\n$/, "the bridge went on writing");
+  });
+});
+
 // -------------------------------------------------------------- checks before writing
 
 /** An ELF header: class (1 = 32-bit, 2 = 64-bit) and machine (little-endian). */

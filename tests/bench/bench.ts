@@ -74,6 +74,8 @@ const TARGET = {
   rssRatio: 1.25,
   cpuPercent: 0.2,
   extraUsPerMessage: 50,
+  statusPerS: 10,
+  statusAgeMs: 100,
 };
 
 const WARMUP = 20;
@@ -465,6 +467,10 @@ interface FloodSample {
 
 /** What the Klipper extra (tests/bench/klipper_subscriber.py) reports after the flood. */
 interface KlipperSubscriberResult {
+  /** Time between two status notifications the extra received. */
+  status_gap_ms: { p50: number | null; p99: number | null; max: number | null };
+  /** Most notifications within one whole second of the run. */
+  statuses_busiest_second: number;
   seconds: number;
   statuses: number;
   readings: number;
@@ -676,6 +682,35 @@ async function benchFlood(ticksPerS: number): Promise<void> {
           limit: 0,
           unit: "bool",
           text: "no drops",
+        },
+      );
+      // Under a flood a newer state is always pending, so the time between two
+      // notifications bounds the age of the state each one carries.
+      check(
+        section,
+        "status notifications to Klipper under flood (busiest second)",
+        `${k.statuses_busiest_second} in one second, ${
+          fmt(k.statuses / k.seconds, 1)
+        }/s on average`,
+        {
+          name: "flood_status_per_s",
+          value: k.statuses_busiest_second,
+          limit: TARGET.statusPerS,
+          unit: "per s",
+          text: `≤ ${TARGET.statusPerS}/s`,
+        },
+      );
+      check(
+        section,
+        "newest state's age at delivery (≤ gap between notifications)",
+        `p50 ${fmt(k.status_gap_ms.p50 ?? NaN, 1)} / p99 ${fmt(k.status_gap_ms.p99 ?? NaN, 1)} / ` +
+          `max ${fmt(k.status_gap_ms.max ?? NaN, 1)} ms`,
+        {
+          name: "flood_status_age_ms",
+          value: k.status_gap_ms.p99 ?? Infinity,
+          limit: TARGET.statusAgeMs,
+          unit: "ms (p99)",
+          text: `≤ ${TARGET.statusAgeMs} ms (p99; max shown)`,
         },
       );
       row(

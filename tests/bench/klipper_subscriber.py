@@ -29,10 +29,12 @@ def main():
     extra = printer.lookup_object('panda_bridge')
     counts = {'statuses': 0, 'readings': 0}
     drops = []
+    arrivals = []
     handle_status = extra._handle_status
 
     def counting_status(st, eventtime):
         counts['statuses'] += 1
+        arrivals.append(time.monotonic())
         handle_status(st, eventtime)
     extra._handle_status = counting_status
     drop = extra._drop
@@ -54,11 +56,24 @@ def main():
         callback(read_time, temp)
     extra.callback = counting_reading
     counts['statuses'] = 0
+    del arrivals[:]
     print('ready', flush=True)
     cpu0, wall0 = cpu_seconds(), time.monotonic()
     reactor.pause(wall0 + seconds)
     cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
+    gaps = sorted(1000. * (b - a) for a, b in zip(arrivals, arrivals[1:]))
+    # Statuses in the busiest whole second of the run
+    per_second = {}
+    for at in arrivals:
+        second = int(at - wall0)
+        per_second[second] = per_second.get(second, 0) + 1
+    busiest = max(per_second.values()) if per_second else 0
     print(json.dumps({
+        'status_gap_ms': {
+            'p50': round(gaps[len(gaps) // 2], 1) if gaps else None,
+            'p99': round(gaps[int(len(gaps) * .99)], 1) if gaps else None,
+            'max': round(gaps[-1], 1) if gaps else None},
+        'statuses_busiest_second': busiest,
         'seconds': round(wall, 3),
         'statuses': counts['statuses'],
         'readings': counts['readings'],
