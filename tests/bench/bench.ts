@@ -11,7 +11,7 @@
  *
  * Options:
  *   --only=LIST   comma-separated sections: command, telemetry, reconnect, failsafe,
- *                 flood, footprint, klipper, aarch64 (default: all)
+ *                 flood, footprint, klipper, aarch64, logs (default: all)
  *   --quick       small counts and short runs (a smoke test of the bench)
  *   --out=PATH    where to write the JSON (default tests/bench/results.json;
  *                 a run with --only or --quick writes only when --out is given)
@@ -47,6 +47,7 @@ import {
   warmCache,
 } from "./proc.ts";
 import { type BenchClient, notificationTemperature } from "./socket_client.ts";
+import { measureLogVolume } from "./log_volume.ts";
 import { rounded, summarize, type Summary } from "./stats.ts";
 
 const SECTIONS = [
@@ -58,6 +59,7 @@ const SECTIONS = [
   "footprint",
   "klipper",
   "aarch64",
+  "logs",
 ] as const;
 type Section = typeof SECTIONS[number];
 
@@ -76,6 +78,7 @@ const TARGET = {
   extraUsPerMessage: 50,
   statusPerS: 10,
   statusAgeMs: 100,
+  logBytesPerDay: 1_000_000,
 };
 
 const WARMUP = 20;
@@ -122,6 +125,7 @@ const CONFIG = {
   settleS: 3,
   telemetryHz: 2,
   pythonIterations: quick ? 2000 : 20_000,
+  logS: quick ? 15 : envNumber("PB_BENCH_LOG_S", 150),
 };
 const wanted = (section: Section) => !only || only.includes(section);
 
@@ -1163,6 +1167,36 @@ function printTable(machine: Record<string, unknown>): void {
   }
 }
 
+// ---------------------------------------------------------------- 8. logs
+
+async function benchLogs(): Promise<void> {
+  const section = "8 logs";
+  progress(`logs: the device faults every second for ${CONFIG.logS} s`);
+  const v = await measureLogVolume(NATIVE, CONFIG.logS);
+  results.logs = v;
+  row(
+    section,
+    `log written in ${fmt(v.seconds, 0)} s, ${v.faults} faults`,
+    `${v.bytes} bytes, ${v.lines} lines`,
+  );
+  check(
+    section,
+    `log per day under a fault every second${
+      v.steady ? " (after the first minute)" : " (short run: overstated)"
+    }`,
+    `${fmt(v.steady_bytes_per_day / 1e6, 2)} MB/day (${
+      fmt(v.steady_bytes_per_hour / 1e3, 1)
+    } kB/hour)`,
+    {
+      name: "log_bytes_per_day_fault_every_s",
+      value: v.steady_bytes_per_day,
+      limit: TARGET.logBytesPerDay,
+      unit: "bytes",
+      text: "≤ 1 MB/day",
+    },
+  );
+}
+
 // ---------------------------------------------------------------- 3b. failsafe
 
 /**
@@ -1247,6 +1281,7 @@ async function main(): Promise<void> {
   if (wanted("footprint")) await runSection("5 footprint", () => benchFootprint(ticksPerS));
   if (wanted("klipper")) await runSection("6 klipper extra", () => benchKlipper());
   if (wanted("aarch64")) await runSection("7 aarch64", () => benchArm(ticksPerS));
+  if (wanted("logs")) await runSection("8 logs", () => benchLogs());
 
   const totalS = Math.round((performance.now() - began) / 100) / 10;
   printTable(machine);
