@@ -781,6 +781,40 @@ Deno.test("the launcher's log stays bounded while the bridge runs, one .old, not
   });
 });
 
+Deno.test("the launcher passes heat_mode and lease_hours from [panda_bridge]; bad values stop it", async () => {
+  await withRoot(piTree({ systemd: true }), async (root) => {
+    const bin = await fakeBinary('echo "bridge ran: $*"');
+    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
+    const settings = `${root}/home/pi/printer_data/config/panda_bridge.cfg`;
+    const set = async (key: string, value: string) => {
+      const r = ok(await exec("/bin/sh", [launcher, "--set", settings, key, value]), "--set");
+      await Deno.writeTextFile(settings, r.stdout);
+    };
+    const launch = () => exec("/bin/sh", [launcher], { PANDA_BREATH_ROOT: root });
+    const log = () => read(root, "/home/pi/printer_data/logs/panda-breath.log");
+    ok(await launch(), "launcher");
+    assert.match(
+      await log(),
+      /bridge ran: run --host 192\.168\.1\.50 --socket \S+ --heat-mode always-on\n/,
+    );
+    await set("heat_mode", "drying-lease");
+    await set("lease_hours", "3");
+    ok(await launch(), "launcher");
+    assert.match(await log(), /bridge ran: run .* --heat-mode drying-lease --lease-hours 3\n/);
+    await set("heat_mode", "always_on");
+    assert.equal((await launch()).code, 78);
+    assert.match(
+      await log(),
+      /not starting: heat_mode: "always_on" in .* must be always-on or drying-lease/,
+    );
+    await set("heat_mode", "drying-lease");
+    await set("lease_hours", "24");
+    assert.equal((await launch()).code, 78);
+    assert.match(await log(), /lease_hours: "24" .* from 1 to 12/);
+  });
+});
+
 // -------------------------------------------------------------- checks before writing
 
 /** An ELF header: class (1 = 32-bit, 2 = 64-bit) and machine (little-endian). */
