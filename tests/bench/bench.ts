@@ -11,7 +11,7 @@
  *
  * Options:
  *   --only=LIST   comma-separated sections: command, telemetry, reconnect, failsafe,
- *                 flood, footprint, klipper, aarch64, logs, memory (default: all)
+ *                 flood, footprint, klipper, aarch64, logs (default: all)
  *   --quick       small counts and short runs (a smoke test of the bench)
  *   --out=PATH    where to write the JSON (default tests/bench/results.json;
  *                 a run with --only or --quick writes only when --out is given)
@@ -48,7 +48,6 @@ import {
 } from "./proc.ts";
 import { type BenchClient, notificationTemperature } from "./socket_client.ts";
 import { measureLogVolume } from "./log_volume.ts";
-import { measureReconnectMemory, type MemoryMark } from "./reconnect_memory.ts";
 import { rounded, summarize, type Summary } from "./stats.ts";
 
 const SECTIONS = [
@@ -61,7 +60,6 @@ const SECTIONS = [
   "klipper",
   "aarch64",
   "logs",
-  "memory",
 ] as const;
 type Section = typeof SECTIONS[number];
 
@@ -81,7 +79,6 @@ const TARGET = {
   statusPerS: 10,
   statusAgeMs: 100,
   logBytesPerDay: 1_000_000,
-  reconnectGrowth: 1.02,
 };
 
 const WARMUP = 20;
@@ -129,7 +126,6 @@ const CONFIG = {
   telemetryHz: 2,
   pythonIterations: quick ? 2000 : 20_000,
   logS: quick ? 15 : envNumber("PB_BENCH_LOG_S", 150),
-  reconnects: quick ? 500 : Math.round(envNumber("PB_BENCH_RECONNECTS", 5000)),
 };
 const wanted = (section: Section) => !only || only.includes(section);
 
@@ -1201,52 +1197,6 @@ async function benchLogs(): Promise<void> {
   );
 }
 
-// ---------------------------------------------------------------- 9. memory
-
-async function benchMemory(): Promise<void> {
-  const section = "9 memory";
-  const late = CONFIG.reconnects;
-  const early = late / 10;
-  progress(`memory: ${late} reconnects, the bridge and a bare Deno WebSocket client side by side`);
-  const m = await measureReconnectMemory([0, early, late / 2, late]);
-  results.memory = m;
-  const at = (marks: MemoryMark[], n: number) => marks.find((x) => x.reconnects === n)!;
-  for (const [name, marks] of [["bridge", m.bridge], ["bare Deno", m.bare]] as const) {
-    row(
-      section,
-      `${name}: RSS / heap after GC / fds at ${marks.map((x) => x.reconnects).join(", ")}`,
-      marks.map((x) => `${mib(x.rss_kb)} / ${fmt(x.heap_kb / 1024, 2)} MiB / ${x.fds}`).join(
-        "  →  ",
-      ),
-    );
-  }
-  const b0 = at(m.bridge, 0), b1 = at(m.bridge, early), b2 = at(m.bridge, late);
-  const bare1 = at(m.bare, early), bare2 = at(m.bare, late);
-  for (const [what, key] of [["heap", "heap_kb"], ["RSS", "rss_kb"]] as const) {
-    check(
-      section,
-      `bridge ${what} after ${late} vs after ${early} reconnects (bare Deno: ${
-        fmt(bare2[key] / bare1[key], 3)
-      }×; vs start ${fmt(b2[key] / b0[key], 2)}×)`,
-      `${fmt(b2[key] / b1[key], 3)}×`,
-      {
-        name: `reconnect_${key}_growth`,
-        value: b2[key] / b1[key],
-        limit: TARGET.reconnectGrowth,
-        unit: "ratio",
-        text: `≤ ${TARGET.reconnectGrowth}×`,
-      },
-    );
-  }
-  check(section, `bridge fds after ${early} → ${late} reconnects`, `${b1.fds} → ${b2.fds}`, {
-    name: "reconnect_fds_growth",
-    value: b2.fds - b1.fds,
-    limit: 1,
-    unit: "fds",
-    text: "flat (± 1)",
-  });
-}
-
 // ---------------------------------------------------------------- 3b. failsafe
 
 /**
@@ -1332,7 +1282,6 @@ async function main(): Promise<void> {
   if (wanted("klipper")) await runSection("6 klipper extra", () => benchKlipper());
   if (wanted("aarch64")) await runSection("7 aarch64", () => benchArm(ticksPerS));
   if (wanted("logs")) await runSection("8 logs", () => benchLogs());
-  if (wanted("memory")) await runSection("9 memory", () => benchMemory());
 
   const totalS = Math.round((performance.now() - began) / 100) / 10;
   printTable(machine);
