@@ -4,12 +4,12 @@
  * 125 ms–5 s) so that a benchmark or soak can drive thousands of reconnects
  * in a minute. Test-only: production defaults are untouched.
  *
- * Usage: deno run -P=bridge reconnect_bridge.ts --host HOST:PORT --socket PATH
+ * Usage: deno run -P=bridge reconnect_bridge.ts --host HOST:PORT --socket PATH [--log-level L]
  * `--once` exits at once (cache warm-up).
  */
 import { ApiServer } from "../../lib/api_server.ts";
 import { Bridge } from "../../lib/bridge.ts";
-import { Logger } from "../../lib/log.ts";
+import { Logger, type LogLevel } from "../../lib/log.ts";
 
 if (Deno.args.includes("--once")) Deno.exit(0);
 
@@ -19,7 +19,8 @@ function arg(name: string): string {
   return Deno.args[index + 1];
 }
 
-const logger = new Logger("info");
+const levelAt = Deno.args.indexOf("--log-level");
+const logger = new Logger(levelAt === -1 ? "info" : Deno.args[levelAt + 1] as LogLevel);
 const bridge = new Bridge({
   url: `ws://${arg("--host")}/ws`,
   logger,
