@@ -11,7 +11,7 @@
  *
  * Options:
  *   --only=LIST   comma-separated sections: command, telemetry, reconnect, failsafe,
- *                 flood, footprint, klipper, aarch64, logs (default: all)
+ *                 flood, footprint, klipper, aarch64, memory, logs (default: all)
  *   --quick       small counts and short runs (a smoke test of the bench)
  *   --out=PATH    where to write the JSON (default tests/bench/results.json;
  *                 a run with --only or --quick writes only when --out is given)
@@ -22,6 +22,8 @@
  *   PB_BENCH_ARM_DENO   arm64 deno binary (default /tmp/arm64deno/package/deno)
  *   PB_BENCH_QEMU       qemu-aarch64 (default: found on PATH)
  *   PB_BENCH_ARM_SYSROOT  aarch64 libraries for qemu -L (default /usr/aarch64-linux-gnu)
+ *   PB_BENCH_RECONNECTS  memory section: reconnects of the last mark (default 5000,
+ *                       first mark a tenth of it; --quick: 500)
  *   PB_BENCH_COMMANDS, PB_BENCH_FRAMES, PB_BENCH_DROPS, PB_BENCH_FLOOD_S
  *                       counts of sections 1-4 (defaults 1000, 10000, 100, 10)
  */
@@ -49,6 +51,7 @@ import {
 import { type BenchClient, notificationTemperature } from "./socket_client.ts";
 import { measureLogVolume } from "./log_volume.ts";
 import { rounded, summarize, type Summary } from "./stats.ts";
+import { measureReconnectMemory, type MemorySample } from "./reconnect_memory.ts";
 
 const SECTIONS = [
   "command",
@@ -59,6 +62,7 @@ const SECTIONS = [
   "footprint",
   "klipper",
   "aarch64",
+  "memory",
   "logs",
 ] as const;
 type Section = typeof SECTIONS[number];
@@ -79,6 +83,10 @@ const TARGET = {
   statusPerS: 10,
   statusAgeMs: 100,
   logBytesPerDay: 1_000_000,
+  /** Issue 12: RSS and heap after the last mark over after the first. */
+  memoryGrowthRatio: 1.02,
+  /** Issue 12: fds after the last mark minus after the first (a leak is one per reconnect). */
+  fdGrowth: 2,
 };
 
 const WARMUP = 20;
@@ -126,6 +134,7 @@ const CONFIG = {
   telemetryHz: 2,
   pythonIterations: quick ? 2000 : 20_000,
   logS: quick ? 15 : envNumber("PB_BENCH_LOG_S", 150),
+  reconnects: quick ? 500 : Math.round(envNumber("PB_BENCH_RECONNECTS", 5000)),
 };
 const wanted = (section: Section) => !only || only.includes(section);
 
@@ -1167,10 +1176,10 @@ function printTable(machine: Record<string, unknown>): void {
   }
 }
 
-// ---------------------------------------------------------------- 8. logs
+// ---------------------------------------------------------------- 9. logs
 
 async function benchLogs(): Promise<void> {
-  const section = "8 logs";
+  const section = "9 logs";
   progress(`logs: the device faults every second for ${CONFIG.logS} s`);
   const v = await measureLogVolume(NATIVE, CONFIG.logS);
   results.logs = v;
@@ -1240,6 +1249,71 @@ async function benchFailsafe(sim: Simulator): Promise<void> {
   row(section, "Klipper hung (no heartbeat) → off", "after --failsafe-timeout (10 s; fault suite)");
 }
 
+// ---------------------------------------------------------------- 8. memory
+
+/**
+ * Issue 12: what each reconnect leaves behind. The bridge and a bare Deno
+ * process do the same WebSocket churn against devices that close every
+ * connection after a few frames (tests/bench/reconnect_memory.ts).
+ */
+async function benchMemory(): Promise<void> {
+  const section = "8 memory";
+  const last = CONFIG.reconnects;
+  const first = Math.max(1, Math.round(last / 10));
+  progress(`memory: bridge and bare Deno through ${last} reconnects side by side`);
+  const m = await measureReconnectMemory([first, last], progress);
+  const [b0, b1, b2] = m.bridge;
+  const [f0, f1, f2] = m.floor;
+  const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
+  const heap = (bytes: number) => `${(bytes / 1048576).toFixed(2)} MiB`;
+  const at = (s: MemorySample, f: MemorySample) =>
+    `RSS ${mib(s.rssKiB)} (${(s.rssKiB / b0.rssKiB).toFixed(3)}× start, ` +
+    `${(s.rssKiB / f.rssKiB).toFixed(3)}× bare ${mib(f.rssKiB)}), heap ${heap(s.heapBytes)} ` +
+    `(${(s.heapBytes / b0.heapBytes).toFixed(3)}× start, ${
+      (s.heapBytes / f.heapBytes).toFixed(3)
+    }× bare), fds ${s.fds}`;
+  row(section, "start", at(b0, f0));
+  row(section, `after ${first} reconnects`, at(b1, f1));
+  row(section, `after ${last} reconnects`, at(b2, f2));
+  const rssRatio = b2.rssKiB / b1.rssKiB;
+  const floorRssRatio = f2.rssKiB / f1.rssKiB;
+  const heapRatio = b2.heapBytes / b1.heapBytes;
+  check(section, `RSS after ${last} / after ${first}`, rssRatio.toFixed(3), {
+    name: "reconnect_rss_ratio",
+    value: rssRatio,
+    limit: TARGET.memoryGrowthRatio,
+    unit: "×",
+    text: `≤ ${TARGET.memoryGrowthRatio}×`,
+  });
+  row(
+    section,
+    `bare Deno RSS after ${last} / after ${first}`,
+    `${floorRssRatio.toFixed(3)} (the runtime's own; bridge beyond it: ${
+      ((b2.rssKiB - b1.rssKiB - (f2.rssKiB - f1.rssKiB)) / (last - first) * 1024).toFixed(0)
+    } B per reconnect)`,
+  );
+  check(section, `heap after GC, ${last} / ${first}`, heapRatio.toFixed(3), {
+    name: "reconnect_heap_ratio",
+    value: heapRatio,
+    limit: TARGET.memoryGrowthRatio,
+    unit: "×",
+    text: `≤ ${TARGET.memoryGrowthRatio}×`,
+  });
+  check(section, `fds after ${last} − after ${first}`, `${b1.fds} → ${b2.fds}`, {
+    name: "reconnect_fd_growth",
+    value: b2.fds - b1.fds,
+    limit: TARGET.fdGrowth,
+    unit: "fds",
+    text: `flat (≤ +${TARGET.fdGrowth})`,
+  });
+  results.memory = {
+    how: "device closes every connection 5 ms after its connect frame and 3 temperature " +
+      "frames; bridge = Bridge+ApiServer+Logger with a 4-20 ms backoff; heap after 2 full GCs",
+    bridge: m.bridge,
+    bare_deno: m.floor,
+  };
+}
+
 // ---------------------------------------------------------------- main
 
 async function runSection(name: string, run: () => Promise<void>): Promise<void> {
@@ -1281,7 +1355,8 @@ async function main(): Promise<void> {
   if (wanted("footprint")) await runSection("5 footprint", () => benchFootprint(ticksPerS));
   if (wanted("klipper")) await runSection("6 klipper extra", () => benchKlipper());
   if (wanted("aarch64")) await runSection("7 aarch64", () => benchArm(ticksPerS));
-  if (wanted("logs")) await runSection("8 logs", () => benchLogs());
+  if (wanted("memory")) await runSection("8 memory", () => benchMemory());
+  if (wanted("logs")) await runSection("9 logs", () => benchLogs());
 
   const totalS = Math.round((performance.now() - began) / 100) / 10;
   printTable(machine);

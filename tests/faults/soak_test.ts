@@ -20,6 +20,7 @@ import {
 } from "./harness.ts";
 import { type Behavior, RawDevice, telemetryFrame } from "./raw_device.ts";
 import { finalCheck, settle, simView, withSimulator } from "./rig.ts";
+import { measureReconnectMemory } from "../bench/reconnect_memory.ts";
 
 const FRAMES = SOAK ? 1_000_000 : 100_000;
 const WARMUP_FRAMES = 10_000;
@@ -255,6 +256,59 @@ scenarioTest(
         await bridge.dispose();
       }
     });
+  },
+  { soakOnly: true },
+);
+
+/**
+ * Issue 12: reconnect churn for at least 5000 reconnects (a device that
+ * closes every connection 5 ms after its connect frame and three temperature
+ * frames; the bridge's `run` wiring with a 4–20 ms backoff), side by side
+ * with a bare Deno process doing the same WebSocket churn. Asserts that what
+ * the bridge retains (JS heap after full GCs) does not grow after warm-up,
+ * that RSS levels off (after 5000 and after 7500 within 2 %), that the
+ * bridge's RSS grows no more than the bare runtime's plus 4 MiB, and that
+ * fds stay flat.
+ */
+scenarioTest(
+  "soak",
+  "7500 reconnects: heap, RSS and fds level off",
+  async (s) => {
+    s.inject();
+    const marks = [500, 2500, 5000, 7500];
+    const m = await measureReconnectMemory(marks, (line) => console.log(line));
+    const [, b500, , b5000, b7500] = m.bridge;
+    const [, f500, , , f7500] = m.floor;
+    const mib = (kib: number) => Math.round(kib / 102.4) / 10;
+    Object.assign(s.figures, {
+      rss_mib_0_500_2500_5000_7500: m.bridge.map((x) => mib(x.rssKiB)).join("/"),
+      heap_kib_0_500_2500_5000_7500: m.bridge.map((x) => Math.round(x.heapBytes / 1024)).join("/"),
+      bare_rss_mib: m.floor.map((x) => mib(x.rssKiB)).join("/"),
+      bare_heap_kib: m.floor.map((x) => Math.round(x.heapBytes / 1024)).join("/"),
+      fds: m.bridge.map((x) => x.fds).join("/"),
+      seconds: b7500.seconds,
+    });
+    console.log(JSON.stringify(s.figures));
+    const heap5000 = b5000.heapBytes / b500.heapBytes;
+    const heap7500 = b7500.heapBytes / b500.heapBytes;
+    s.expect(heap5000 <= 1.02, `heap 5000/500 = ${heap5000.toFixed(3)} ≤ 1.02`);
+    s.expect(heap7500 <= 1.02, `heap 7500/500 = ${heap7500.toFixed(3)} ≤ 1.02`);
+    const plateau = b7500.rssKiB / b5000.rssKiB;
+    s.expect(plateau <= 1.02, `RSS 7500/5000 = ${plateau.toFixed(3)} ≤ 1.02 (levelled off)`);
+    // The bare runtime's RSS itself climbs ~3 MiB from 500 to ~3000 reconnects, then levels
+    // off (measured; MALLOC_ARENA_MAX does not change it). Beyond that, 4 MiB over 7000
+    // reconnects is 0.6 KB each; the leak of issue 12 (3.4 KB each) would be 23 MiB.
+    const own = (b7500.rssKiB - b500.rssKiB) - (f7500.rssKiB - f500.rssKiB);
+    s.expect(
+      own <= 4096,
+      `bridge RSS growth 500→7500 beyond the bare runtime's: ${own} KiB ≤ 4096`,
+    );
+    s.expect(b7500.rssKiB <= b500.rssKiB + FLAT_TOLERANCE.rssKiB, "RSS within the flat tolerance");
+    s.expect(
+      b7500.fds - b500.fds <= FLAT_TOLERANCE.fds,
+      `fds flat: ${b500.fds} → ${b7500.fds}`,
+    );
+    s.survive();
   },
   { soakOnly: true },
 );
