@@ -37,7 +37,21 @@ export const REPEAT_WINDOW_MS = 60_000;
 /** Events tracked for repeats at most; the oldest is summed up and forgotten beyond. */
 const MAX_REPEAT_KEYS = 256;
 
-/** One event (level and message) seen within the current window. */
+/**
+ * What makes two log calls the same event: level, message and the fields
+ * that are not numbers (a reason, a fault name), so that a different reason
+ * is written at once while changing counts, temperatures and times are not.
+ */
+function eventKey(level: LogLevel, message: string, fields: Record<string, unknown>): string {
+  const words = Object.entries(fields).filter(([, v]) => typeof v !== "number");
+  try {
+    return JSON.stringify([level, message, words]);
+  } catch {
+    return JSON.stringify([level, message]); // fields that cannot be formatted fail in #write
+  }
+}
+
+/** One event (level, message, fields other than numbers) seen within the current window. */
 interface Repeats {
   level: LogLevel;
   message: string;
@@ -50,7 +64,8 @@ interface Repeats {
  * A levelled logger writing one line per event:
  * `2026-11-24T10:00:00.000Z INFO device connected host=10.0.0.5`.
  *
- * An event (level and message) repeated within a minute is written once;
+ * An event (level, message and fields other than numbers) repeated within
+ * a minute is written once;
  * the repeats are counted and summed up in one line at the end of the minute,
  * `… 57 more in the last minute: device fault reported fault=...` (with the
  * last repeat's fields), for as long as they go on. Debug lines are never
@@ -102,7 +117,7 @@ export class Logger {
     if (level === "debug") return this.#write(level, message, fields);
     const now = performance.now();
     this.#sumUp(now, false);
-    const key = `${level} ${message}`;
+    const key = eventKey(level, message, fields);
     const seen = this.#repeats.get(key);
     if (seen !== undefined) {
       seen.count++;
