@@ -23,6 +23,7 @@ Usage: panda-breath <command> [options]
 Commands:
   run       Run the bridge: device WebSocket <-> local socket for Klipper
   status    Show the running bridge's status
+  doctor    Check the device and the local bridge once, read-only
   set       Set the chamber target (°C; 0 = off)
   off       Turn the heater off
   simulate  Run a simulated Panda Breath device
@@ -80,6 +81,22 @@ Options:
 ${SOCKET_HELP}
   --json          Print the raw status as JSON
   -h, --help      Show this help`,
+  doctor: `Usage: panda-breath doctor --host HOST[:PORT] [options]
+
+Connects to the device once and reports in plain language: its address,
+firmware (stock or DragonBreath), mode, target, temperature, faults, printer
+binding, an estimate of its 7 sockets in use, and whether a local bridge runs
+with Klipper connected as controller. Read-only: it sends nothing to the
+device (safe beside a running bridge) and never prints the device's secrets.
+Exit status 0 when nothing keeps the heater from working, 1 when a problem
+was found (warnings alone exit 0), 2 on bad usage.
+
+Options:
+  --host HOST[:PORT]  Device address, e.g. PandaBreath.local or 192.168.1.50 (port 80)
+${SOCKET_HELP}
+  --timeout S         Bound of each step in seconds (default 3, 0.5-60)
+  --json              Print the observations and checks as JSON
+  -h, --help          Show this help`,
   set: `Usage: panda-breath set CELSIUS [--socket PATH]
 
 Sets the chamber target through the running bridge (0 turns it off).
@@ -444,6 +461,40 @@ async function commandStatus(args: string[]): Promise<number> {
   return status.firmware_problem ? 1 : 0;
 }
 
+async function commandDoctor(args: string[]): Promise<number> {
+  const { values } = parse("doctor", args, {
+    host: { type: "string" },
+    ...SOCKET_OPTION,
+    json: { type: "boolean" },
+    timeout: { type: "string" },
+  });
+  if (values.help) return printHelp("doctor");
+  if (values.host === undefined) {
+    throw new UsageError("doctor needs --host HOST[:PORT] (the device)");
+  }
+  deviceUrl(values.host as string); // Validates: bad input is a usage error.
+  const timeoutS = parseNumber(
+    "timeout",
+    (values.timeout as string | undefined) ?? "3",
+    0.5,
+    60,
+    "seconds",
+  );
+  const { observe, diagnose, formatReport } = await import("./doctor.ts");
+  const observations = await observe({
+    host: (values.host as string).trim(),
+    socket: socketOption(values),
+    timeoutMs: timeoutS * 1000,
+  });
+  const report = diagnose(observations);
+  print(
+    values.json
+      ? JSON.stringify({ ...report, exit_status: report.exitStatus, observations }, null, 2)
+      : formatReport(report),
+  );
+  return report.exitStatus;
+}
+
 async function commandSet(args: string[]): Promise<number> {
   const { values, positionals } = parse("set", args, SOCKET_OPTION, 1);
   if (values.help) return printHelp("set");
@@ -518,6 +569,7 @@ function printHelp(command?: string): number {
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: commandRun,
   status: commandStatus,
+  doctor: commandDoctor,
   set: commandSet,
   off: commandOff,
   simulate: commandSimulate,

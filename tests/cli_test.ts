@@ -11,7 +11,7 @@ Deno.test("--version and --help work for every command", async () => {
   const help = await runCli(["--help"]);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Commands:/);
-  for (const command of ["run", "status", "set", "off", "simulate", "demo"]) {
+  for (const command of ["run", "status", "doctor", "set", "off", "simulate", "demo"]) {
     const result = await runCli([command, "--help"]);
     assert.equal(result.code, 0, command);
     assert.match(result.stdout, new RegExp(`Usage: panda-breath ${command}`), command);
@@ -33,6 +33,10 @@ Deno.test("bad command lines fail with exit 2, a clear message, and start nothin
     [["run", "--host", "h:99999", "--socket", path], /not a host name/],
     [["run", "--host", "h", "--socket", path, "--socket-mode", "0666"], /0600 or 0660/],
     [["run", "--host", "h", "--socket", path, "extra"], /unexpected argument 'extra'/i],
+    [["doctor"], /doctor needs --host/],
+    [["doctor", "--host", "h:99999"], /not a host name/],
+    [["doctor", "--host", "h", "--timeout", "x"], /--timeout/],
+    [["doctor", "--host", "h", "extra"], /unexpected argument 'extra'/i],
     [["set"], /set needs a temperature/],
     [["set", "hot"], /'hot'/],
     [["set", "45", "46"], /unexpected argument '46'/],
