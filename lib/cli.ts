@@ -13,7 +13,7 @@ import {
   UsageError,
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
-import { HEAT_MODES, type HeatMode } from "./core.ts";
+import { HEAT_MODES, type HeatMode, modeMeaning } from "./core.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -389,31 +389,76 @@ function heatModeText(status: BridgeStatus): string {
   }
 }
 
-/** A human-readable table of a status, as `panda-breath status` prints it. */
-export function formatStatus(status: BridgeStatus): string {
+/** "since 14:02:11 (5 min)", from an ISO time and the current time. */
+function since(iso: string | null, now: number): string {
+  if (iso === null) return "";
+  const at = Date.parse(iso);
+  if (!Number.isFinite(at)) return ` since ${iso}`;
+  const clock = new Date(at).toISOString().slice(11, 19);
+  return ` since ${clock} UTC (${duration(Math.max(0, (now - at) / 1000))})`;
+}
+
+const MODE_WORDS = {
+  auto: "auto (heats by the printer's bed temperature; not driven by the bridge)",
+  always_on: "always-on (heats to the device target)",
+  drying: "drying (a timed drying run)",
+  unknown: "unknown",
+} as const;
+
+function deviceTargetText(status: BridgeStatus): string {
+  const device = status.device;
+  if (device.work_on === null) return "nothing reported yet";
+  const sent = `${device.set_temp ?? "?"} °C, heater ${device.work_on ? "on" : "off"}`;
+  const wanted = status.target === 0 ? !device.work_on : device.work_on &&
+    device.set_temp === status.target;
+  const check = status.readback.interval === 0
+    ? "read-back is off"
+    : `the next read-back (every ${status.readback.interval} s) or device push shows it`;
+  return `${sent} (reported ${age(device.reported_age)})${
+    wanted ? "" : `; not the bridge's target yet: the device acknowledges no write, ${check}`
+  }`;
+}
+
+function failsafeText(status: BridgeStatus): string {
+  const f = status.failsafe;
+  if (f.tripped) return `TRIPPED: ${f.reason}`;
+  if (f.remaining !== null) {
+    return `armed: heat off in ${duration(f.remaining)} unless a ready heartbeat arrives`;
+  }
+  return status.target === 0 ? "idle (heater off)" : `armed (after ${f.timeout} s without Klipper)`;
+}
+
+/**
+ * A human-readable table of a status, as `panda-breath status` prints it,
+ * with the age of every reading (`now` is the current time, ms).
+ */
+export function formatStatus(status: BridgeStatus, now: number = Date.now()): string {
   const device = status.device;
   const rows: [string, string][] = [
     [
       "device link",
-      status.connected ? `connected (${status.link.url})` : `DOWN (${status.link.url})`,
+      status.connected
+        ? `connected (${status.link.url})${since(status.since.connected, now)}`
+        : `DOWN (${status.link.url})`,
     ],
     ...(status.firmware_problem ? [["PROBLEM", status.firmware_problem] as [string, string]] : []),
     [
       "temperature",
       status.temperature === null
         ? `unknown (last reading ${age(status.temperature_age)})`
-        : `${status.temperature} °C`,
+        : `${status.temperature} °C (${age(status.temperature_age)})`,
     ],
     ["target", status.target === 0 ? "off" : `${status.target} °C`],
-    ["heat mode", heatModeText(status)],
+    ["device target", deviceTargetText(status)],
     [
-      "device reports",
-      device.work_on === null
-        ? "nothing yet"
-        : `${device.work_on ? "on" : "off"}, mode ${device.work_mode ?? "?"}, set ${
-          device.set_temp ?? "?"
-        } °C, firmware ${device.firmware ?? "?"} (${age(device.reported_age)})`,
+      "mode",
+      device.work_mode === null
+        ? "unknown (nothing reported yet)"
+        : `${
+          MODE_WORDS[modeMeaning(device.work_mode, device.firmware)]
+        }, work_mode ${device.work_mode}, firmware ${device.firmware ?? "?"}`,
     ],
+    ["heat mode", heatModeText(status)],
     [
       "faults",
       status.faults.length === 0
@@ -428,15 +473,16 @@ export function formatStatus(status: BridgeStatus): string {
         ? `connected, not ready (failsafe after ${status.failsafe.timeout} s)`
         : `none (failsafe after ${status.failsafe.timeout} s)`,
     ],
+    ["failsafe", failsafeText(status)],
     [
       "read-back",
       status.readback.interval === 0
         ? "off"
         : `every ${status.readback.interval} s, ${status.readback.count} done, ` +
-          `${status.readback.corrections} corrections, last ${status.readback.last ?? "none yet"}`,
+          `${status.readback.corrections} corrections, last ${status.readback.last ?? "none yet"}` +
+          (status.readback.last_age === null ? "" : ` (${age(status.readback.last_age)})`),
     ],
   ];
-  if (status.failsafe.tripped) rows.push(["failsafe", `TRIPPED: ${status.failsafe.reason}`]);
   if (status.log_write_failures > 0) {
     rows.push(["log", `${status.log_write_failures} lines could not be written (disk full?)`]);
   }
@@ -445,7 +491,7 @@ export function formatStatus(status: BridgeStatus): string {
     "link",
     `${status.link.connects} connects, ${status.link.drops} drops, ${status.link.dropped_frames} bad frames`,
   ]);
-  rows.push(["bridge", `${status.bridge}, up since ${status.since.started}`]);
+  rows.push(["bridge", `${status.bridge}, up${since(status.since.started, now)}`]);
   const width = Math.max(...rows.map(([key]) => key.length));
   return rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join("\n");
 }
