@@ -205,7 +205,8 @@ function socketEstimate(o: Observations): Check {
     ...(bridge ? ["the local bridge's"] : []),
   ];
   const refused = o.device !== null && !o.device.opened && o.http?.kind === "stock";
-  const text = `estimate: at least ${known} of ${DEVICE_SOCKETS} in use${
+  const count = known === 0 ? "unknown how many" : `at least ${known}`;
+  const text = `estimate: ${count} of ${DEVICE_SOCKETS} in use${
     parts.length ? ` (${parts.join(" and ")})` : ""
   }; the device does not report the rest (browser tabs, other integrations)${
     refused ? "; the WebSocket failed while HTTP answers: the sockets may be full" : ""

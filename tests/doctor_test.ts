@@ -242,6 +242,61 @@ Deno.test("doctor beside a bridge without Klipper: a warning, not a problem", as
   }
 });
 
+Deno.test("doctor: WebSocket refused while HTTP answers (sockets full?) is a problem", async () => {
+  const { sim } = await startSimulator();
+  const { path, cleanup } = await tempSocketPath();
+  try {
+    sim.refuseUpgrades(503);
+    const result = await runCli(["doctor", "--host", `127.0.0.1:${sim.port}`, "--socket", path]);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(result.stdout, /^ok {4}reachable +the device answers HTTP$/m);
+    assert.match(
+      result.stdout,
+      /^FAIL {2}websocket +cannot open ws:\/\/127\.0\.0\.1:\d+\/ws: .*HTTP answers, so the device's 7 sockets may be full/m,
+    );
+    assert.match(result.stdout, /^WARN {2}sockets +estimate: .*the sockets may be full/m);
+    assert.equal(sim.received.length, 0);
+  } finally {
+    await cleanup();
+    await sim.stop();
+  }
+});
+
+Deno.test("doctor: a host that accepts but never answers is bounded by --timeout", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) held.push(conn);
+    } catch {
+      // Closed.
+    }
+  })();
+  const { path, cleanup } = await tempSocketPath();
+  try {
+    const port = (listener.addr as Deno.NetAddr).port;
+    const result = await runCli([
+      "doctor",
+      "--host",
+      `127.0.0.1:${port}`,
+      "--socket",
+      path,
+      "--timeout",
+      "0.5",
+    ]);
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(
+      result.stdout,
+      /^FAIL {2}reachable +no answer from the device: .*no answer within 500 ms/m,
+    );
+  } finally {
+    listener.close();
+    await accepting;
+    for (const conn of held) conn.close();
+    await cleanup();
+  }
+});
+
 function device(overrides: Partial<DeviceObservation> = {}): DeviceObservation {
   return {
     opened: true,
@@ -289,7 +344,10 @@ Deno.test("diagnose: the verdicts without I/O", () => {
     text,
     /FAIL {2}websocket +cannot open ws:\/\/192\.168\.1\.50:80\/ws: connection reset\. HTTP answers, so the device's 7 sockets may be full/,
   );
-  assert.match(text, /WARN {2}sockets +estimate: at least 0 of 7 .*sockets may be full/);
+  assert.match(
+    text,
+    /WARN {2}sockets +estimate: unknown how many of 7 in use; .*sockets may be full/,
+  );
 
   const silent = diagnose(observations({ device: device({ connectFrame: false, frames: 0 }) }));
   assert.equal(silent.exitStatus, 1);
