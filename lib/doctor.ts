@@ -63,6 +63,8 @@ export interface BridgeObservation {
   /** Why it did not (no socket, nobody listening, ...). */
   error: string | null;
   status: BridgeStatus | null;
+  /** The IP the bridge's device host name resolves to (null: unknown). */
+  deviceAddress: string | null;
 }
 
 /** Everything the doctor saw; it holds no secret. */
@@ -139,6 +141,15 @@ function wsUrl(hostname: string, port: number): string {
   return `ws://${host}:${port}/ws`;
 }
 
+/** The port of a `ws://host:port/ws` URL (80 when absent or unreadable). */
+function bridgePort(url: string): number {
+  try {
+    return Number(new URL(url).port || "80");
+  } catch {
+    return 80;
+  }
+}
+
 function bridgeChecks(o: Observations, checks: Check[]): void {
   const b = o.bridge;
   if (!b.running || b.status === null) {
@@ -151,8 +162,9 @@ function bridgeChecks(o: Observations, checks: Check[]): void {
     return;
   }
   const s = b.status;
-  const ours = o.resolve.ok &&
-    [wsUrl(o.hostname, o.port), wsUrl(o.resolve.address, o.port)].includes(s.link.url);
+  const same = (address: string) => wsUrl(address, o.port) === s.link.url;
+  const ours = same(o.hostname) || (o.resolve.ok && same(o.resolve.address)) ||
+    (o.resolve.ok && b.deviceAddress === o.resolve.address && bridgePort(s.link.url) === o.port);
   if (!ours) {
     checks.push({
       level: "warn",
@@ -459,7 +471,13 @@ async function askBridge(socket: string, timeoutMs: number): Promise<BridgeObser
   try {
     client = await ApiClient.connect(socket);
   } catch {
-    return { socket, running: false, error: "no bridge listening", status: null };
+    return {
+      socket,
+      running: false,
+      error: "no bridge listening",
+      status: null,
+      deviceAddress: null,
+    };
   }
   try {
     const status = await withTimeout(
@@ -470,9 +488,16 @@ async function askBridge(socket: string, timeoutMs: number): Promise<BridgeObser
       timeoutMs,
       "bridge",
     );
-    return { socket, running: true, error: null, status };
+    let deviceAddress: string | null = null;
+    try {
+      const resolved = await resolveName(new URL(status.link.url).hostname, timeoutMs);
+      if (resolved.ok) deviceAddress = resolved.address;
+    } catch {
+      // Not a URL: compared as given.
+    }
+    return { socket, running: true, error: null, status, deviceAddress };
   } catch (error) {
-    return { socket, running: false, error: errorText(error), status: null };
+    return { socket, running: false, error: errorText(error), status: null, deviceAddress: null };
   } finally {
     await client.close();
   }

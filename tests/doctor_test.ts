@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { ApiClient } from "../lib/api_client.ts";
 import type { BridgeStatus } from "../lib/bridge.ts";
+import { buildStatus, initialState } from "../lib/core.ts";
 import {
   type DeviceObservation,
   diagnose,
@@ -179,8 +180,10 @@ Deno.test("doctor beside a running bridge with Klipper in control: reports it, c
     const stateBefore = sim.state;
     const logFrom = log.length;
 
-    const result = await runCli(["doctor", "--host", `127.0.0.1:${sim.port}`, "--socket", socket]);
+    // By name, while the bridge uses the IP: still recognised as the same device.
+    const result = await runCli(["doctor", "--host", `localhost:${sim.port}`, "--socket", socket]);
     assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.doesNotMatch(result.stdout, /drives/);
     assert.match(
       result.stdout,
       /^ok {4}bridge +running \(.*\), connected to ws:\/\/127\.0\.0\.1:\d+\/ws, target 45 °C$/m,
@@ -324,7 +327,13 @@ function observations(overrides: Partial<Observations> = {}): Observations {
     resolve: { ok: true, address: "192.168.1.50" },
     http: { kind: "stock", detail: "GET /api/v2/info answered HTTP 404: not DragonBreath" },
     device: device(),
-    bridge: { socket: "/run/panda-breath/bridge.sock", running: false, error: "x", status: null },
+    bridge: {
+      socket: "/run/panda-breath/bridge.sock",
+      running: false,
+      error: "x",
+      status: null,
+      deviceAddress: null,
+    },
     ...overrides,
   };
 }
@@ -360,4 +369,46 @@ Deno.test("diagnose: the verdicts without I/O", () => {
     formatReport(drying),
     /ON, mode drying \(work_mode 1\), device target 40 °C, drying 30 min left/,
   );
+
+  const bridgeFor = (url: string, deviceAddress: string | null) => {
+    const status = {
+      ...buildStatus(initialState(), 0, {
+        url,
+        startedIso: "2026-01-01T00:00:00.000Z",
+        connectedIso: null,
+        logWriteFailures: 0,
+      }),
+      connected: true,
+    };
+    return diagnose(observations({
+      bridge: { socket: "/s", running: true, error: null, status, deviceAddress },
+    }));
+  };
+  const byName = formatReport(bridgeFor("ws://PandaBreath.local:80/ws", "192.168.1.50"));
+  assert.doesNotMatch(byName, /drives/);
+  assert.match(byName, /^ok {4}bridge +running/m);
+  assert.match(byName, /^WARN {2}klipper +not connected as controller/m);
+  const other = formatReport(bridgeFor("ws://192.168.1.77:80/ws", "192.168.1.77"));
+  assert.match(
+    other,
+    /^WARN {2}bridge +the local bridge drives ws:\/\/192\.168\.1\.77:80\/ws, not ws:\/\/PandaBreath\.local:80\/ws: check its --host$/m,
+  );
+  const down = bridgeFor("ws://192.168.1.50:80/ws", "192.168.1.50");
+  assert.equal(down.exitStatus, 0);
+  const linkDown = diagnose(observations({
+    bridge: {
+      socket: "/s",
+      running: true,
+      error: null,
+      status: buildStatus(initialState(), 0, {
+        url: "ws://192.168.1.50:80/ws",
+        startedIso: "2026-01-01T00:00:00.000Z",
+        connectedIso: null,
+        logWriteFailures: 0,
+      }),
+      deviceAddress: "192.168.1.50",
+    },
+  }));
+  assert.equal(linkDown.exitStatus, 1);
+  assert.match(formatReport(linkDown), /^FAIL {2}bridge +the bridge's device link is DOWN/m);
 });
