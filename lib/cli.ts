@@ -13,7 +13,7 @@ import {
   UsageError,
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
-import { HEAT_MODES, type HeatMode } from "./core.ts";
+import { HEAT_MODES, type HeatMode, modeMeaning } from "./core.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -23,6 +23,7 @@ Usage: panda-breath <command> [options]
 Commands:
   run       Run the bridge: device WebSocket <-> local socket for Klipper
   status    Show the running bridge's status
+  doctor    Check the device and the local bridge once, read-only
   set       Set the chamber target (°C; 0 = off)
   off       Turn the heater off
   simulate  Run a simulated Panda Breath device
@@ -80,6 +81,22 @@ Options:
 ${SOCKET_HELP}
   --json          Print the raw status as JSON
   -h, --help      Show this help`,
+  doctor: `Usage: panda-breath doctor --host HOST[:PORT] [options]
+
+Connects to the device once and reports in plain language: its address,
+firmware (stock or DragonBreath), mode, target, temperature, faults, printer
+binding, an estimate of its 7 sockets in use, and whether a local bridge runs
+with Klipper connected as controller. Read-only: it sends nothing to the
+device (safe beside a running bridge) and never prints the device's secrets.
+Exit status 0 when nothing keeps the heater from working, 1 when a problem
+was found (warnings alone exit 0), 2 on bad usage.
+
+Options:
+  --host HOST[:PORT]  Device address, e.g. PandaBreath.local or 192.168.1.50 (port 80)
+${SOCKET_HELP}
+  --timeout S         Bound of each step in seconds (default 3, 0.5-60)
+  --json              Print the observations and checks as JSON
+  -h, --help          Show this help`,
   set: `Usage: panda-breath set CELSIUS [--socket PATH]
 
 Sets the chamber target through the running bridge (0 turns it off).
@@ -374,31 +391,76 @@ function heatModeText(status: BridgeStatus): string {
   }
 }
 
-/** A human-readable table of a status, as `panda-breath status` prints it. */
-export function formatStatus(status: BridgeStatus): string {
+/** "since 14:02:11 (5 min)", from an ISO time and the current time. */
+function since(iso: string | null, now: number): string {
+  if (iso === null) return "";
+  const at = Date.parse(iso);
+  if (!Number.isFinite(at)) return ` since ${iso}`;
+  const clock = new Date(at).toISOString().slice(11, 19);
+  return ` since ${clock} UTC (${duration(Math.max(0, (now - at) / 1000))})`;
+}
+
+const MODE_WORDS = {
+  auto: "auto (heats by the printer's bed temperature; not driven by the bridge)",
+  always_on: "always-on (heats to the device target)",
+  drying: "drying (a timed drying run)",
+  unknown: "unknown",
+} as const;
+
+function deviceTargetText(status: BridgeStatus): string {
+  const device = status.device;
+  if (device.work_on === null) return "nothing reported yet";
+  const sent = `${device.set_temp ?? "?"} °C, heater ${device.work_on ? "on" : "off"}`;
+  const wanted = status.target === 0 ? !device.work_on : device.work_on &&
+    device.set_temp === status.target;
+  const check = status.readback.interval === 0
+    ? "read-back is off"
+    : `the next read-back (every ${status.readback.interval} s) or device push shows it`;
+  return `${sent} (reported ${age(device.reported_age)})${
+    wanted ? "" : `; not the bridge's target yet: the device acknowledges no write, ${check}`
+  }`;
+}
+
+function failsafeText(status: BridgeStatus): string {
+  const f = status.failsafe;
+  if (f.tripped) return `TRIPPED: ${f.reason}`;
+  if (f.remaining !== null) {
+    return `armed: heat off in ${duration(f.remaining)} unless a ready heartbeat arrives`;
+  }
+  return status.target === 0 ? "idle (heater off)" : `armed (after ${f.timeout} s without Klipper)`;
+}
+
+/**
+ * A human-readable table of a status, as `panda-breath status` prints it,
+ * with the age of every reading (`now` is the current time, ms).
+ */
+export function formatStatus(status: BridgeStatus, now: number = Date.now()): string {
   const device = status.device;
   const rows: [string, string][] = [
     [
       "device link",
-      status.connected ? `connected (${status.link.url})` : `DOWN (${status.link.url})`,
+      status.connected
+        ? `connected (${status.link.url})${since(status.since.connected, now)}`
+        : `DOWN (${status.link.url})`,
     ],
     ...(status.firmware_problem ? [["PROBLEM", status.firmware_problem] as [string, string]] : []),
     [
       "temperature",
       status.temperature === null
         ? `unknown (last reading ${age(status.temperature_age)})`
-        : `${status.temperature} °C`,
+        : `${status.temperature} °C (${age(status.temperature_age)})`,
     ],
     ["target", status.target === 0 ? "off" : `${status.target} °C`],
-    ["heat mode", heatModeText(status)],
+    ["device target", deviceTargetText(status)],
     [
-      "device reports",
-      device.work_on === null
-        ? "nothing yet"
-        : `${device.work_on ? "on" : "off"}, mode ${device.work_mode ?? "?"}, set ${
-          device.set_temp ?? "?"
-        } °C, firmware ${device.firmware ?? "?"} (${age(device.reported_age)})`,
+      "mode",
+      device.work_mode === null
+        ? "unknown (nothing reported yet)"
+        : `${
+          MODE_WORDS[modeMeaning(device.work_mode, device.firmware)]
+        }, work_mode ${device.work_mode}, firmware ${device.firmware ?? "?"}`,
     ],
+    ["heat mode", heatModeText(status)],
     [
       "faults",
       status.faults.length === 0
@@ -413,15 +475,16 @@ export function formatStatus(status: BridgeStatus): string {
         ? `connected, not ready (failsafe after ${status.failsafe.timeout} s)`
         : `none (failsafe after ${status.failsafe.timeout} s)`,
     ],
+    ["failsafe", failsafeText(status)],
     [
       "read-back",
       status.readback.interval === 0
         ? "off"
         : `every ${status.readback.interval} s, ${status.readback.count} done, ` +
-          `${status.readback.corrections} corrections, last ${status.readback.last ?? "none yet"}`,
+          `${status.readback.corrections} corrections, last ${status.readback.last ?? "none yet"}` +
+          (status.readback.last_age === null ? "" : ` (${age(status.readback.last_age)})`),
     ],
   ];
-  if (status.failsafe.tripped) rows.push(["failsafe", `TRIPPED: ${status.failsafe.reason}`]);
   if (status.log_write_failures > 0) {
     rows.push(["log", `${status.log_write_failures} lines could not be written (disk full?)`]);
   }
@@ -430,7 +493,7 @@ export function formatStatus(status: BridgeStatus): string {
     "link",
     `${status.link.connects} connects, ${status.link.drops} drops, ${status.link.dropped_frames} bad frames`,
   ]);
-  rows.push(["bridge", `${status.bridge}, up since ${status.since.started}`]);
+  rows.push(["bridge", `${status.bridge}, up${since(status.since.started, now)}`]);
   const width = Math.max(...rows.map(([key]) => key.length));
   return rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join("\n");
 }
@@ -444,6 +507,40 @@ async function commandStatus(args: string[]): Promise<number> {
   );
   print(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
   return status.firmware_problem ? 1 : 0;
+}
+
+async function commandDoctor(args: string[]): Promise<number> {
+  const { values } = parse("doctor", args, {
+    host: { type: "string" },
+    ...SOCKET_OPTION,
+    json: { type: "boolean" },
+    timeout: { type: "string" },
+  });
+  if (values.help) return printHelp("doctor");
+  if (values.host === undefined) {
+    throw new UsageError("doctor needs --host HOST[:PORT] (the device)");
+  }
+  deviceUrl(values.host as string); // Validates: bad input is a usage error.
+  const timeoutS = parseNumber(
+    "timeout",
+    (values.timeout as string | undefined) ?? "3",
+    0.5,
+    60,
+    "seconds",
+  );
+  const { observe, diagnose, formatReport } = await import("./doctor.ts");
+  const observations = await observe({
+    host: (values.host as string).trim(),
+    socket: socketOption(values),
+    timeoutMs: timeoutS * 1000,
+  });
+  const report = diagnose(observations);
+  print(
+    values.json
+      ? JSON.stringify({ ...report, exit_status: report.exitStatus, observations }, null, 2)
+      : formatReport(report),
+  );
+  return report.exitStatus;
 }
 
 async function commandSet(args: string[]): Promise<number> {
@@ -520,6 +617,7 @@ function printHelp(command?: string): number {
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: commandRun,
   status: commandStatus,
+  doctor: commandDoctor,
   set: commandSet,
   off: commandOff,
   simulate: commandSimulate,

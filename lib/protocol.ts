@@ -402,3 +402,39 @@ export function buildDryingLeaseFrame(target: number, hours: number): string {
 export function buildDryingLeaseDesiredFrame(target: number, hours: number): string {
   return target === 0 ? DRYING_LEASE_OFF_FRAME : buildDryingLeaseFrame(target, hours);
 }
+
+/**
+ * Which printer the device is bound to, from its connect frame's `printer`
+ * root, without any secret: a Bambu binding keeps neither serial nor access
+ * code; a Klipper binding keeps only its (printable) host and port.
+ */
+export type PrinterBinding =
+  | { kind: "klipper"; host: string; port: number | null; state: number | null }
+  | { kind: "bambu"; state: number | null }
+  | { kind: "none"; state: number | null };
+
+const BINDING_HOST = /^[A-Za-z0-9._:\-\[\]]{1,253}$/;
+
+/**
+ * Reads the printer binding from a device frame (the connect frame); null
+ * when the frame is not JSON or has no `printer` object. A `sn` (non-empty
+ * string) means Bambu, a valid `host` means Klipper, anything else "none".
+ */
+export function parsePrinterBinding(data: string): PrinterBinding | null {
+  if (data.length > MAX_FRAME_BYTES) return null;
+  let frame: unknown;
+  try {
+    frame = JSON.parse(data);
+  } catch {
+    return null;
+  }
+  if (!isObject(frame) || !isObject(frame.printer)) return null;
+  const printer = frame.printer;
+  const state = isIntegerIn(printer.state, 0, 255) ? printer.state : null;
+  if (typeof printer.sn === "string" && printer.sn.trim() !== "") return { kind: "bambu", state };
+  if (typeof printer.host === "string" && BINDING_HOST.test(printer.host)) {
+    const port = isIntegerIn(printer.port, 1, 65535) ? printer.port : null;
+    return { kind: "klipper", host: printer.host, port, state };
+  }
+  return { kind: "none", state };
+}

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { formatStatus } from "../lib/cli.ts";
+import { buildStatus, initialState } from "../lib/core.ts";
 import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
 import { VERSION } from "../lib/version.ts";
 import { connectFrame, FAKE_SECRETS, FakeDevice } from "./fake_device.ts";
@@ -11,7 +13,7 @@ Deno.test("--version and --help work for every command", async () => {
   const help = await runCli(["--help"]);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Commands:/);
-  for (const command of ["run", "status", "set", "off", "simulate", "demo"]) {
+  for (const command of ["run", "status", "doctor", "set", "off", "simulate", "demo"]) {
     const result = await runCli([command, "--help"]);
     assert.equal(result.code, 0, command);
     assert.match(result.stdout, new RegExp(`Usage: panda-breath ${command}`), command);
@@ -33,6 +35,10 @@ Deno.test("bad command lines fail with exit 2, a clear message, and start nothin
     [["run", "--host", "h:99999", "--socket", path], /not a host name/],
     [["run", "--host", "h", "--socket", path, "--socket-mode", "0666"], /0600 or 0660/],
     [["run", "--host", "h", "--socket", path, "extra"], /unexpected argument 'extra'/i],
+    [["doctor"], /doctor needs --host/],
+    [["doctor", "--host", "h:99999"], /not a host name/],
+    [["doctor", "--host", "h", "--timeout", "x"], /--timeout/],
+    [["doctor", "--host", "h", "extra"], /unexpected argument 'extra'/i],
     [["set"], /set needs a temperature/],
     [["set", "hot"], /'hot'/],
     [["set", "45", "46"], /unexpected argument '46'/],
@@ -189,4 +195,62 @@ Deno.test("run --help documents --readback-interval and a bad value is a usage e
   assert.match(bad.stderr, /--readback-interval must be 0 \(off\) or a number from 1 to 3600/);
   await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
   await cleanup();
+});
+
+Deno.test("status table: every reading with its age, device target vs the bridge's, mode in words", () => {
+  const now = Date.parse("2026-01-01T12:10:00Z");
+  const base = buildStatus(initialState(), now, {
+    url: "ws://192.168.1.50:80/ws",
+    startedIso: "2026-01-01T12:00:00.000Z",
+    connectedIso: null,
+    logWriteFailures: 0,
+  });
+  const status = {
+    ...base,
+    connected: true,
+    since: { started: "2026-01-01T12:00:00.000Z", connected: "2026-01-01T12:05:00.000Z" },
+    temperature: 38,
+    temperature_age: 0.4,
+    target: 45,
+    device: { work_on: true, work_mode: 2, set_temp: 45, firmware: "V1.0.3", reported_age: 12.5 },
+    failsafe: { ...base.failsafe, controller: true, controller_age: 0.8, remaining: 9.2 },
+  };
+  const table = formatStatus(status, now);
+  assert.match(
+    table,
+    /^device link +connected \(ws:\/\/192\.168\.1\.50:80\/ws\) since 12:05:00 UTC \(5 min\)$/m,
+  );
+  assert.match(table, /^temperature +38 °C \(0\.4 s ago\)$/m);
+  assert.match(table, /^target +45 °C$/m);
+  assert.match(table, /^device target +45 °C, heater on \(reported 12\.5 s ago\)$/m);
+  assert.match(
+    table,
+    /^mode +always-on \(heats to the device target\), work_mode 2, firmware V1\.0\.3$/m,
+  );
+  assert.match(table, /^controller +ready \(heartbeat 0\.8 s ago\)$/m);
+  assert.match(table, /^failsafe +armed: heat off in 9\.2 s unless a ready heartbeat arrives$/m);
+  assert.match(table, /^bridge +.*, up since 12:00:00 UTC \(10 min\)$/m);
+
+  const differs = formatStatus({
+    ...status,
+    device: { ...status.device, work_mode: 1, set_temp: 30 },
+    failsafe: {
+      ...status.failsafe,
+      tripped: true,
+      reason: "no heartbeat for 10 s",
+      remaining: null,
+    },
+  }, now);
+  assert.match(
+    differs,
+    /^device target +30 °C, heater on .*; not the bridge's target yet: .* read-back \(every 60 s\)/m,
+  );
+  assert.match(differs, /^mode +auto \(/m);
+  assert.match(differs, /^failsafe +TRIPPED: no heartbeat for 10 s$/m);
+
+  const idle = formatStatus(base, now);
+  assert.match(idle, /^device link +DOWN/m);
+  assert.match(idle, /^device target +nothing reported yet$/m);
+  assert.match(idle, /^mode +unknown \(nothing reported yet\)$/m);
+  assert.match(idle, /^failsafe +idle \(heater off\)$/m);
 });

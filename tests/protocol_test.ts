@@ -5,6 +5,7 @@ import {
   MAX_FRAME_BYTES,
   OFF_FRAME,
   parseDeviceFrame,
+  parsePrinterBinding,
   validateTarget,
 } from "../lib/protocol.ts";
 
@@ -188,4 +189,34 @@ Deno.test("targets are range-checked, rounded, never wrapped", () => {
     const check = validateTarget(value, 60);
     assert.equal(!check.ok && check.code, "invalid_params", String(value));
   }
+});
+
+Deno.test("printer binding: Bambu without serial or access code, Klipper host:port, none", () => {
+  const bambu = parsePrinterBinding(CONNECT_FRAME);
+  assert.deepEqual(bambu, { kind: "bambu", state: 3 });
+  const text = JSON.stringify(bambu);
+  for (const secret of ["01S00A", "bambu-secret", "wifi-secret", "ap-secret"]) {
+    assert.ok(!text.includes(secret), `binding carries ${secret}`);
+  }
+  assert.deepEqual(
+    parsePrinterBinding(
+      '{"printer":{"name":"K","host":"192.168.1.20","port":7125,"state":3,"scan":0}}',
+    ),
+    { kind: "klipper", host: "192.168.1.20", port: 7125, state: 3 },
+  );
+  assert.deepEqual(parsePrinterBinding('{"printer":{"name":"","state":0}}'), {
+    kind: "none",
+    state: 0,
+  });
+  assert.deepEqual(parsePrinterBinding('{"printer":{"host":"bad host\\n","port":99999}}'), {
+    kind: "none",
+    state: null,
+  });
+  assert.deepEqual(
+    parsePrinterBinding('{"printer":{"host":"k.local","port":"x","state":"?"}}'),
+    { kind: "klipper", host: "k.local", port: null, state: null },
+  );
+  assert.equal(parsePrinterBinding('{"settings":{"warehouse_temper":30}}'), null);
+  assert.equal(parsePrinterBinding("not json"), null);
+  assert.equal(parsePrinterBinding('{"printer":[1]}'), null);
 });
