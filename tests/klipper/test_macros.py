@@ -9,6 +9,7 @@ import os, re, shutil, sys, tempfile, time, unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import klipper_standin as ks  # noqa: E402
 from fake_bridge import FakeBridge  # noqa: E402
+import test_e2e as e2e  # noqa: E402
 
 SHIPPED_CFG = os.path.join(ks.REPO, 'klipper', 'panda_bridge.cfg')
 README = os.path.join(ks.REPO, 'README.md')
@@ -465,6 +466,55 @@ class TestChamberCommands(Base):
         self.assertEqual(self.target(), 45.)
         self.assertEqual(self.bed().target_temp, 60.)
         self.assertFalse(self.console('^!!'))
+
+
+@unittest.skipIf(e2e.DENO is None, "deno is not on PATH")
+@unittest.skipIf(ks.jinja2 is None, "jinja2 is not installed")
+class WithSimulator(unittest.TestCase):
+    """The macros against the real bridge and simulator (deno), as
+    test_e2e.py runs them: what the device receives."""
+    locals().update({name: getattr(e2e.EndToEnd, name) for name in (
+        'setUp', 'tearDown', 'spawn', 'logs', 'wait_port', 'start_bridge',
+        'idle', 'sim_call', 'frames_since', 'wait', 'console')})
+
+    def start_klipper(self):
+        self.printer = ks.Printer(shipped(self.sock, "[print_stats]\n"
+                                          "[idle_timeout]\ntimeout: 2\n"))
+        self.reactor = self.printer.get_reactor()
+        self.gcode = self.printer.lookup_object('gcode')
+        self.printer.connect()
+        self.pb = self.printer.lookup_object('panda_bridge')
+        self.heater = self.printer.lookup_object('heaters').lookup_heater(
+            'panda_breath')
+        self.wait(lambda: self.pb.get_status(0)['device_connected']
+                  and self.heater.last_temp_time, 15.)
+
+    def test_drying_on_the_device(self):
+        self.start_klipper()
+        t_ms = e2e.now_ms()
+        self.gcode.run_script("PANDA_BRIDGE_DRY TEMP=45 HOURS=0.001")  # 3.6 s
+        self.wait(lambda: self.frames_since(t_ms, e2e.on_frame(45)), 2.)
+        # past the 2 s idle timeout the device is still heating
+        self.reactor.pause(self.reactor.monotonic() + 2.5)
+        self.assertEqual(self.frames_since(t_ms, e2e.OFF), [])
+        self.assertTrue(self.sim_call('state')['work_on'])
+        self.wait(lambda: self.frames_since(t_ms, e2e.OFF), 3.)
+        off_after = (self.frames_since(t_ms, e2e.OFF)[0] - t_ms) / 1000.
+        self.assertGreater(off_after, 3.4)
+        self.assertLess(off_after, 5.)
+        self.assertTrue(self.console('drying finished'))
+
+    def test_m191_timeout_on_the_device(self):
+        self.start_klipper()
+        self.gcode.run_script("SET_GCODE_VARIABLE MACRO=M191 VARIABLE=timeout"
+                              " VALUE=2")
+        t_ms = e2e.now_ms()
+        self.gcode.run_script("M191 S60")
+        self.assertTrue(self.frames_since(t_ms, e2e.on_frame(60)))
+        self.assertTrue(self.console('^!! Panda Breath: chamber at .* not'
+                                     ' 59.0 C after 2 s'))
+        self.gcode.run_script("M141 S0")
+        self.wait(lambda: self.frames_since(t_ms, e2e.OFF), 2.)
 
 
 if __name__ == '__main__':
