@@ -349,6 +349,20 @@ class TestChamberCommands(Base):
         self.assertLess(self.reactor.monotonic() - t0, .2)
         self.assertEqual(self.target(), 40.)
 
+    def test_stale_reading_is_not_warm(self):
+        # the bridge lost the device: no readings for 5 s, the heater reads
+        # 0 (as TEMPERATURE_WAIT sees it), though its status still shows 50
+        self.start(chamber=50)
+        self.bridge.notify(connected=False)
+        self.run_for(5.5)
+        self.assertAlmostEqual(self.printer.lookup_object(
+            'heater_generic panda_breath').get_status(0)['temperature'], 50.,
+            delta=.2)
+        self.set_var('M191', 'timeout', 1)
+        self.run_gcode("M191 S45")
+        self.assertTrue(self.console('^!! Panda Breath: chamber at 0.0 C,'
+                                     ' not 44.0 C after 1 s'))
+
     def test_waits_until_within_margin(self):
         self.start()
         self.at(1.5, lambda: self.bridge.notify(temperature=45))
