@@ -117,6 +117,9 @@ class PandaBridge:
         pheaters.add_sensor_factory('panda_bridge', self._setup_sensor)
         printer.lookup_object('pins').register_chip('panda_bridge', self)
         printer.register_event_handler('klippy:connect', self._handle_connect)
+        self.gcode.register_command(
+            'PANDA_BRIDGE_WAIT', self.cmd_PANDA_BRIDGE_WAIT,
+            desc=self.cmd_PANDA_BRIDGE_WAIT_help)
         # Batch mode (klippy.py -o): never reach the real device
         if printer.get_start_args().get('debugoutput') is not None:
             return
@@ -258,6 +261,37 @@ class PandaBridge:
             self.gcode.respond_raw("!! Panda Breath: " + msg)
         else:
             self.gcode.respond_info("Panda Breath: " + msg)
+    # PANDA_BRIDGE_WAIT: TEMPERATURE_WAIT for the chamber, with a timeout
+    cmd_PANDA_BRIDGE_WAIT_help = ("Wait until the chamber reaches MINIMUM=<C>;"
+                                  " TIMEOUT=<s> (0: no limit) then goes on")
+    def cmd_PANDA_BRIDGE_WAIT(self, gcmd):
+        minimum = gcmd.get_float('MINIMUM')
+        timeout = gcmd.get_float('TIMEOUT', 0., minval=0.)
+        if self.heater is None or self.printer.get_start_args().get(
+                'debugoutput') is not None:
+            return
+        toolhead = self.printer.lookup_object('toolhead')
+        eventtime = start = self.reactor.monotonic()
+        # As heaters.py waits: a pause per second, the toolhead's print time
+        # kept current (idle_timeout counts the wait as activity)
+        while not self.printer.is_shutdown():
+            temp, target = self.heater.get_temp(eventtime)
+            if temp >= minimum:
+                return
+            if not target:
+                gcmd.respond_raw(
+                    "!! Panda Breath: the chamber heater was turned off while"
+                    " waiting for %.1f C (chamber at %.1f C); going on"
+                    % (minimum, temp))
+                return
+            if timeout and eventtime - start >= timeout:
+                gcmd.respond_raw(
+                    "!! Panda Breath: chamber at %.1f C, not %.1f C after"
+                    " %.0f s; going on without waiting longer"
+                    % (temp, minimum, timeout))
+                return
+            toolhead.get_last_move_time()
+            eventtime = self.reactor.pause(eventtime + 1.)
     # Bridge connection
     def _retry_event(self, eventtime):
         if self.state == 'dead':

@@ -5,7 +5,13 @@ Written from reading Klipper's source (upstream and the Snapmaker U1 fork at
 whose behaviour it reproduces.  Where the two trees differ, the stricter
 behaviour is used and the difference noted.
 """
-import ast, configparser, math, os, re, select, time, types
+import ast, configparser, copy, json, math, os, re, select, shlex, time
+import traceback, types
+
+try:
+    import jinja2  # Klipper's macro engine (python3-jinja2)
+except ImportError:
+    jinja2 = None
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -23,6 +29,9 @@ def load_extra():
 
 class CommandError(Exception):
     """gcode.py: CommandError (printer.command_error)."""
+
+
+CommandError.__module__ = 'gcode'  # as klippy names it in macro errors
 
 
 ConfigError = configparser.Error  # configfile.py: error = configparser.Error
@@ -209,7 +218,8 @@ class ConfigWrapper:
         if not self.fileconfig.has_option(self.section, option):
             if default is not sentinel:
                 if default is not None:
-                    self.access[(self.section.lower(), option.lower())] = 1
+                    self.access[(self.section.lower(), option.lower())] = \
+                        default
                 return default
             raise ConfigError("Option '%s' in section '%s' must be specified"
                               % (option, self.section))
@@ -218,7 +228,7 @@ class ConfigWrapper:
         except Exception:
             raise ConfigError("Unable to parse option '%s' in section '%s'"
                               % (option, self.section))
-        self.access[(self.section.lower(), option.lower())] = 1
+        self.access[(self.section.lower(), option.lower())] = v
         for bad, what, limit in ((minval is not None and v < minval,
                                   "have minimum of", minval),
                                  (maxval is not None and v > maxval,
@@ -278,15 +288,33 @@ class ConfigWrapper:
 ######################################################################
 
 class GCodeCommand:
+    """gcode.py GCodeCommand: params as parsed, the raw parameter text for
+    rawparams and the extended-command parser."""
     error = CommandError
 
-    def __init__(self, gcode, command, params):
+    def __init__(self, gcode, command, commandline, params):
         self.gcode = gcode
         self.command = command
+        self.commandline = commandline
         self.params = params
+
+    def get_command(self):
+        return self.command
+
+    def get_commandline(self):
+        return self.commandline
 
     def get_command_parameters(self):
         return self.params
+
+    def get_raw_command_parameters(self):
+        # the text after the command name (one separating space dropped)
+        start = len(self.command)
+        if self.commandline[:start].upper() != self.command:
+            start += self.commandline.upper().find(self.command)
+        if self.commandline[start:start + 1].isspace():
+            start += 1
+        return self.commandline[start:]
 
     def get(self, name, default=sentinel):
         if name not in self.params:
@@ -318,25 +346,68 @@ class GCodeCommand:
         self.gcode.respond_raw(msg)
 
 
+class GCodeMutex:
+    """reactor.py ReactorMutex: only test() (held or not); see GCode."""
+
+    def __init__(self, gcode):
+        self.gcode = gcode
+
+    def test(self):
+        return self.gcode.mutex_held > 0
+
+
 class GCode:
-    """Console output capture and a small command dispatcher: traditional
-    commands take letter params (M141 S45), extended ones KEY=VALUE with
-    optional quotes (gcode.py: _process_commands/_get_extended_params)."""
+    """Console output capture and the dispatcher of gcode.py: every line is
+    split with its args_r regex (a traditional command such as M191 S45 gets
+    upper-cased letter params), commands that are not traditional re-parse
+    their raw parameters shlex-style as KEY=VALUE (_get_extended_params).
+    An error is answered with a "!!" line and re-raised, at every level, as
+    run_script_from_command does.  Unknown commands raise (Klipper only
+    answers "Unknown command" for them), to catch typos in macros.
+
+    run_script holds the G-code mutex (idle_timeout tests it); the stand-in
+    has no greenlets, so a delayed_gcode that fires while it is held waits
+    for it by retrying (Klipper blocks on the mutex)."""
     error = CommandError
-    extended_r = re.compile(r'(\S+?)=("[^"]*"|\'[^\']*\'|\S*)')
+    args_r = re.compile('([A-Z_]+|[A-Z*])')
 
     def __init__(self):
         self.output = []
         self.commands = {}
         self.mux = {}
+        self.mutex_held = 0
+
+    @staticmethod
+    def is_traditional_gcode(cmd):
+        try:
+            cmd = cmd.upper().split()[0]
+            float(cmd[1:])
+            return cmd[0].isupper() and cmd[1].isdigit()
+        except (ValueError, IndexError):
+            return False
 
     def register_command(self, cmd, func, when_not_ready=False, desc=None):
-        self.commands[cmd.upper()] = func
+        if func is None:
+            return self.commands.pop(cmd, None)
+        if cmd in self.commands:
+            raise ConfigError("gcode command %s already registered" % (cmd,))
+        if not self.is_traditional_gcode(cmd):
+            orig = func
+            func = lambda gcmd: orig(self._extended_params(gcmd))
+        self.commands[cmd] = func
 
     def register_mux_command(self, cmd, key, value, func, desc=None):
-        prev_key, values = self.mux.setdefault(cmd, (key, {}))
+        if cmd not in self.mux:
+            self.register_command(cmd, lambda gcmd: self._mux(cmd, gcmd))
+            self.mux[cmd] = (key, {})
+        prev_key, values = self.mux[cmd]
+        if prev_key != key:
+            raise ConfigError("mux command %s %s %s may have only one key"
+                              " (%s)" % (cmd, key, value, prev_key))
+        if value in values:
+            raise ConfigError("mux command %s %s %s already registered"
+                              % (cmd, key, value))
         values[value] = func
-        self.commands[cmd] = lambda gcmd: self._mux(cmd, gcmd)
 
     def _mux(self, cmd, gcmd):
         key, values = self.mux[cmd]
@@ -346,6 +417,23 @@ class GCode:
                                % (value, key))
         values[value](gcmd)
 
+    def _extended_params(self, gcmd):
+        lexer = shlex.shlex(gcmd.get_raw_command_parameters(), posix=True)
+        lexer.whitespace_split = True
+        lexer.commenters = '#;'
+        try:
+            pairs = [arg.split('=', 1) for arg in lexer]
+            params = {k.upper(): v for k, v in pairs}
+        except ValueError:
+            raise CommandError("Malformed command '%s'"
+                               % (gcmd.get_commandline(),))
+        gcmd.params.clear()
+        gcmd.params.update(params)
+        return gcmd
+
+    def get_mutex(self):
+        return GCodeMutex(self)
+
     def respond_raw(self, msg):
         self.output.append(msg)
 
@@ -353,23 +441,44 @@ class GCode:
         lines = [l.strip() for l in msg.strip().split('\n')]
         self.respond_raw("// " + "\n// ".join(lines))
 
-    def run_script(self, script):
-        """gcode.py run_script_from_command: errors raise CommandError."""
-        for line in script.split('\n'):
-            line = line.split(';', 1)[0].strip()
-            if not line:
+    def _respond_error(self, msg):
+        lines = msg.strip().split('\n')
+        if len(lines) > 1:
+            self.respond_info('\n'.join(lines))
+        self.respond_raw('!! %s' % (lines[0].strip(),))
+
+    def _process_commands(self, lines):
+        for line in lines:
+            line = origline = line.strip()
+            if ';' in line:
+                line = line[:line.index(';')]
+            parts = self.args_r.split(line.upper())
+            cmd = ''.join(parts[:3]).strip()
+            if not cmd:
                 continue
-            parts = line.split(None, 1)
-            cmd = parts[0].upper()
-            rest = parts[1] if len(parts) > 1 else ''
-            if re.match(r'^[A-Z]\d+$', cmd):
-                params = {w[0].upper(): w[1:] for w in rest.split()}
-            else:
-                params = {k.upper(): v.strip('"\'') for k, v
-                          in self.extended_r.findall(rest)}
-            if cmd not in self.commands:
-                raise CommandError("Unknown command:\"%s\"" % (cmd,))
-            self.commands[cmd](GCodeCommand(self, cmd, params))
+            params = {parts[i]: parts[i + 1].strip()
+                      for i in range(1, len(parts), 2)}
+            gcmd = GCodeCommand(self, cmd, origline, params)
+            try:
+                if cmd not in self.commands:
+                    raise CommandError('Unknown command:"%s"' % (cmd,))
+                self.commands[cmd](gcmd)
+            except CommandError as e:
+                self._respond_error(str(e))
+                raise
+
+    def run_script_from_command(self, script):
+        """gcode.py: errors answer "!!" and raise CommandError."""
+        self._process_commands(script.split('\n'))
+
+    def run_script(self, script):
+        """gcode.py run_script: as run_script_from_command, holding the
+        G-code mutex."""
+        self.mutex_held += 1
+        try:
+            self._process_commands(script.split('\n'))
+        finally:
+            self.mutex_held -= 1
 
 
 ######################################################################
@@ -591,6 +700,61 @@ class Heater:
         self.printer.lookup_object('heaters').set_temperature(self, temp)
 
 
+class StandinSensor:
+    """A sensor and its heater pin for a heater that is not the Panda Breath
+    (a bed in tests): sensor_type: standin, heater_pin: standin:<name>.
+    report(temp) delivers a reading now (print time as the extra uses)."""
+
+    def __init__(self, printer, config):
+        self.printer = printer
+        self.callback = None
+        self.pwm = 0.
+
+    # sensor
+    def setup_minmax(self, min_temp, max_temp):
+        pass
+
+    def setup_callback(self, callback):
+        self.callback = callback
+
+    def set_read_tolerance(self, read_time_tol, min_update_ratio):
+        pass
+
+    def get_report_time_delta(self):
+        return .3
+
+    def report(self, temp):
+        mcu = self.printer.lookup_object('mcu')
+        now = self.printer.get_reactor().monotonic()
+        self.callback(mcu.estimated_print_time(now), temp)
+
+    # pin
+    def setup_cycle_time(self, cycle_time, hardware_pwm=False):
+        pass
+
+    def setup_max_duration(self, max_duration):
+        pass
+
+    def get_mcu(self):
+        return self.printer.lookup_object('mcu')
+
+    def set_pwm(self, print_time, value):
+        self.pwm = value
+
+
+class StandinChip:
+    def __init__(self, printer):
+        self.printer = printer
+        self.sensors = []
+
+    def sensor(self, config):
+        self.sensors.append(StandinSensor(self.printer, config))
+        return self.sensors[-1]
+
+    def setup_pin(self, pin_type, pin_params):
+        return self.sensors[-1]
+
+
 class PrinterHeaters:
     """heaters.py PrinterHeaters."""
 
@@ -602,6 +766,9 @@ class PrinterHeaters:
         self.gcode_ids = {}
         gcode = self.printer.lookup_object('gcode')
         gcode.register_command("TURN_OFF_HEATERS", self.cmd_TURN_OFF_HEATERS)
+        chip = StandinChip(self.printer)
+        self.add_sensor_factory('standin', chip.sensor)
+        self.printer.lookup_object('pins').register_chip('standin', chip)
         gcode.register_command("TEMPERATURE_WAIT", self.cmd_TEMPERATURE_WAIT)
 
     def add_sensor_factory(self, sensor_type, factory):
@@ -634,6 +801,11 @@ class PrinterHeaters:
             raise self.printer.config_error("Unknown heater '%s'" % (name,))
         return self.heaters[name]
 
+    def get_status(self, eventtime):
+        return {'available_heaters': [
+                    h.name for h in self.heaters.values()],
+                'available_sensors': list(self.available_sensors)}
+
     def turn_off_all_heaters(self, print_time=0.):
         for heater in self.heaters.values():
             heater.set_temp(0.)
@@ -642,7 +814,23 @@ class PrinterHeaters:
         self.turn_off_all_heaters()
 
     def set_temperature(self, heater, temp, wait=False):
+        # the toolhead's lookahead callback: with nothing queued it syncs
+        # print time, which idle_timeout counts as activity
+        self.printer.lookup_object('toolhead').get_last_move_time()
         heater.set_temp(temp)
+        if wait and temp:
+            self._wait_for_temperature(heater)
+
+    def _wait_for_temperature(self, heater):
+        # M109/M190: wait while check_busy (skipped in batch mode)
+        if self.printer.get_start_args().get('debugoutput') is not None:
+            return
+        toolhead = self.printer.lookup_object('toolhead')
+        reactor = self.printer.get_reactor()
+        eventtime = reactor.monotonic()
+        while not self.printer.is_shutdown() and heater.check_busy(eventtime):
+            toolhead.get_last_move_time()
+            eventtime = reactor.pause(eventtime + 1.)
 
     def cmd_TEMPERATURE_WAIT(self, gcmd):
         # U1 fork: a plain command that accepts names in available_sensors
@@ -655,13 +843,17 @@ class PrinterHeaters:
         if min_temp == float('-inf') and max_temp == float('inf'):
             raise gcmd.error("Error on 'TEMPERATURE_WAIT': missing MINIMUM"
                              " or MAXIMUM.")
+        if self.printer.get_start_args().get('debugoutput') is not None:
+            return
         heater = self.heaters[name.split()[-1]]
+        toolhead = self.printer.lookup_object('toolhead')
         reactor = self.printer.get_reactor()
         eventtime = reactor.monotonic()
         while not self.printer.is_shutdown():
             temp, target = heater.get_temp(eventtime)
             if min_temp <= temp <= max_temp:
                 return
+            toolhead.get_last_move_time()
             eventtime = reactor.pause(eventtime + 1.)
 
 
@@ -676,34 +868,461 @@ class VerifyHeater:
                                                minval=1.)
 
 
-class GCodeMacro:
-    """gcode_macro.py: options, and rendering when jinja2 is installed (the
-    template environment uses '{' '}' for expressions)."""
+######################################################################
+# klippy/extras/heater_bed.py
+######################################################################
+
+class PrinterHeaterBed:
+    """heater_bed.py: a heater with gcode id B, M140 and M190."""
 
     def __init__(self, config):
         self.printer = config.get_printer()
-        self.name = config.get_name().split()[1].upper()
-        self.script = config.get('gcode')
-        config.get('description', 'G-Code macro')
-        self.variables = {o[len('variable_'):]: ast.literal_eval(config.get(o))
-                          for o in config.get_prefix_options('variable_')}
-        self.printer.lookup_object('gcode').register_command(self.name,
-                                                             self.cmd)
-
-    def render(self, params):
-        import jinja2
-        env = jinja2.Environment('{%', '%}', '{', '}')
-        context = dict(self.variables)
-        context['params'] = params
-        context['printer'] = self.printer.status_wrapper()
+        pheaters = self.printer.load_object(config, 'heaters')
+        self.heater = pheaters.setup_heater(config)
+        self.get_status = self.heater.get_status
         gcode = self.printer.lookup_object('gcode')
-        context['action_respond_info'] = (
-            lambda msg: gcode.respond_info(msg) or "")
-        return env.from_string(self.script).render(context)
+        gcode.register_command("M140", self.cmd_M140)
+        gcode.register_command("M190", self.cmd_M190)
+
+    def cmd_M140(self, gcmd, wait=False):
+        temp = gcmd.get_float('S', 0.)
+        pheaters = self.printer.lookup_object('heaters')
+        pheaters.set_temperature(self.heater, temp, wait)
+
+    def cmd_M190(self, gcmd):
+        self.cmd_M140(gcmd, wait=True)
+
+
+######################################################################
+# klippy/toolhead.py, klippy/extras/idle_timeout.py, print_stats.py
+######################################################################
+
+BUFFER_TIME_START = 0.250
+
+
+class ToolHead:
+    """toolhead.py, only what idle_timeout and macros see: with nothing
+    queued, get_last_move_time() resyncs print_time to
+    estimated_print_time + BUFFER_TIME_START and sends
+    toolhead:sync_print_time (that is what makes idle_timeout "Printing");
+    check_busy; status with print_time and estimated_print_time.  move()
+    stands in for queued moves (print_time advances by their duration).
+    M84 (stepper_enable.py) is a no-op here."""
+
+    def __init__(self, printer):
+        self.printer = printer
+        self.reactor = printer.get_reactor()
+        self.mcu = printer.lookup_object('mcu')
+        self.print_time = 0.
+        printer.lookup_object('gcode').register_command('M84', lambda g: None)
+
+    def get_last_move_time(self):
+        curtime = self.reactor.monotonic()
+        est_print_time = self.mcu.estimated_print_time(curtime)
+        min_print_time = est_print_time + BUFFER_TIME_START
+        if min_print_time > self.print_time:
+            self.print_time = min_print_time
+            self.printer.send_event("toolhead:sync_print_time", curtime,
+                                    est_print_time, self.print_time)
+        return self.print_time
+
+    def move(self, duration):
+        self.get_last_move_time()
+        self.print_time += duration
+
+    def check_busy(self, eventtime):
+        est_print_time = self.mcu.estimated_print_time(eventtime)
+        return self.print_time, est_print_time, True
+
+    def get_status(self, eventtime):
+        return {'print_time': self.print_time,
+                'estimated_print_time': self.mcu.estimated_print_time(
+                    eventtime)}
+
+
+IDLE_GCODE = """
+{% if 'heaters' in printer %}
+   TURN_OFF_HEATERS
+{% endif %}
+M84
+"""
+READY_TIMEOUT = .500
+PIN_MIN_TIME = 0.100
+
+
+class IdleTimeout:
+    """idle_timeout.py: Idle -> Printing on toolhead:sync_print_time,
+    Printing -> Ready once the toolhead is done, Ready -> the idle gcode
+    (TURN_OFF_HEATERS, M84) once it was idle for the timeout, unless the
+    G-code mutex is held.  SET_IDLE_TIMEOUT; status as upstream (the U1
+    fork leaves idle_timeout out of the status: macros must read the
+    configured value from printer.configfile.settings)."""
+
+    def __init__(self, config):
+        self.printer = config.get_printer()
+        self.reactor = self.printer.get_reactor()
+        self.gcode = self.printer.lookup_object('gcode')
+        self.toolhead = self.timeout_timer = None
+        self.printer.register_event_handler("klippy:ready", self.handle_ready)
+        self.idle_timeout = config.getfloat('timeout', 600., above=0.)
+        macros = self.printer.load_object(config, 'gcode_macro')
+        self.idle_gcode = macros.load_template(config, 'gcode', IDLE_GCODE)
+        self.gcode.register_command('SET_IDLE_TIMEOUT',
+                                    self.cmd_SET_IDLE_TIMEOUT)
+        self.state = "Idle"
+        self.last_print_start_systime = 0.
+        self.fired = 0   # times the idle gcode ran (for tests)
+
+    def get_status(self, eventtime):
+        printing_time = 0.
+        if self.state == "Printing":
+            printing_time = eventtime - self.last_print_start_systime
+        return {"state": self.state, "printing_time": printing_time,
+                "idle_timeout": self.idle_timeout}
+
+    def handle_ready(self):
+        self.toolhead = self.printer.lookup_object('toolhead')
+        self.timeout_timer = self.reactor.register_timer(self.timeout_handler)
+        self.printer.register_event_handler("toolhead:sync_print_time",
+                                            self.handle_sync_print_time)
+
+    def transition_idle_state(self, eventtime):
+        self.state = "Printing"
+        self.fired += 1
+        try:
+            self.gcode.run_script(self.idle_gcode.render())
+        except Exception:
+            self.state = "Ready"
+            return eventtime + 1.
+        self.toolhead.get_last_move_time()
+        self.state = "Idle"
+        return self.reactor.NEVER
+
+    def check_idle_timeout(self, eventtime):
+        print_time, est_print_time, lookahead_empty = self.toolhead.check_busy(
+            eventtime)
+        idle_time = est_print_time - print_time
+        if not lookahead_empty or idle_time < 1.:
+            return eventtime + self.idle_timeout
+        if idle_time < self.idle_timeout:
+            return eventtime + self.idle_timeout - idle_time
+        if self.gcode.get_mutex().test():
+            return eventtime + 1.
+        return self.transition_idle_state(eventtime)
+
+    def timeout_handler(self, eventtime):
+        if self.printer.is_shutdown():
+            return self.reactor.NEVER
+        if self.state == "Ready":
+            return self.check_idle_timeout(eventtime)
+        print_time, est_print_time, lookahead_empty = self.toolhead.check_busy(
+            eventtime)
+        buffer_time = min(2., print_time - est_print_time)
+        if not lookahead_empty:
+            return eventtime + READY_TIMEOUT + max(0., buffer_time)
+        if buffer_time > -READY_TIMEOUT:
+            return eventtime + READY_TIMEOUT + buffer_time
+        if self.gcode.get_mutex().test():
+            return eventtime + READY_TIMEOUT
+        self.state = "Ready"
+        return eventtime + self.idle_timeout
+
+    def handle_sync_print_time(self, curtime, print_time, est_print_time):
+        if self.state == "Printing":
+            return
+        self.state = "Printing"
+        self.last_print_start_systime = curtime
+        check_time = READY_TIMEOUT + print_time - est_print_time
+        self.reactor.update_timer(self.timeout_timer, curtime + check_time)
+
+    def cmd_SET_IDLE_TIMEOUT(self, gcmd):
+        timeout = gcmd.get_float('TIMEOUT', self.idle_timeout, above=0.)
+        self.idle_timeout = timeout
+        gcmd.respond_info("idle_timeout: Timeout set to %.2f s" % (timeout,))
+        if self.state == "Ready":
+            checktime = self.reactor.monotonic() + timeout
+            self.reactor.update_timer(self.timeout_timer, checktime)
+
+
+class PrintStats:
+    """print_stats.py: the state (standby, printing, paused, complete,
+    cancelled, error) that virtual_sdcard drives; tests call note_start(),
+    note_pause(), note_complete(), note_cancel() as virtual_sdcard and
+    pause_resume do."""
+
+    def __init__(self, config):
+        self.state = "standby"
+        self.started = False
+
+    def note_start(self):
+        self.state = "printing"
+        self.started = True
+
+    def note_pause(self):
+        if self.state != "error":
+            self.state = "paused"
+
+    def _finish(self, state):
+        if self.started:
+            self.state = state
+            self.started = False
+
+    def note_complete(self):
+        self._finish("complete")
+
+    def note_cancel(self):
+        self._finish("cancelled")
+
+    def get_status(self, eventtime):
+        return {'state': self.state, 'filename': '', 'message': ''}
+
+
+class PrinterConfigStatus:
+    """configfile.py get_status: settings holds every option a module read,
+    parsed, and the default for options it read with one (the stand-in
+    builds it when asked; Klipper builds it once after loading)."""
+
+    def __init__(self, printer):
+        self.printer = printer
+
+    def get_status(self, eventtime):
+        settings = {}
+        for (section, option), value in self.printer.access.items():
+            settings.setdefault(section, {})[option] = value
+        return {'settings': settings}
+
+
+######################################################################
+# klippy/extras/gcode_macro.py, delayed_gcode.py
+######################################################################
+
+class GetStatusWrapper:
+    """gcode_macro.py GetStatusWrapper: printer[name] is a deep copy of
+    that object's get_status() (KeyError when it has none), cached for one
+    rendering; 'name' in printer."""
+
+    def __init__(self, printer, eventtime=None):
+        self.printer = printer
+        self.eventtime = eventtime
+        self.cache = {}
+
+    def __getitem__(self, val):
+        sval = str(val).strip()
+        if sval in self.cache:
+            return self.cache[sval]
+        po = self.printer.lookup_object(sval, None)
+        if po is None or not hasattr(po, 'get_status'):
+            raise KeyError(val)
+        reactor = self.printer.get_reactor()
+        if self.eventtime is None:
+            self.eventtime = reactor.monotonic()
+        with reactor.assert_no_pause():
+            sts = po.get_status(self.eventtime)
+        self.cache[sval] = res = copy.deepcopy(sts)
+        return res
+
+    def __contains__(self, val):
+        try:
+            self.__getitem__(val)
+        except KeyError:
+            return False
+        return True
+
+
+class TemplateWrapper:
+    """gcode_macro.py TemplateWrapper: a syntax error is a config error;
+    a rendering error (action_raise_error too) is a G-code error
+    "Error evaluating '<section>:<option>': <exception>"."""
+
+    def __init__(self, printer, env, name, script):
+        self.printer = printer
+        self.name = name
+        self.gcode = printer.lookup_object('gcode')
+        self.create_template_context = printer.lookup_object(
+            'gcode_macro').create_template_context
+        if env is None:   # no jinja2: loads, but cannot render
+            self.template = None
+            return
+        try:
+            self.template = env.from_string(script)
+        except Exception as e:
+            raise ConfigError("Error loading template '%s': %s" % (
+                name, traceback.format_exception_only(type(e), e)[-1]))
+
+    def render(self, context=None):
+        if self.template is None:
+            raise CommandError("Error evaluating '%s': jinja2 is not"
+                               " installed" % (self.name,))
+        if context is None:
+            context = self.create_template_context()
+        try:
+            return str(self.template.render(context))
+        except Exception as e:
+            raise CommandError("Error evaluating '%s': %s" % (
+                self.name, traceback.format_exception_only(type(e), e)[-1]))
+
+    def run_gcode_from_command(self, context=None):
+        self.gcode.run_script_from_command(self.render(context))
+
+
+class PrinterGCodeMacro:
+    """gcode_macro.py PrinterGCodeMacro: the Jinja2 environment ('{' '}'
+    for expressions) and the template context."""
+
+    def __init__(self, config):
+        self.printer = config.get_printer()
+        self.env = None
+        if jinja2 is not None:
+            self.env = jinja2.Environment('{%', '%}', '{', '}')
+
+    def load_template(self, config, option, default=None):
+        name = "%s:%s" % (config.get_name(), option)
+        if default is None:
+            script = config.get(option)
+        else:
+            script = config.get(option, default)
+        return TemplateWrapper(self.printer, self.env, name, script)
+
+    def _action_emergency_stop(self, msg="action_emergency_stop"):
+        self.printer.invoke_shutdown("Shutdown due to %s" % (msg,))
+        return ""
+
+    def _action_respond_info(self, msg):
+        self.printer.lookup_object('gcode').respond_info(msg)
+        return ""
+
+    def _action_raise_error(self, msg):
+        raise self.printer.command_error(msg)
+
+    def create_template_context(self, eventtime=None):
+        return {
+            'printer': GetStatusWrapper(self.printer, eventtime),
+            'action_emergency_stop': self._action_emergency_stop,
+            'action_respond_info': self._action_respond_info,
+            'action_raise_error': self._action_raise_error,
+        }
+
+
+class GCodeMacro:
+    """gcode_macro.py GCodeMacro: variable_<name> options (Python literals
+    that JSON can hold), SET_GCODE_VARIABLE MACRO= VARIABLE= VALUE=, the
+    status (its variables), params/rawparams, no recursion.  rename_existing
+    is not supported here."""
+
+    def __init__(self, config):
+        if len(config.get_name().split()) > 2:
+            raise config.error("Name of section '%s' contains illegal"
+                               " whitespace" % (config.get_name(),))
+        name = config.get_name().split()[1]
+        self.alias = name.upper()
+        self.printer = printer = config.get_printer()
+        macros = printer.load_object(config, 'gcode_macro')
+        self.template = macros.load_template(config, 'gcode')
+        self.gcode = printer.lookup_object('gcode')
+        if config.get('rename_existing', None) is not None:
+            raise config.error("rename_existing: not in the stand-in")
+        config.get('description', 'G-Code macro')
+        self.gcode.register_command(self.alias, self.cmd)
+        self.gcode.register_mux_command("SET_GCODE_VARIABLE", "MACRO", name,
+                                        self.cmd_SET_GCODE_VARIABLE)
+        self.in_script = False
+        self.variables = {}
+        for option in config.get_prefix_options('variable_'):
+            try:
+                literal = ast.literal_eval(config.get(option))
+                json.dumps(literal, separators=(',', ':'))
+                self.variables[option[len('variable_'):]] = literal
+            except (SyntaxError, TypeError, ValueError) as e:
+                raise config.error(
+                    "Option '%s' in section '%s' is not a valid literal: %s"
+                    % (option, config.get_name(), e))
+
+    def get_status(self, eventtime):
+        return self.variables
+
+    def cmd_SET_GCODE_VARIABLE(self, gcmd):
+        variable = gcmd.get('VARIABLE')
+        value = gcmd.get('VALUE')
+        if variable not in self.variables:
+            raise gcmd.error("Unknown gcode_macro variable '%s'"
+                             % (variable,))
+        try:
+            literal = ast.literal_eval(value)
+            json.dumps(literal, separators=(',', ':'))
+        except (SyntaxError, TypeError, ValueError) as e:
+            raise gcmd.error("Unable to parse '%s' as a literal: %s"
+                             % (value, e))
+        variables = dict(self.variables)
+        variables[variable] = literal
+        self.variables = variables
 
     def cmd(self, gcmd):
-        gcode = self.printer.lookup_object('gcode')
-        gcode.run_script(self.render(gcmd.get_command_parameters()))
+        if self.in_script:
+            raise gcmd.error("Macro %s called recursively" % (self.alias,))
+        kwparams = dict(self.variables)
+        kwparams.update(self.template.create_template_context())
+        kwparams['params'] = gcmd.get_command_parameters()
+        kwparams['rawparams'] = gcmd.get_raw_command_parameters()
+        self.in_script = True
+        try:
+            self.template.run_gcode_from_command(kwparams)
+        finally:
+            self.in_script = False
+
+
+class DelayedGcode:
+    """delayed_gcode.py: a template run by a reactor timer from
+    klippy:ready (initial_duration) or UPDATE_DELAYED_GCODE ID= DURATION=
+    (0 cancels); from inside its own script the new duration is a repeat.
+    Errors in the script are only logged.  While the G-code mutex is held
+    the run waits (see GCode)."""
+
+    def __init__(self, config):
+        self.printer = config.get_printer()
+        self.reactor = self.printer.get_reactor()
+        self.name = config.get_name().split()[1]
+        self.gcode = self.printer.lookup_object('gcode')
+        macros = self.printer.load_object(config, 'gcode_macro')
+        self.timer_gcode = macros.load_template(config, 'gcode')
+        self.duration = config.getfloat('initial_duration', 0., minval=0.)
+        self.timer_handler = None
+        self.inside_timer = self.repeat = False
+        self.errors = []
+        self.printer.register_event_handler("klippy:ready", self._handle_ready)
+        self.gcode.register_mux_command("UPDATE_DELAYED_GCODE", "ID",
+                                        self.name,
+                                        self.cmd_UPDATE_DELAYED_GCODE)
+
+    def _handle_ready(self):
+        waketime = self.reactor.NEVER
+        if self.duration:
+            waketime = self.reactor.monotonic() + self.duration
+        self.timer_handler = self.reactor.register_timer(
+            self._gcode_timer_event, waketime)
+
+    def _gcode_timer_event(self, eventtime):
+        if self.gcode.get_mutex().test():
+            return eventtime + .05   # Klipper: blocks on the mutex
+        self.inside_timer = True
+        try:
+            self.gcode.run_script(self.timer_gcode.render())
+        except Exception as e:   # Klipper: logging.exception
+            self.errors.append(e)
+        nextwake = self.reactor.NEVER
+        if self.repeat:
+            nextwake = eventtime + self.duration
+        self.inside_timer = self.repeat = False
+        return nextwake
+
+    def cmd_UPDATE_DELAYED_GCODE(self, gcmd):
+        self.duration = gcmd.get_float('DURATION', minval=0.)
+        if self.inside_timer:
+            self.repeat = (self.duration != 0.)
+        else:
+            waketime = self.reactor.NEVER
+            if self.duration:
+                waketime = self.reactor.monotonic() + self.duration
+            self.reactor.update_timer(self.timer_handler, waketime)
 
 
 ######################################################################
@@ -757,6 +1376,7 @@ class Printer:
         self.objects['gcode'] = GCode()
         self.objects['pins'] = PrinterPins()
         self.objects['mcu'] = MCU()
+        self.objects['configfile'] = PrinterConfigStatus(self)
         self.extra = load_extra()
 
     def get_reactor(self):
@@ -811,8 +1431,18 @@ class Printer:
             obj = self.load_object(config, 'heaters').setup_sensor(sconfig)
         elif module == 'verify_heater':
             obj = VerifyHeater(sconfig)
+        elif section == 'gcode_macro':
+            obj = PrinterGCodeMacro(sconfig)
         elif module == 'gcode_macro':
             obj = GCodeMacro(sconfig)
+        elif module == 'delayed_gcode':
+            obj = DelayedGcode(sconfig)
+        elif section == 'idle_timeout':
+            obj = IdleTimeout(sconfig)
+        elif section == 'print_stats':
+            obj = PrintStats(sconfig)
+        elif section == 'heater_bed':
+            obj = PrinterHeaterBed(sconfig)
         elif module in ('pid_calibrate',):
             obj = Placeholder(sconfig)
         elif module in self.firmware_modules and module == 'panda_breath':
@@ -835,6 +1465,9 @@ class Printer:
         config = ConfigWrapper(self, fileconfig, self.access, 'printer')
         for section_config in config.get_prefix_sections(''):
             self.load_object(config, section_config.get_name(), None)
+        # toolhead.py: the toolhead always loads idle_timeout
+        self.objects['toolhead'] = ToolHead(self)
+        self.load_object(config, 'idle_timeout')
         for section in fileconfig.sections():
             if section.lower() not in self.objects and not any(
                     s == section.lower() for s, o in self.access):
@@ -886,13 +1519,6 @@ class Printer:
     def disconnect(self):
         """klippy.py run(): after the reactor stops, klippy:disconnect."""
         self.send_event("klippy:disconnect")
-
-    def status_wrapper(self):
-        eventtime = self.reactor.monotonic()
-        return {name: obj.get_status(eventtime)
-                for name, obj in self.objects.items()
-                if hasattr(obj, 'get_status')}
-
 
 def panda_bridge_config(socket_path, host='127.0.0.1', extra='',
                         max_temp=60, options=''):
