@@ -22,8 +22,11 @@ MAX_SOCKET_PATH = 107
 DEFAULT_SOCKET = '/run/panda-breath/bridge.sock'
 SOCKET_DIRS = ('/tmp', '/run', '/var/run')  # where the bridge may listen
 UNKNOWN_STATUS = {'device_connected': False, 'temperature': None,
-                  'target': None, 'device_work_on': None, 'firmware': None,
-                  'note': None, 'failsafe_tripped': False}
+                  'device_temperature': None, 'device_work_on': None,
+                  'firmware': None, 'note': None, 'failsafe_tripped': False}
+# work_mode meanings (lib/protocol.ts WORK_MODE_NAMES; V1.0.0 swaps 1 and 3)
+WORK_MODES = {1: 'auto', 2: 'always-on', 3: 'drying'}
+WORK_MODES_V100 = {1: 'drying', 2: 'always-on', 3: 'auto'}
 TARGET_METHODS = ('set_target', 'off')
 PIN_HINT = ("write 'heater_pin: panda_bridge:heater' in"
             " [heater_generic panda_breath]")
@@ -45,6 +48,48 @@ def field(obj, key, kind):
         return float(value) if ok else None
     return value if isinstance(value, kind) else None
 
+# Temperature correction (README "Temperature correction").  Klipper works on
+# the user's scale, the device on its own: user = device + temperature_offset.
+OFFSET_LIMIT = 10.
+MIN_DEVICE_TARGET = 1.  # a lower positive target would round to "off"
+
+def corrected(device_temp, offset):
+    """The device's reading on the user's scale (None stays None)."""
+    return None if device_temp is None else device_temp + offset
+
+def user_target(device_target, offset):
+    """A target the device holds, on the user's scale (off stays off)."""
+    if device_target is None:
+        return None
+    return device_target + offset if device_target > 0. else 0.
+
+def device_target(target, offset, max_target=None):
+    """The target to send the device for a Klipper target; raises
+    ValueError (the reason) when the device cannot be sent it."""
+    if target <= 0.:
+        return 0.
+    device = target - offset
+    if max_target is not None and device > max_target:
+        raise ValueError("above the bridge's max_target (%.1f)"
+                         % (max_target,))
+    if device < MIN_DEVICE_TARGET:
+        raise ValueError("below %.0f at the device, which would turn it off"
+                         % (MIN_DEVICE_TARGET,))
+    return device
+
+def device_mode(device):
+    """The device's reported mode in words: off, always-on, auto, drying,
+    mode N (unknown number) or None (not reported)."""
+    work_on = field(device, 'work_on', bool)
+    if work_on is None:
+        return None
+    if not work_on:
+        return 'off'
+    mode = field(device, 'work_mode', int)
+    names = (WORK_MODES_V100 if field(device, 'firmware', str) == 'V1.0.0'
+             else WORK_MODES)
+    return names.get(mode, 'mode %s' % (mode,))
+
 def user_name(uid):
     try:
         return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
@@ -61,6 +106,9 @@ class PandaBridge:
             if config.has_section(name):
                 raise config.error(BUILTIN_MSG % (name, name))
         self.host = config.get('host', None)
+        self.offset = config.getfloat('temperature_offset', 0.,
+                                      minval=-OFFSET_LIMIT,
+                                      maxval=OFFSET_LIMIT)
         self.path = config.get('socket', DEFAULT_SOCKET)
         if not os.path.isabs(self.path):
             raise config.error("socket: '%s' in [panda_bridge] must be an"
@@ -111,7 +159,10 @@ class PandaBridge:
         self.fault_descriptions = {}
         self.max_target_warned = False
         self.requested = self.bridge_target = self.device_link = None
+        self.device_requested = None
         self.status = dict(UNKNOWN_STATUS)
+        self.bridge_status = {}
+        self.status_time = None
         self.faults = []
         pheaters = printer.load_object(config, 'heaters')
         pheaters.add_sensor_factory('panda_bridge', self._setup_sensor)
@@ -210,7 +261,7 @@ class PandaBridge:
         self._send_target(self._klipper_target())
     def _handle_shutdown(self):
         self.ready = False
-        self.requested = self.power = 0.
+        self.requested = self.device_requested = self.power = 0.
         self._request('off')
         self._heartbeat()
     def _handle_disconnect(self):
@@ -234,21 +285,32 @@ class PandaBridge:
             raise self.printer.command_error(
                 "Panda Breath fault: %s; the heater stays off until the fault"
                 " clears" % (self._fault_text(self.faults[0]),))
-        if self.max_target is not None and degrees > self.max_target:
+        try:
+            device_target(degrees, self.offset, self.max_target)
+        except ValueError as e:
+            at_device = ""
+            if self.offset:
+                at_device = (" is %.1f at the device (temperature_offset"
+                             " %.1f)," % (degrees - self.offset, self.offset))
             raise self.printer.command_error(
-                "Requested temperature (%.1f) above the bridge's max_target"
-                " (%.1f) for [heater_generic %s]"
-                % (degrees, self.max_target, self.heater_name))
+                "Requested temperature (%.1f)%s %s for [heater_generic %s]"
+                % (degrees, at_device, e, self.heater_name))
+    def _device_target(self, target):
+        # What the device is sent for Klipper's target, unchecked: a target
+        # set around set_temp (alter_target) that the bridge cannot take is
+        # refused by it and Klipper takes the bridge's back (_refused)
+        return max(0., target - self.offset) if target > 0. else 0.
     def _send_target(self, target):
         if not self._is_ready():
             self._enforce_off()
             return
         self.requested = target
-        self._request('set_target', {'target': target})
+        self.device_requested = self._device_target(target)
+        self._request('set_target', {'target': self.device_requested})
     def _enforce_off(self):
         if 'off' in self.pending.values():
             return False
-        self.requested = 0.
+        self.requested = self.device_requested = 0.
         self._request('off')
         return True
     def _heartbeat(self):
@@ -336,6 +398,7 @@ class PandaBridge:
         self.pending.clear()
         self.send_buffer = b''
         self.status = dict(UNKNOWN_STATUS)
+        self.bridge_status = {}
         self.device_link = self.bridge_target = None
         self._link_failed(reason, alarm)
     def _close(self):
@@ -349,6 +412,7 @@ class PandaBridge:
         self.write_wake = False
         self.pending.clear()
         self.status = dict(UNKNOWN_STATUS)
+        self.bridge_status = {}
     def _io_ready(self, eventtime):
         # Either fd event may complete a non-blocking connect
         if self.state == 'connecting':
@@ -467,14 +531,17 @@ class PandaBridge:
         descriptions = field(result, 'fault_descriptions', dict) or {}
         self.fault_descriptions = dict(
             (k, v) for k, v in descriptions.items() if isinstance(v, str))
-        if (self.max_target is not None and self.max_temp > self.max_target
+        highest = (None if self.max_target is None
+                   else self.max_target + self.offset)
+        if (highest is not None and self.max_temp > highest
             and not self.max_target_warned):
             self.max_target_warned = True
             self._report("max_temp %.1f of [heater_generic %s] is above the"
-                         " bridge's max_target %.1f; targets above %.1f will"
-                         " be refused" % (self.max_temp, self.heater_name,
-                                          self.max_target, self.max_target),
-                         False)
+                         " bridge's max_target %.1f%s; targets above %.1f will"
+                         " be refused" % (
+                             self.max_temp, self.heater_name, self.max_target,
+                             " (temperature_offset %.1f)" % (self.offset,)
+                             if self.offset else "", highest), False)
         self._request('subscribe')
         self._heartbeat()
         self._send_target(self._klipper_target())
@@ -485,21 +552,31 @@ class PandaBridge:
         # disagree; a later request still outstanding decides instead
         if any(m in TARGET_METHODS for m in self.pending.values()):
             return
-        target = self.bridge_target or 0.
+        self.device_requested = self.bridge_target or 0.
+        target = user_target(self.device_requested, self.offset)
         self.requested = target
         if self.heater is not None and self._is_ready():
             self.heater.alter_target(target)
         self._report("the bridge refused the target: %s; the target is %.0f"
                      % (error, target), True)
+    def _user_target(self, device):
+        # The bridge's target on Klipper's scale: Klipper's own while the
+        # bridge holds what was sent for it
+        if device is not None and device == self.device_requested:
+            return self.requested
+        return user_target(device, self.offset)
     def _handle_status(self, st, eventtime):
         device, failsafe = st.get('device'), st.get('failsafe')
         connected = st.get('connected') is True
-        temp = field(st, 'temperature', float) if connected else None
+        raw = field(st, 'temperature', float) if connected else None
         target, note = field(st, 'target', float), field(st, 'note', str)
         tripped = field(failsafe, 'tripped', bool) is True
+        self.status_time = eventtime
+        self.bridge_status = st
         self.status = {
-            'device_connected': connected, 'temperature': temp,
-            'target': target, 'note': note, 'failsafe_tripped': tripped,
+            'device_connected': connected, 'device_temperature': raw,
+            'temperature': corrected(raw, self.offset),
+            'note': note, 'failsafe_tripped': tripped,
             'device_work_on': field(device, 'work_on', bool),
             'firmware': field(device, 'firmware', str)}
         heating = self._klipper_target() > 0.
@@ -510,6 +587,7 @@ class PandaBridge:
                          % (note or self.host,), heating)
         self.device_link = connected or ('lost' if self.device_link else None)
         self._handle_faults(st.get('faults'), heating)
+        temp = self.status['temperature']
         if temp is not None and self.callback is not None:
             if not self.min_temp <= temp <= self.max_temp:
                 self.printer.invoke_shutdown(
@@ -529,15 +607,16 @@ class PandaBridge:
             or any(m in TARGET_METHODS for m in self.pending.values())):
             return
         # The bridge changed the target itself (failsafe, button, a CLI set):
-        # adopt it without sending it back
-        self.requested = target
-        self.heater.alter_target(target)
+        # adopt it, on Klipper's scale, without sending it back
+        user = self._user_target(target)
+        self.requested, self.device_requested = user, target
+        self.heater.alter_target(user)
         if tripped and not target:
             self._report("failsafe turned the heater off: %s"
                          % (field(failsafe, 'reason', str) or note,), True)
         else:
             self._report("target is now %.0f, set outside Klipper: %s"
-                         % (target, note or "by the bridge"), False)
+                         % (user, note or "by the bridge"), False)
     def _handle_faults(self, faults, heating):
         if not isinstance(faults, list):
             faults = []
@@ -557,9 +636,43 @@ class PandaBridge:
                                    " stays off until it clears"
                                    % (self._fault_text(fault),))
     def get_status(self, eventtime):
+        st = self.bridge_status if self.linked else {}
+        since = (None if self.status_time is None
+                 else max(0., eventtime - self.status_time))
+        def aged(obj, key):
+            # an age the bridge reported, as of now
+            value = field(obj, key, float)
+            if value is None or since is None:
+                return None
+            return round(value + since, 1)
+        def left(obj, key):
+            # a remaining time the bridge reported, as of now
+            value = field(obj, key, float)
+            if value is None or since is None:
+                return None
+            return round(max(0., value - since), 1)
+        failsafe, lease = st.get('failsafe'), st.get('lease')
         status = dict(self.status, connected=self.linked, host=self.host,
                       power=self.power)
-        status['faults'] = list(self.faults) if self.linked else []
+        status.update({
+            'faults': list(self.faults) if self.linked else [],
+            'fault_descriptions': [self._fault_text(f) for f in self.faults]
+                                  if self.linked else [],
+            'target': self._user_target(self.bridge_target),
+            'device_target': self.bridge_target,
+            'temperature_offset': self.offset,
+            'status_age': None if since is None else round(since, 1),
+            'temperature_age': aged(st, 'temperature_age'),
+            'mode': device_mode(st.get('device')),
+            'mode_age': aged(st.get('device'), 'reported_age'),
+            'heat_mode': field(st, 'heat_mode', str),
+            'failsafe': {
+                'tripped': self.status['failsafe_tripped'],
+                'reason': field(failsafe, 'reason', str),
+                'remaining': left(failsafe, 'remaining'),
+                'controller_age': aged(failsafe, 'controller_age')},
+            'drying_remaining': left(lease, 'remaining'),
+            'lease_state': field(lease, 'state', str)})
         return status
 
 def load_config(config):
