@@ -52,6 +52,9 @@ def field(obj, key, kind):
 # the user's scale, the device on its own: user = device + temperature_offset.
 OFFSET_LIMIT = 10.
 MIN_DEVICE_TARGET = 1.  # a lower positive target would round to "off"
+# sensor: the outer loop's smoothing of the bias between the two sensors
+BIAS_GAIN = .5
+UNSEEN = object()
 
 def corrected(device_temp, offset):
     """The device's reading on the user's scale (None stays None)."""
@@ -90,6 +93,18 @@ def device_mode(device):
              else WORK_MODES)
     return names.get(mode, 'mode %s' % (mode,))
 
+def steered_target(target, bias, max_above, max_target=None):
+    """The device target that brings the other sensor to target when it
+    reads bias above the device's sensor: whole degrees, at least 1, at
+    most max_target and target + max_above (off stays off)."""
+    if target <= 0.:
+        return 0.
+    high = target + max_above
+    if max_target is not None:
+        high = min(high, max_target)
+    return float(max(MIN_DEVICE_TARGET,
+                     min(math.floor(high), math.floor(target - bias + .5))))
+
 def user_name(uid):
     try:
         return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
@@ -109,6 +124,20 @@ class PandaBridge:
         self.offset = config.getfloat('temperature_offset', 0.,
                                       minval=-OFFSET_LIMIT,
                                       maxval=OFFSET_LIMIT)
+        # sensor: an outer loop steering the device's target (README)
+        self.sensor_name = config.get('sensor', None)
+        self.sensor_interval = config.getfloat('sensor_interval', 30.,
+                                               minval=1., maxval=600.)
+        self.sensor_max_above = config.getfloat('sensor_max_above', 10.,
+                                                minval=0., maxval=30.)
+        self.sensor_stale_time = config.getfloat('sensor_stale_time', 60.,
+                                                 minval=1., maxval=3600.)
+        self.sensor = None
+        self.sensor_value = UNSEEN
+        self.sensor_changed = self.sensor_fresh = self.bias = None
+        self.bias_sum, self.bias_count = 0., 0
+        self.sensor_error = None
+        self.sensor_alarm = False   # the "!!" fallback line was printed
         self.path = config.get('socket', DEFAULT_SOCKET)
         if not os.path.isabs(self.path):
             raise config.error("socket: '%s' in [panda_bridge] must be an"
@@ -178,6 +207,7 @@ class PandaBridge:
                                        self._handle_disconnect)
         self.heartbeat_timer = self.reactor.register_timer(
             self._heartbeat_event)
+        self.steer_timer = self.reactor.register_timer(self._steer_event)
         # Connect from startup on, so that "off" is enforced in Klipper's
         # startup and error states too
         self.retry_timer = self.reactor.register_timer(self._retry_event,
@@ -255,8 +285,34 @@ class PandaBridge:
             orig_set_temp(degrees)
             self._send_target(degrees)
         heater.set_temp = set_temp
+        if self.sensor_name is not None:
+            self._lookup_sensor()
+    def _lookup_sensor(self):
+        name = self.sensor_name
+        obj = self.printer.lookup_object(name, None)
+        hint = ("write the full section name of another temperature sensor,"
+                " e.g. 'sensor: temperature_sensor chamber'")
+        if obj is None:
+            raise self.printer.config_error(
+                "sensor: '%s' in [panda_bridge] is not a Klipper object; %s"
+                % (name, hint))
+        if obj is self.heater:
+            raise self.printer.config_error(
+                "sensor: '%s' in [panda_bridge] is the Panda Breath heater"
+                " itself; %s" % (name, hint))
+        status = (obj.get_status(self.reactor.monotonic())
+                  if hasattr(obj, 'get_status') else None)
+        if not isinstance(status, dict) or 'temperature' not in status:
+            raise self.printer.config_error(
+                "sensor: '%s' in [panda_bridge] reports no temperature; %s"
+                % (name, hint))
+        self.sensor = obj
     def _handle_ready(self):
         self.ready = True
+        if self.sensor is not None:
+            self.reactor.update_timer(
+                self.steer_timer,
+                self.reactor.monotonic() + self.sensor_interval)
         self._heartbeat()
         self._send_target(self._klipper_target())
     def _handle_shutdown(self):
@@ -296,10 +352,18 @@ class PandaBridge:
                 "Requested temperature (%.1f)%s %s for [heater_generic %s]"
                 % (degrees, at_device, e, self.heater_name))
     def _device_target(self, target):
-        # What the device is sent for Klipper's target, unchecked: a target
-        # set around set_temp (alter_target) that the bridge cannot take is
-        # refused by it and Klipper takes the bridge's back (_refused)
-        return max(0., target - self.offset) if target > 0. else 0.
+        # What the device is sent for Klipper's target.  With sensor: steered
+        # (bounded) while that sensor is fresh, else the device's own scale.
+        # Without, unchecked: a target set around set_temp (alter_target)
+        # that the bridge cannot take is refused by it and Klipper takes the
+        # bridge's back (_refused)
+        if self.sensor is None:
+            return max(0., target - self.offset) if target > 0. else 0.
+        bias = self.offset   # the device's reading + offset, as without
+        if self.sensor_fresh and self.bias is not None:
+            bias = self.bias
+        return steered_target(target, bias, self.sensor_max_above,
+                              self.max_target)
     def _send_target(self, target):
         if not self._is_ready():
             self._enforce_off()
@@ -564,7 +628,92 @@ class PandaBridge:
         # bridge holds what was sent for it
         if device is not None and device == self.device_requested:
             return self.requested
+        if (self.sensor is not None and self.requested
+            and self.device_requested):
+            # steered: the mapping in use
+            return user_target(device, self.requested - self.device_requested)
         return user_target(device, self.offset)
+    # sensor: the outer loop
+    def _read_sensor(self, eventtime):
+        # The other sensor's reading while fresh (its value changed within
+        # sensor_stale_time), else None
+        try:
+            value = field(self.sensor.get_status(eventtime), 'temperature',
+                          float)
+            self.sensor_error = None
+        except Exception as e:
+            if str(e) != self.sensor_error:
+                logging.exception("panda_bridge: reading %s failed",
+                                  self.sensor_name)
+            value, self.sensor_error = None, str(e)
+        if value is None:
+            self.sensor_value = None
+            return None
+        if value != self.sensor_value:
+            if self.sensor_value is not UNSEEN:
+                self.sensor_changed = eventtime
+            self.sensor_value = value
+        if (self.sensor_changed is None
+            or eventtime - self.sensor_changed > self.sensor_stale_time):
+            return None
+        return value
+    def _update_sensor(self, eventtime, raw):
+        # From each status: the temperature Klipper sees, the bias samples
+        # and the fallback to the device's own sensor and back
+        external = self._read_sensor(eventtime)
+        fresh = external is not None
+        if fresh and raw is not None:
+            self.bias_sum += external - raw
+            self.bias_count += 1
+        was, self.sensor_fresh = self.sensor_fresh, fresh
+        if fresh and self.sensor_alarm:
+            self.sensor_alarm = False
+            self._report("%s reads again (%.1f): steering the device's target"
+                         " on it" % (self.sensor_name, external), False)
+        elif not fresh and not self.sensor_alarm and (
+                was or self._klipper_target() > 0.):
+            self.sensor_alarm = True
+            why = self.sensor_error or (
+                "no reading" if self.sensor_value is None else
+                "no new reading for %.0f s" % (self.sensor_stale_time,))
+            self._report("%s is stale (%s): the heater falls back to the"
+                         " device's own sensor (temperature_offset %.1f)"
+                         % (self.sensor_name, why, self.offset), True)
+        if fresh != bool(was) and self._is_ready() and self.linked:
+            target = self._klipper_target()
+            if target > 0. and self._device_target(target) != \
+               self.device_requested:
+                self._send_target(target)
+        if fresh:
+            return external
+        return corrected(raw, self.offset)
+    def _steer_event(self, eventtime):
+        try:
+            self._steer(eventtime)
+        except Exception:
+            logging.exception("panda_bridge: the sensor loop failed")
+            self._steer_failed()
+        return eventtime + self.sensor_interval
+    def _steer(self, eventtime):
+        if self.bias_count:
+            sample = self.bias_sum / self.bias_count
+            if self.bias is None:
+                self.bias = sample
+            else:
+                self.bias += BIAS_GAIN * (sample - self.bias)
+            self.bias_sum, self.bias_count = 0., 0
+        target = self._klipper_target()
+        if not (self._is_ready() and self.linked and target > 0.):
+            return
+        if self._device_target(target) != self.device_requested:
+            self._send_target(target)
+    def _steer_failed(self):
+        # Never leave heat on after a failure in the loop
+        if self.heater is not None:
+            self.heater.alter_target(0.)
+        self._send_target(0.)
+        self._report("the sensor loop failed (see klippy.log): the heater is"
+                     " off", True)
     def _handle_status(self, st, eventtime):
         device, failsafe = st.get('device'), st.get('failsafe')
         connected = st.get('connected') is True
@@ -587,6 +736,9 @@ class PandaBridge:
                          % (note or self.host,), heating)
         self.device_link = connected or ('lost' if self.device_link else None)
         self._handle_faults(st.get('faults'), heating)
+        if self.sensor is not None:
+            temp = self._update_sensor(eventtime, raw)
+            self.status['temperature'] = temp if raw is not None else None
         temp = self.status['temperature']
         if temp is not None and self.callback is not None:
             if not self.min_temp <= temp <= self.max_temp:
@@ -672,6 +824,17 @@ class PandaBridge:
                 'remaining': left(failsafe, 'remaining'),
                 'controller_age': aged(failsafe, 'controller_age')},
             'drying_remaining': left(lease, 'remaining'),
+            'temperature_source': (
+                'sensor' if self.sensor is not None and self.sensor_fresh
+                else 'device'),
+            'sensor': None if self.sensor is None else {
+                'name': self.sensor_name,
+                'temperature': field(
+                    {'t': self.sensor_value}, 't', float),
+                'fresh': bool(self.sensor_fresh),
+                'age': None if self.sensor_changed is None
+                       else round(eventtime - self.sensor_changed, 1),
+                'bias': None if self.bias is None else round(self.bias, 2)},
             'lease_state': field(lease, 'state', str)})
         return status
 

@@ -6,6 +6,7 @@ import os, sys, unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import klipper_standin as ks  # noqa: E402
+from fake_bridge import FakeBridge  # noqa: E402
 from test_panda_bridge import Base, SET  # noqa: E402
 
 pb = ks.load_extra()
@@ -201,6 +202,219 @@ class TestReadableStatus(OffsetBase):
                     'drying_remaining'):
             self.assertIsNone(st[key], key)
         self.assertIsNotNone(st['status_age'])
+
+
+class TestSteeredArithmetic(unittest.TestCase):
+    def test_bias_moves_the_device_target(self):
+        # the other sensor reads 6 above the device: the device is sent 39
+        self.assertEqual(pb.steered_target(45., 6., 10.), 39.)
+        self.assertEqual(pb.steered_target(45., 5.6, 10.), 39.)
+        self.assertEqual(pb.steered_target(45., -3., 10.), 48.)
+        self.assertEqual(pb.steered_target(0., 6., 10.), 0.)
+
+    def test_bounds(self):
+        self.assertEqual(pb.steered_target(45., -20., 10.), 55.)
+        self.assertEqual(pb.steered_target(45., -20., 10., 50.), 50.)
+        self.assertEqual(pb.steered_target(55., -8., 10., 60.), 60.)
+        self.assertEqual(pb.steered_target(45., -20., 2.5), 47.)
+        self.assertEqual(pb.steered_target(5., 30., 10.), 1.)
+        for bias in (-40., -7.3, 0., 4.4, 40.):
+            for target in (1., 20., 45., 60.):
+                t = pb.steered_target(target, bias, 10., 60.)
+                self.assertTrue(1. <= t <= min(60., target + 10.),
+                                (target, bias, t))
+                self.assertEqual(t, round(t))
+
+
+class FakeSensor:
+    """A Klipper temperature object, e.g. [temperature_sensor chamber]."""
+
+    def __init__(self, temp=0.):
+        self.temp = temp
+        self.error = None
+
+    def get_status(self, eventtime):
+        if self.error is not None:
+            raise self.error
+        return {'temperature': self.temp}
+
+
+SENSOR_OPTIONS = ("sensor: temperature_sensor chamber\nsensor_interval: 1\n"
+                  "sensor_stale_time: 2\n")
+
+
+class SensorBase(Base):
+    def start_sensor(self, options=SENSOR_OPTIONS, temp=30.):
+        self.sensor = FakeSensor(temp)
+        self.sensor_base = temp
+        self.printer = ks.Printer(ks.panda_bridge_config(
+            self.path, options=options))
+        self.printer.objects['temperature_sensor chamber'] = self.sensor
+        self.reactor = self.printer.get_reactor()
+        self.gcode = self.printer.lookup_object('gcode')
+        self.bridge = FakeBridge(self.reactor, self.path)
+        self.printer.connect()
+        self.pb = self.printer.lookup_object('panda_bridge')
+        self.heater = self.printer.lookup_object('heaters').lookup_heater(
+            'panda_breath')
+        self.wait_for(lambda: self.pb.bridge_target is not None)
+        self.bridge.push_every(.2)
+
+    def tick_sensor(self, seconds, temp=None, step=.25):
+        # a live sensor: its value changes a little at every reading
+        if temp is not None:
+            self.sensor_base = temp
+        end = self.reactor.monotonic() + seconds
+        while self.reactor.monotonic() < end:
+            base = self.sensor_base
+            self.sensor.temp = base + .01 if self.sensor.temp == base else base
+            self.run_for(step)
+
+
+class TestSensorConfig(SensorBase):
+    def check(self, name, pattern, obj=None):
+        self.printer = ks.Printer(ks.panda_bridge_config(
+            self.path, options="sensor: %s\n" % (name,)))
+        if obj is not None:
+            self.printer.objects[name] = obj
+        self.reactor = self.printer.get_reactor()
+        with self.assertRaises(ks.ConfigError) as cm:
+            self.printer.connect()
+        self.assertRegex(str(cm.exception), pattern)
+        self.printer = None
+
+    def test_missing_object(self):
+        self.check('temperature_sensor nope', r"^sensor: 'temperature_sensor"
+                   r" nope' in \[panda_bridge\] is not a Klipper object;"
+                   r" write the full section name of another temperature"
+                   r" sensor, e.g. 'sensor: temperature_sensor chamber'$")
+
+    def test_not_the_heater_itself(self):
+        self.check('heater_generic panda_breath', r"is the Panda Breath"
+                   r" heater itself")
+
+    def test_object_without_temperature(self):
+        self.check('fan', r"^sensor: 'fan' in \[panda_bridge\] reports no"
+                   r" temperature", obj=type('Fan', (), {
+                       'get_status': lambda self, e: {'speed': 0.}})())
+
+    def test_option_bounds(self):
+        for option, value in (('sensor_interval', '0.5'),
+                              ('sensor_max_above', '31'),
+                              ('sensor_stale_time', '0')):
+            self.assertConfigError(ks.panda_bridge_config(
+                self.path, options='%s: %s\n' % (option, value)),
+                r"Option '%s' in section 'panda_bridge' must" % (option,))
+            self.printer = None
+
+
+class TestSensorLoop(SensorBase):
+    def test_klipper_sees_the_other_sensor(self):
+        self.start_sensor(options=SENSOR_OPTIONS
+                          + "temperature_offset: 4\n")
+        self.bridge.notify(temperature=40)
+        self.tick_sensor(1., 46.)
+        self.wait_for(lambda: abs(self.heater.last_temp - 46.) < .05)
+        st = self.pb.get_status(self.reactor.monotonic())
+        self.assertEqual(st['temperature_source'], 'sensor')
+        self.assertEqual(st['device_temperature'], 40.)
+        self.assertTrue(st['sensor']['fresh'])
+        self.assertLess(st['sensor']['age'], 1.)
+
+    def test_target_steered_by_the_bias(self):
+        self.start_sensor()
+        self.bridge.notify(temperature=40)
+        self.tick_sensor(1.5, 46.)      # bias 6 measured over an interval
+        t0 = self.reactor.monotonic()
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.bridge.methods('set_target', t0), .1)
+        self.assertEqual(self.bridge.targets()[-1], 39)
+        self.tick_sensor(3., 46.)
+        self.assertEqual(self.bridge.targets()[-1], 39)
+        st = self.pb.get_status(self.reactor.monotonic())
+        self.assertEqual((st['target'], st['device_target']), (45., 39.))
+        self.assertAlmostEqual(st['sensor']['bias'], 6., delta=.05)
+        # off goes out at once, never waiting for the loop
+        t0 = self.reactor.monotonic()
+        self.run_gcode("TURN_OFF_HEATERS")
+        self.wait_for(lambda: self.bridge.methods('set_target', t0), .1)
+        self.assertEqual(self.bridge.targets()[-1], 0)
+        self.tick_sensor(2.5, 46.)
+        self.assertEqual(self.bridge.targets()[-1], 0)
+
+    def test_bounds_never_crossed(self):
+        self.start_sensor(options=SENSOR_OPTIONS + "sensor_max_above: 7\n")
+        self.bridge.notify(temperature=40)
+        self.run_gcode(SET % 45)
+        self.tick_sensor(4., 25.)       # reads 15 below the device
+        self.assertEqual(self.bridge.targets()[-1], 52)
+        self.run_gcode(SET % 56)
+        self.tick_sensor(2., 25.)
+        self.assertEqual(self.bridge.targets()[-1], 60)   # max_target
+        self.assertTrue(all(t <= 60 for t in self.bridge.targets()))
+
+    def test_stale_sensor_falls_back_and_resumes(self):
+        self.start_sensor(options=SENSOR_OPTIONS
+                          + "temperature_offset: 5\n")
+        self.bridge.notify(temperature=40)
+        self.tick_sensor(1.5, 47.)      # bias 7
+        self.run_gcode(SET % 45)
+        self.tick_sensor(1.)
+        self.assertEqual(self.bridge.targets()[-1], 38)
+        # the sensor stops updating: after sensor_stale_time, one !! line,
+        # the device's own reading + offset, and the target on its scale
+        self.run_for(3.)
+        lines = self.console(r'^!! Panda Breath: temperature_sensor chamber'
+                             r' is stale \(no new reading for 2 s\): the'
+                             r' heater falls back to the device.s own sensor'
+                             r' \(temperature_offset 5\.0\)$')
+        self.assertEqual(len(lines), 1)
+        self.wait_for(lambda: self.heater.last_temp == 45.)
+        self.assertEqual(self.bridge.targets()[-1], 40)
+        self.assertEqual(self.pb.get_status(0)['temperature_source'],
+                         'device')
+        self.run_for(2.)
+        self.assertEqual(len(self.console(r"^!! .* is stale")), 1,
+                         self.gcode.output)
+        # fresh again: a // line, steering resumes
+        self.tick_sensor(2.5, 47.)
+        self.assertEqual(len(self.console(
+            r'^// Panda Breath: temperature_sensor chamber reads again')), 1,
+            self.gcode.output)
+        self.assertEqual(self.bridge.targets()[-1], 38)
+
+    def test_none_or_failing_sensor_falls_back_at_once(self):
+        self.start_sensor()
+        self.bridge.notify(temperature=40)
+        self.tick_sensor(1.5, 46.)
+        self.run_gcode(SET % 45)
+        self.tick_sensor(.5)
+        self.sensor.temp = None
+        self.wait_for(lambda: self.console(r'^!! .* is stale \(no reading\)'))
+        self.wait_for(lambda: self.bridge.targets()[-1] == 45)
+        self.tick_sensor(1., 46.)
+        self.sensor.error = OSError("i2c bus error")
+        self.wait_for(lambda: self.console(r'^!! .* is stale \(i2c bus'
+                                           r' error\)'))
+        self.wait_for(lambda: self.heater.last_temp == 40.)
+        self.assertFalse(self.printer.is_shutdown())
+        self.assertEqual(self.heater.target_temp, 45.)
+
+    def test_exception_in_the_loop_turns_the_heater_off(self):
+        self.start_sensor()
+        self.bridge.notify(temperature=40)
+        self.tick_sensor(1.5, 46.)
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.bridge.status['target'] == 39)
+
+        def broken(eventtime):
+            raise ZeroDivisionError("a bug")
+        self.pb._steer = broken
+        self.tick_sensor(1.5, 46.)
+        self.assertEqual(self.bridge.status['target'], 0)
+        self.assertEqual(self.heater.target_temp, 0.)
+        self.assertTrue(self.console(r'^!! Panda Breath: the sensor loop'
+                                     r' failed'))
 
 
 if __name__ == '__main__':

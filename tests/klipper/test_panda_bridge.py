@@ -278,7 +278,8 @@ class TestConnection(Base):
             'failsafe_tripped', 'power', 'device_temperature',
             'device_target', 'temperature_offset', 'status_age',
             'temperature_age', 'mode', 'mode_age', 'heat_mode', 'failsafe',
-            'drying_remaining', 'lease_state', 'fault_descriptions'})
+            'drying_remaining', 'lease_state', 'fault_descriptions',
+            'temperature_source', 'sensor'})
         self.assertTrue(status['connected'])
         self.assertEqual(status['host'], '127.0.0.1')
         self.assertEqual(status['firmware'], 'V1.0.3')
