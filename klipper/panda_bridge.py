@@ -208,6 +208,7 @@ class PandaBridge:
         self.heartbeat_timer = self.reactor.register_timer(
             self._heartbeat_event)
         self.steer_timer = self.reactor.register_timer(self._steer_event)
+        self.poll_timer = self.reactor.register_timer(self._poll_event)
         # Connect from startup on, so that "off" is enforced in Klipper's
         # startup and error states too
         self.retry_timer = self.reactor.register_timer(self._retry_event,
@@ -310,9 +311,10 @@ class PandaBridge:
     def _handle_ready(self):
         self.ready = True
         if self.sensor is not None:
-            self.reactor.update_timer(
-                self.steer_timer,
-                self.reactor.monotonic() + self.sensor_interval)
+            now = self.reactor.monotonic()
+            self.reactor.update_timer(self.poll_timer, now)
+            self.reactor.update_timer(self.steer_timer,
+                                      now + self.sensor_interval)
         self._heartbeat()
         self._send_target(self._klipper_target())
     def _handle_shutdown(self):
@@ -657,14 +659,18 @@ class PandaBridge:
             or eventtime - self.sensor_changed > self.sensor_stale_time):
             return None
         return value
-    def _update_sensor(self, eventtime, raw):
-        # From each status: the temperature Klipper sees, the bias samples
-        # and the fallback to the device's own sensor and back
+    def _poll_event(self, eventtime):
+        # Every REPORT_TIME, whatever the bridge sends: the other sensor's
+        # freshness, and the fallback to the device's own sensor and back
+        try:
+            self._poll_sensor(eventtime)
+        except Exception:
+            logging.exception("panda_bridge: the sensor loop failed")
+            self._steer_failed()
+        return eventtime + REPORT_TIME
+    def _poll_sensor(self, eventtime):
         external = self._read_sensor(eventtime)
         fresh = external is not None
-        if fresh and raw is not None:
-            self.bias_sum += external - raw
-            self.bias_count += 1
         was, self.sensor_fresh = self.sensor_fresh, fresh
         if fresh and self.sensor_alarm:
             self.sensor_alarm = False
@@ -684,9 +690,14 @@ class PandaBridge:
             if target > 0. and self._device_target(target) != \
                self.device_requested:
                 self._send_target(target)
-        if fresh:
-            return external
-        return corrected(raw, self.offset)
+    def _update_sensor(self, raw):
+        # From each status: the temperature Klipper sees, the bias samples
+        if not self.sensor_fresh:
+            return corrected(raw, self.offset)
+        if raw is not None:
+            self.bias_sum += self.sensor_value - raw
+            self.bias_count += 1
+        return self.sensor_value
     def _steer_event(self, eventtime):
         try:
             self._steer(eventtime)
@@ -737,7 +748,7 @@ class PandaBridge:
         self.device_link = connected or ('lost' if self.device_link else None)
         self._handle_faults(st.get('faults'), heating)
         if self.sensor is not None:
-            temp = self._update_sensor(eventtime, raw)
+            temp = self._update_sensor(raw)
             self.status['temperature'] = temp if raw is not None else None
         temp = self.status['temperature']
         if temp is not None and self.callback is not None:

@@ -2,12 +2,13 @@
 status of printer.panda_bridge: pure arithmetic, the extra against the
 Klipper stand-in and a fake bridge, and end to end with the real simulator
 and bridge (skipped without deno)."""
-import os, sys, unittest
+import os, sys, time, unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import klipper_standin as ks  # noqa: E402
 from fake_bridge import FakeBridge  # noqa: E402
 from test_panda_bridge import Base, SET  # noqa: E402
+import test_e2e  # noqa: E402
 
 pb = ks.load_extra()
 
@@ -247,6 +248,7 @@ class SensorBase(Base):
     def start_sensor(self, options=SENSOR_OPTIONS, temp=30.):
         self.sensor = FakeSensor(temp)
         self.sensor_base = temp
+        self.wiggle = 0
         self.printer = ks.Printer(ks.panda_bridge_config(
             self.path, options=options))
         self.printer.objects['temperature_sensor chamber'] = self.sensor
@@ -266,8 +268,8 @@ class SensorBase(Base):
             self.sensor_base = temp
         end = self.reactor.monotonic() + seconds
         while self.reactor.monotonic() < end:
-            base = self.sensor_base
-            self.sensor.temp = base + .01 if self.sensor.temp == base else base
+            self.wiggle = (self.wiggle + 1) % 7
+            self.sensor.temp = self.sensor_base + .001 * self.wiggle
             self.run_for(step)
 
 
@@ -415,6 +417,138 @@ class TestSensorLoop(SensorBase):
         self.assertEqual(self.heater.target_temp, 0.)
         self.assertTrue(self.console(r'^!! Panda Breath: the sensor loop'
                                      r' failed'))
+
+
+# End to end: the real simulator and bridge, as tests/klipper/test_e2e.py
+E2E = type('E2E', (unittest.TestCase,), dict(
+    (k, v) for k, v in vars(test_e2e.EndToEnd).items()
+    if not k.startswith('test')))
+MEASURES = {}
+
+
+class SimSensor(FakeSensor):
+    """The simulator's true chamber temperature (its second sensor), read by
+    the test between reactor pauses, as a [temperature_sensor chamber].
+    /sim/state rounds it to 0.1 C, steadier than any live sensor: a noise of
+    up to 0.02 C keeps it changing as a real one does."""
+    step = 0
+
+
+class TestEndToEnd(E2E):
+    def start_correction(self, bias, options):
+        self.sim_call('sensor_bias?value=%s' % (bias,), 'POST')
+        self.sensor = SimSensor(None)
+        self.frozen = False
+        self.printer = ks.Printer(ks.panda_bridge_config(
+            self.sock, host='127.0.0.1:%d' % (self.port,), options=options))
+        self.printer.objects['temperature_sensor chamber'] = self.sensor
+        self.reactor = self.printer.get_reactor()
+        self.gcode = self.printer.lookup_object('gcode')
+        self.printer.connect()
+        self.pb = self.printer.lookup_object('panda_bridge')
+        self.heater = self.printer.lookup_object('heaters').lookup_heater(
+            'panda_breath')
+        self.samples = []
+        self.follow(lambda: self.pb.get_status(0)['device_connected']
+                    and self.heater.last_temp_time, 15.)
+
+    def follow(self, predicate, timeout, step=.25):
+        """Runs klippy, feeding the second sensor from the simulator."""
+        end = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > end:
+                self.fail("timed out\n%s\n--- console ---\n%s"
+                          % (self.logs(), '\n'.join(self.gcode.output)))
+            self.reactor.pause(self.reactor.monotonic() + step)
+            state = self.sim_call('state')
+            if not self.frozen:
+                self.sensor.step = (self.sensor.step + 1) % 5
+                self.sensor.temp = (state['temperature']
+                                    + .01 * (self.sensor.step - 2))
+            self.samples.append((time.monotonic(), state['temperature'],
+                                 state['set_temp'] if state['work_on']
+                                 else 0, self.heater.last_temp))
+
+    def run_for_s(self, seconds):
+        end = time.monotonic() + seconds
+        self.follow(lambda: time.monotonic() >= end, seconds + 5.)
+
+    def device_targets(self):
+        return [r['frame']['settings']['set_temp']
+                for r in self.sim_call('state')['received']
+                if 'set_temp' in r['frame'].get('settings', {})]
+
+    def steady(self, target, seconds, what):
+        t0 = time.monotonic()
+        self.run_for_s(seconds)
+        temps = [t for at, t, s, k in self.samples if at >= t0]
+        error = max(abs(t - target) for t in temps)
+        MEASURES[what] = ('max |chamber - %g| = %.2f C over %.0f s (n=%d)'
+                          % (target, error, seconds, len(temps)))
+        self.assertLessEqual(error, 1., MEASURES[what])
+        return temps
+
+    def test_offset_end_to_end(self):
+        self.start_correction(6, "temperature_offset: 6\n")
+        self.gcode.run_script(SET % 45)
+        self.follow(lambda: self.sim_call('state')['set_temp'] == 39, 2.)
+        self.follow(lambda: self.sim_call('state')['temperature'] >= 44.5,
+                    90.)
+        self.steady(45, 10., 'temperature_offset 6, sensor bias 6')
+        state = self.sim_call('state')
+        self.assertLessEqual(abs(self.heater.last_temp
+                                 - state['temperature']), 1.5)
+        st = self.pb.get_status(self.reactor.monotonic())
+        self.assertEqual((st['target'], st['device_target']), (45., 39.))
+        self.assertEqual(st['device_temperature'] + 6., st['temperature'])
+        # as the device last reported it (it never confirms writes)
+        self.assertIn(st['mode'], ('off', 'always-on'))
+        self.assertIsNotNone(st['mode_age'])
+        self.assertLess(st['temperature_age'], 1.5)
+        self.assertLess(st['status_age'], 1.)
+
+    def test_outer_loop_steady_state_bounds_and_fallback(self):
+        self.start_correction(7, "sensor: temperature_sensor chamber\n"
+                              "sensor_interval: 1\nsensor_stale_time: 4\n"
+                              "sensor_max_above: 10\ntemperature_offset: 5\n")
+        self.gcode.run_script(SET % 45)
+        self.follow(lambda: self.sim_call('state')['temperature'] >= 44.5,
+                    90.)
+        self.run_for_s(3.)
+        temps = self.steady(45, 15., 'sensor: outer loop, sensor bias 7')
+        self.assertEqual(self.sim_call('state')['set_temp'], 38)
+        self.assertLessEqual(abs(self.heater.last_temp - temps[-1]), .3)
+        st = self.pb.get_status(self.reactor.monotonic())
+        self.assertEqual(st['temperature_source'], 'sensor')
+        self.assertAlmostEqual(st['sensor']['bias'], 7., delta=.6)
+        # the second sensor stops updating: fallback to the device's own
+        # reading + 5, its target 45 - 5 = 40 (the chamber drifts to 47)
+        self.frozen = True
+        self.follow(lambda: self.console(r'^!! Panda Breath: temperature_'
+                                         r'sensor chamber is stale'), 8.)
+        self.follow(lambda: self.sim_call('state')['set_temp'] == 40, 2.)
+        self.run_for_s(3.)
+        device = self.pb.get_status(0)['device_temperature']
+        self.assertEqual(self.heater.last_temp, device + 5.)
+        self.frozen = False
+        self.follow(lambda: self.console(r'^// Panda Breath: temperature_'
+                                         r'sensor chamber reads again'), 5.)
+        self.follow(lambda: self.sim_call('state')['set_temp'] == 38, 3.)
+        self.assertEqual(len(self.console(r'is stale')), 1)
+        self.follow(lambda: abs(self.sim_call('state')['temperature'] - 45)
+                    <= .5, 60.)
+        self.steady(45, 10., 'sensor: after the fallback')
+        targets = self.device_targets()
+        MEASURES['sensor: device targets sent'] = (
+            'max %d, all %s' % (max(targets), sorted(set(targets))))
+        self.assertTrue(all(1 <= t <= 55 for t in targets), targets)
+        self.gcode.run_script("TURN_OFF_HEATERS")
+        self.follow(lambda: not self.sim_call('state')['work_on'], 1.)
+
+
+def tearDownModule():
+    for name, value in sorted(MEASURES.items()):
+        sys.stderr.write("%s: %s\n" % (name, value))
 
 
 if __name__ == '__main__':
