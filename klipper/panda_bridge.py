@@ -327,7 +327,8 @@ class PandaBridge:
         if self.state == 'open' and self.send_buffer:
             self._handle_write()
         self._close()
-        self.reactor.update_timer(self.retry_timer, self.reactor.NEVER)
+        for timer in (self.retry_timer, self.poll_timer, self.steer_timer):
+            self.reactor.update_timer(timer, self.reactor.NEVER)
     def _is_ready(self):
         return self.ready and not self.printer.is_shutdown()
     def _klipper_target(self):

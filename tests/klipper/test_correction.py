@@ -402,6 +402,26 @@ class TestSensorLoop(SensorBase):
         self.assertFalse(self.printer.is_shutdown())
         self.assertEqual(self.heater.target_temp, 45.)
 
+    def test_target_set_outside_klipper_uses_the_steered_mapping(self):
+        self.start_sensor()
+        self.bridge.notify(temperature=40)
+        self.tick_sensor(1.5, 46.)
+        self.run_gcode(SET % 45)
+        self.wait_for(lambda: self.bridge.status['target'] == 39)
+        count = len(self.bridge.targets())
+        self.bridge.cli_set(42)         # device 42 = 48 on the sensor's scale
+        self.wait_for(lambda: self.heater.target_temp == 48.)
+        self.tick_sensor(2.5, 46.)      # the loop agrees: nothing re-sent
+        self.assertEqual(len(self.bridge.targets()), count)
+        self.assertEqual(self.pb.get_status(0)['target'], 48.)
+
+    def test_timers_stop_at_disconnect(self):
+        self.start_sensor()
+        self.printer.disconnect()
+        self.assertEqual(self.pb.poll_timer.waketime, self.reactor.NEVER)
+        self.assertEqual(self.pb.steer_timer.waketime, self.reactor.NEVER)
+        self.printer = None
+
     def test_exception_in_the_loop_turns_the_heater_off(self):
         self.start_sensor()
         self.bridge.notify(temperature=40)
