@@ -22,8 +22,11 @@ MAX_SOCKET_PATH = 107
 DEFAULT_SOCKET = '/run/panda-breath/bridge.sock'
 SOCKET_DIRS = ('/tmp', '/run', '/var/run')  # where the bridge may listen
 UNKNOWN_STATUS = {'device_connected': False, 'temperature': None,
-                  'target': None, 'device_work_on': None, 'firmware': None,
-                  'note': None, 'failsafe_tripped': False}
+                  'device_temperature': None, 'device_work_on': None,
+                  'firmware': None, 'note': None, 'failsafe_tripped': False}
+# work_mode meanings (lib/protocol.ts WORK_MODE_NAMES; V1.0.0 swaps 1 and 3)
+WORK_MODES = {1: 'auto', 2: 'always-on', 3: 'drying'}
+WORK_MODES_V100 = {1: 'drying', 2: 'always-on', 3: 'auto'}
 TARGET_METHODS = ('set_target', 'off')
 PIN_HINT = ("write 'heater_pin: panda_bridge:heater' in"
             " [heater_generic panda_breath]")
@@ -45,6 +48,63 @@ def field(obj, key, kind):
         return float(value) if ok else None
     return value if isinstance(value, kind) else None
 
+# Temperature correction (README "Temperature correction").  Klipper works on
+# the user's scale, the device on its own: user = device + temperature_offset.
+OFFSET_LIMIT = 10.
+MIN_DEVICE_TARGET = 1.  # a lower positive target would round to "off"
+# sensor: the outer loop's smoothing of the bias between the two sensors
+BIAS_GAIN = .5
+UNSEEN = object()
+
+def corrected(device_temp, offset):
+    """The device's reading on the user's scale (None stays None)."""
+    return None if device_temp is None else device_temp + offset
+
+def user_target(device_target, offset):
+    """A target the device holds, on the user's scale (off stays off)."""
+    if device_target is None:
+        return None
+    return device_target + offset if device_target > 0. else 0.
+
+def device_target(target, offset, max_target=None):
+    """The target to send the device for a Klipper target; raises
+    ValueError (the reason) when the device cannot be sent it."""
+    if target <= 0.:
+        return 0.
+    device = target - offset
+    if max_target is not None and device > max_target:
+        raise ValueError("above the bridge's max_target (%.1f)"
+                         % (max_target,))
+    if device < MIN_DEVICE_TARGET:
+        raise ValueError("below %.0f at the device, which would turn it off"
+                         % (MIN_DEVICE_TARGET,))
+    return device
+
+def device_mode(device):
+    """The device's reported mode in words: off, always-on, auto, drying,
+    mode N (unknown number) or None (not reported)."""
+    work_on = field(device, 'work_on', bool)
+    if work_on is None:
+        return None
+    if not work_on:
+        return 'off'
+    mode = field(device, 'work_mode', int)
+    names = (WORK_MODES_V100 if field(device, 'firmware', str) == 'V1.0.0'
+             else WORK_MODES)
+    return names.get(mode, 'mode %s' % (mode,))
+
+def steered_target(target, bias, max_above, max_target=None):
+    """The device target that brings the other sensor to target when it
+    reads bias above the device's sensor: whole degrees, at least 1, at
+    most max_target and target + max_above (off stays off)."""
+    if target <= 0.:
+        return 0.
+    high = target + max_above
+    if max_target is not None:
+        high = min(high, max_target)
+    return float(max(MIN_DEVICE_TARGET,
+                     min(math.floor(high), math.floor(target - bias + .5))))
+
 def user_name(uid):
     try:
         return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
@@ -61,6 +121,23 @@ class PandaBridge:
             if config.has_section(name):
                 raise config.error(BUILTIN_MSG % (name, name))
         self.host = config.get('host', None)
+        self.offset = config.getfloat('temperature_offset', 0.,
+                                      minval=-OFFSET_LIMIT,
+                                      maxval=OFFSET_LIMIT)
+        # sensor: an outer loop steering the device's target (README)
+        self.sensor_name = config.get('sensor', None)
+        self.sensor_interval = config.getfloat('sensor_interval', 30.,
+                                               minval=1., maxval=600.)
+        self.sensor_max_above = config.getfloat('sensor_max_above', 10.,
+                                                minval=0., maxval=30.)
+        self.sensor_stale_time = config.getfloat('sensor_stale_time', 60.,
+                                                 minval=1., maxval=3600.)
+        self.sensor = None
+        self.sensor_value = UNSEEN
+        self.sensor_changed = self.sensor_fresh = self.bias = None
+        self.bias_sum, self.bias_count = 0., 0
+        self.sensor_error = None
+        self.sensor_alarm = False   # the "!!" fallback line was printed
         self.path = config.get('socket', DEFAULT_SOCKET)
         if not os.path.isabs(self.path):
             raise config.error("socket: '%s' in [panda_bridge] must be an"
@@ -111,7 +188,10 @@ class PandaBridge:
         self.fault_descriptions = {}
         self.max_target_warned = False
         self.requested = self.bridge_target = self.device_link = None
+        self.device_requested = None
         self.status = dict(UNKNOWN_STATUS)
+        self.bridge_status = {}
+        self.status_time = None
         self.faults = []
         pheaters = printer.load_object(config, 'heaters')
         pheaters.add_sensor_factory('panda_bridge', self._setup_sensor)
@@ -130,6 +210,8 @@ class PandaBridge:
                                        self._handle_disconnect)
         self.heartbeat_timer = self.reactor.register_timer(
             self._heartbeat_event)
+        self.steer_timer = self.reactor.register_timer(self._steer_event)
+        self.poll_timer = self.reactor.register_timer(self._poll_event)
         # Connect from startup on, so that "off" is enforced in Klipper's
         # startup and error states too
         self.retry_timer = self.reactor.register_timer(self._retry_event,
@@ -207,13 +289,40 @@ class PandaBridge:
             orig_set_temp(degrees)
             self._send_target(degrees)
         heater.set_temp = set_temp
+        if self.sensor_name is not None:
+            self._lookup_sensor()
+    def _lookup_sensor(self):
+        name = self.sensor_name
+        obj = self.printer.lookup_object(name, None)
+        hint = ("write the full section name of another temperature sensor,"
+                " e.g. 'sensor: temperature_sensor chamber'")
+        if obj is None:
+            raise self.printer.config_error(
+                "sensor: '%s' in [panda_bridge] is not a Klipper object; %s"
+                % (name, hint))
+        if obj is self.heater:
+            raise self.printer.config_error(
+                "sensor: '%s' in [panda_bridge] is the Panda Breath heater"
+                " itself; %s" % (name, hint))
+        status = (obj.get_status(self.reactor.monotonic())
+                  if hasattr(obj, 'get_status') else None)
+        if not isinstance(status, dict) or 'temperature' not in status:
+            raise self.printer.config_error(
+                "sensor: '%s' in [panda_bridge] reports no temperature; %s"
+                % (name, hint))
+        self.sensor = obj
     def _handle_ready(self):
         self.ready = True
+        if self.sensor is not None:
+            now = self.reactor.monotonic()
+            self.reactor.update_timer(self.poll_timer, now)
+            self.reactor.update_timer(self.steer_timer,
+                                      now + self.sensor_interval)
         self._heartbeat()
         self._send_target(self._klipper_target())
     def _handle_shutdown(self):
         self.ready = False
-        self.requested = self.power = 0.
+        self.requested = self.device_requested = self.power = 0.
         self._request('off')
         self._heartbeat()
     def _handle_disconnect(self):
@@ -221,7 +330,8 @@ class PandaBridge:
         if self.state == 'open' and self.send_buffer:
             self._handle_write()
         self._close()
-        self.reactor.update_timer(self.retry_timer, self.reactor.NEVER)
+        for timer in (self.retry_timer, self.poll_timer, self.steer_timer):
+            self.reactor.update_timer(timer, self.reactor.NEVER)
     def _is_ready(self):
         return self.ready and not self.printer.is_shutdown()
     def _klipper_target(self):
@@ -237,21 +347,40 @@ class PandaBridge:
             raise self.printer.command_error(
                 "Panda Breath fault: %s; the heater stays off until the fault"
                 " clears" % (self._fault_text(self.faults[0]),))
-        if self.max_target is not None and degrees > self.max_target:
+        try:
+            device_target(degrees, self.offset, self.max_target)
+        except ValueError as e:
+            at_device = ""
+            if self.offset:
+                at_device = (" is %.1f at the device (temperature_offset"
+                             " %.1f)," % (degrees - self.offset, self.offset))
             raise self.printer.command_error(
-                "Requested temperature (%.1f) above the bridge's max_target"
-                " (%.1f) for [heater_generic %s]"
-                % (degrees, self.max_target, self.heater_name))
+                "Requested temperature (%.1f)%s %s for [heater_generic %s]"
+                % (degrees, at_device, e, self.heater_name))
+    def _device_target(self, target):
+        # What the device is sent for Klipper's target.  With sensor: steered
+        # (bounded) while that sensor is fresh, else the device's own scale.
+        # Without, unchecked: a target set around set_temp (alter_target)
+        # that the bridge cannot take is refused by it and Klipper takes the
+        # bridge's back (_refused)
+        if self.sensor is None:
+            return max(0., target - self.offset) if target > 0. else 0.
+        bias = self.offset   # the device's reading + offset, as without
+        if self.sensor_fresh and self.bias is not None:
+            bias = self.bias
+        return steered_target(target, bias, self.sensor_max_above,
+                              self.max_target)
     def _send_target(self, target):
         if not self._is_ready():
             self._enforce_off()
             return
         self.requested = target
-        self._request('set_target', {'target': target})
+        self.device_requested = self._device_target(target)
+        self._request('set_target', {'target': self.device_requested})
     def _enforce_off(self):
         if 'off' in self.pending.values():
             return False
-        self.requested = 0.
+        self.requested = self.device_requested = 0.
         self._request('off')
         return True
     def _heartbeat(self):
@@ -370,6 +499,7 @@ class PandaBridge:
         self.pending.clear()
         self.send_buffer = b''
         self.status = dict(UNKNOWN_STATUS)
+        self.bridge_status = {}
         self.device_link = self.bridge_target = None
         self._link_failed(reason, alarm)
     def _close(self):
@@ -383,6 +513,7 @@ class PandaBridge:
         self.write_wake = False
         self.pending.clear()
         self.status = dict(UNKNOWN_STATUS)
+        self.bridge_status = {}
     def _io_ready(self, eventtime):
         # Either fd event may complete a non-blocking connect
         if self.state == 'connecting':
@@ -501,14 +632,17 @@ class PandaBridge:
         descriptions = field(result, 'fault_descriptions', dict) or {}
         self.fault_descriptions = dict(
             (k, v) for k, v in descriptions.items() if isinstance(v, str))
-        if (self.max_target is not None and self.max_temp > self.max_target
+        highest = (None if self.max_target is None
+                   else self.max_target + self.offset)
+        if (highest is not None and self.max_temp > highest
             and not self.max_target_warned):
             self.max_target_warned = True
             self._report("max_temp %.1f of [heater_generic %s] is above the"
-                         " bridge's max_target %.1f; targets above %.1f will"
-                         " be refused" % (self.max_temp, self.heater_name,
-                                          self.max_target, self.max_target),
-                         False)
+                         " bridge's max_target %.1f%s; targets above %.1f will"
+                         " be refused" % (
+                             self.max_temp, self.heater_name, self.max_target,
+                             " (temperature_offset %.1f)" % (self.offset,)
+                             if self.offset else "", highest), False)
         self._request('subscribe')
         self._heartbeat()
         self._send_target(self._klipper_target())
@@ -519,21 +653,125 @@ class PandaBridge:
         # disagree; a later request still outstanding decides instead
         if any(m in TARGET_METHODS for m in self.pending.values()):
             return
-        target = self.bridge_target or 0.
+        self.device_requested = self.bridge_target or 0.
+        target = user_target(self.device_requested, self.offset)
         self.requested = target
         if self.heater is not None and self._is_ready():
             self.heater.alter_target(target)
         self._report("the bridge refused the target: %s; the target is %.0f"
                      % (error, target), True)
+    def _user_target(self, device):
+        # The bridge's target on Klipper's scale: Klipper's own while the
+        # bridge holds what was sent for it
+        if device is not None and device == self.device_requested:
+            return self.requested
+        if (self.sensor is not None and self.requested
+            and self.device_requested):
+            # steered: the mapping in use
+            return user_target(device, self.requested - self.device_requested)
+        return user_target(device, self.offset)
+    # sensor: the outer loop
+    def _read_sensor(self, eventtime):
+        # The other sensor's reading while fresh (its value changed within
+        # sensor_stale_time), else None
+        try:
+            value = field(self.sensor.get_status(eventtime), 'temperature',
+                          float)
+            self.sensor_error = None
+        except Exception as e:
+            if str(e) != self.sensor_error:
+                logging.exception("panda_bridge: reading %s failed",
+                                  self.sensor_name)
+            value, self.sensor_error = None, str(e)
+        if value is None:
+            self.sensor_value = None
+            return None
+        if value != self.sensor_value:
+            if self.sensor_value is not UNSEEN:
+                self.sensor_changed = eventtime
+            self.sensor_value = value
+        if (self.sensor_changed is None
+            or eventtime - self.sensor_changed > self.sensor_stale_time):
+            return None
+        return value
+    def _poll_event(self, eventtime):
+        # Every REPORT_TIME, whatever the bridge sends: the other sensor's
+        # freshness, and the fallback to the device's own sensor and back
+        try:
+            self._poll_sensor(eventtime)
+        except Exception:
+            logging.exception("panda_bridge: the sensor loop failed")
+            self._steer_failed()
+        return eventtime + REPORT_TIME
+    def _poll_sensor(self, eventtime):
+        external = self._read_sensor(eventtime)
+        fresh = external is not None
+        was, self.sensor_fresh = self.sensor_fresh, fresh
+        if fresh and self.sensor_alarm:
+            self.sensor_alarm = False
+            self._report("%s reads again (%.1f): steering the device's target"
+                         " on it" % (self.sensor_name, external), False)
+        elif not fresh and not self.sensor_alarm and (
+                was or self._klipper_target() > 0.):
+            self.sensor_alarm = True
+            why = self.sensor_error or (
+                "no reading" if self.sensor_value is None else
+                "no new reading for %.0f s" % (self.sensor_stale_time,))
+            self._report("%s is stale (%s): the heater falls back to the"
+                         " device's own sensor (temperature_offset %.1f)"
+                         % (self.sensor_name, why, self.offset), True)
+        if fresh != bool(was) and self._is_ready() and self.linked:
+            target = self._klipper_target()
+            if target > 0. and self._device_target(target) != \
+               self.device_requested:
+                self._send_target(target)
+    def _update_sensor(self, raw):
+        # From each status: the temperature Klipper sees, the bias samples
+        if not self.sensor_fresh:
+            return corrected(raw, self.offset)
+        if raw is not None:
+            self.bias_sum += self.sensor_value - raw
+            self.bias_count += 1
+        return self.sensor_value
+    def _steer_event(self, eventtime):
+        try:
+            self._steer(eventtime)
+        except Exception:
+            logging.exception("panda_bridge: the sensor loop failed")
+            self._steer_failed()
+        return eventtime + self.sensor_interval
+    def _steer(self, eventtime):
+        if self.bias_count:
+            sample = self.bias_sum / self.bias_count
+            if self.bias is None:
+                self.bias = sample
+            else:
+                self.bias += BIAS_GAIN * (sample - self.bias)
+            self.bias_sum, self.bias_count = 0., 0
+        target = self._klipper_target()
+        if not (self._is_ready() and self.linked and target > 0.):
+            return
+        if self._device_target(target) != self.device_requested:
+            self._send_target(target)
+    def _steer_failed(self):
+        # Never leave heat on after a failure in the loop
+        if self.heater is not None:
+            self.heater.alter_target(0.)
+        self._send_target(0.)
+        self._report("the sensor loop failed (see klippy.log): the heater is"
+                     " off", True)
     def _handle_status(self, st, eventtime):
         device, failsafe = st.get('device'), st.get('failsafe')
         connected = st.get('connected') is True
-        temp = field(st, 'temperature', float) if connected else None
+        raw = field(st, 'temperature', float) if connected else None
         target, note = field(st, 'target', float), field(st, 'note', str)
         tripped = field(failsafe, 'tripped', bool) is True
+        self.status_time = eventtime
+        self.bridge_status = st
         self.status = {
-            'device_connected': connected, 'temperature': temp,
-            'target': target, 'note': note, 'failsafe_tripped': tripped,
+            'device_connected': connected, 'device_temperature': raw,
+            'temperature': corrected(raw, self.offset),
+            'note': note, 'failsafe_tripped': tripped,
             'device_work_on': field(device, 'work_on', bool),
             'firmware': field(device, 'firmware', str)}
         heating = self._klipper_target() > 0.
@@ -544,6 +782,10 @@ class PandaBridge:
                          % (note or self.host,), heating)
         self.device_link = connected or ('lost' if self.device_link else None)
         self._handle_faults(st.get('faults'), heating)
+        if self.sensor is not None:
+            temp = self._update_sensor(raw)
+            self.status['temperature'] = temp if raw is not None else None
+        temp = self.status['temperature']
         if temp is not None and self.callback is not None:
             if not self.min_temp <= temp <= self.max_temp:
                 self.printer.invoke_shutdown(
@@ -563,15 +805,16 @@ class PandaBridge:
             or any(m in TARGET_METHODS for m in self.pending.values())):
             return
         # The bridge changed the target itself (failsafe, button, a CLI set):
-        # adopt it without sending it back
-        self.requested = target
-        self.heater.alter_target(target)
+        # adopt it, on Klipper's scale, without sending it back
+        user = self._user_target(target)
+        self.requested, self.device_requested = user, target
+        self.heater.alter_target(user)
         if tripped and not target:
             self._report("failsafe turned the heater off: %s"
                          % (field(failsafe, 'reason', str) or note,), True)
         else:
             self._report("target is now %.0f, set outside Klipper: %s"
-                         % (target, note or "by the bridge"), False)
+                         % (user, note or "by the bridge"), False)
     def _handle_faults(self, faults, heating):
         if not isinstance(faults, list):
             faults = []
@@ -591,9 +834,54 @@ class PandaBridge:
                                    " stays off until it clears"
                                    % (self._fault_text(fault),))
     def get_status(self, eventtime):
+        st = self.bridge_status if self.linked else {}
+        since = (None if self.status_time is None
+                 else max(0., eventtime - self.status_time))
+        def aged(obj, key):
+            # an age the bridge reported, as of now
+            value = field(obj, key, float)
+            if value is None or since is None:
+                return None
+            return round(value + since, 1)
+        def left(obj, key):
+            # a remaining time the bridge reported, as of now
+            value = field(obj, key, float)
+            if value is None or since is None:
+                return None
+            return round(max(0., value - since), 1)
+        failsafe, lease = st.get('failsafe'), st.get('lease')
         status = dict(self.status, connected=self.linked, host=self.host,
                       power=self.power)
-        status['faults'] = list(self.faults) if self.linked else []
+        status.update({
+            'faults': list(self.faults) if self.linked else [],
+            'fault_descriptions': [self._fault_text(f) for f in self.faults]
+                                  if self.linked else [],
+            'target': self._user_target(self.bridge_target),
+            'device_target': self.bridge_target,
+            'temperature_offset': self.offset,
+            'status_age': None if since is None else round(since, 1),
+            'temperature_age': aged(st, 'temperature_age'),
+            'mode': device_mode(st.get('device')),
+            'mode_age': aged(st.get('device'), 'reported_age'),
+            'heat_mode': field(st, 'heat_mode', str),
+            'failsafe': {
+                'tripped': self.status['failsafe_tripped'],
+                'reason': field(failsafe, 'reason', str),
+                'remaining': left(failsafe, 'remaining'),
+                'controller_age': aged(failsafe, 'controller_age')},
+            'drying_remaining': left(lease, 'remaining'),
+            'temperature_source': (
+                'sensor' if self.sensor is not None and self.sensor_fresh
+                else 'device'),
+            'sensor': None if self.sensor is None else {
+                'name': self.sensor_name,
+                'temperature': field(
+                    {'t': self.sensor_value}, 't', float),
+                'fresh': bool(self.sensor_fresh),
+                'age': None if self.sensor_changed is None
+                       else round(eventtime - self.sensor_changed, 1),
+                'bias': None if self.bias is None else round(self.bias, 2)},
+            'lease_state': field(lease, 'state', str)})
         return status
 
 def load_config(config):

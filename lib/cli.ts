@@ -114,7 +114,7 @@ Turns the heater off through the running bridge.
 Options:
 ${SOCKET_HELP}
   -h, --help      Show this help`,
-  simulate: `Usage: panda-breath simulate [--port N] [--hostname H] [--speed X]
+  simulate: `Usage: panda-breath simulate [--port N] [--hostname H] [--speed X] [--sensor-bias C]
 
 Runs a simulated Panda Breath (WebSocket at ws://H:N/ws, control endpoints
 under http://H:N/sim/). Prints "listening on ws://HOST:PORT/ws" on stdout.
@@ -123,6 +123,8 @@ Options:
   --port N        TCP port (default 8080; 0 picks a free one)
   --hostname H    Address to listen on (default 127.0.0.1)
   --speed X       Thermal model speed-up factor (default 1, 0.1-1000)
+  --sensor-bias C The device's sensor reads C degrees below the chamber
+                  (default 0, -20 to 20; /sim/state temperature is the chamber's)
   -h, --help      Show this help`,
   demo: `Usage: panda-breath demo [--target C] [--speed X]
 
@@ -585,6 +587,7 @@ async function commandSimulate(args: string[]): Promise<number> {
     port: { type: "string" },
     hostname: { type: "string" },
     speed: { type: "string" },
+    "sensor-bias": { type: "string" },
   });
   if (values.help) return printHelp("simulate");
   const port = parseWholeNumber("port", (values.port as string | undefined) ?? "8080", 0, 65535);
@@ -595,7 +598,13 @@ async function commandSimulate(args: string[]): Promise<number> {
   }
   // Loaded on demand: `run` should not carry the simulator's code and memory.
   const { runSimulatorCli } = await import("./simulator.ts");
-  await runSimulatorCli({ port, hostname, speed });
+  const sensorBiasC = parseNumber(
+    "sensor-bias",
+    (values["sensor-bias"] as string | undefined) ?? "0",
+    -20,
+    20,
+  );
+  await runSimulatorCli({ port, hostname, speed, sensorBiasC });
   return 0;
 }
 

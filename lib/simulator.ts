@@ -93,6 +93,13 @@ export interface SimulatorOptions {
   maxChamberC?: number;
   /** Starting chamber temperature (default: ambient). */
   temperatureC?: number;
+  /**
+   * How far the device's own sensor reads below the chamber (default 0): it reports and
+   * regulates on `round(temperature - sensorBiasC)`, as a real Panda Breath whose sensor sits
+   * at the heater reads 4–10 °C below a sensor in the chamber. `temperature` in the state is
+   * the chamber's, the second (true) sensor.
+   */
+  sensorBiasC?: number;
   /** Time constant of heating toward `maxChamberC` at speed 1 (default 600 s). */
   heatTimeConstantS?: number;
   /** Time constant of cooling toward ambient at speed 1 (default 1200 s). */
@@ -170,8 +177,12 @@ export interface SimulatorState {
   work_mode: number;
   /** Always-on target byte. */
   set_temp: number;
-  /** Chamber temperature, °C (unrounded). */
+  /** Chamber temperature, °C (unrounded): what a second sensor in the chamber reads. */
   temperature: number;
+  /** How far the device's own sensor reads below `temperature` (°C). */
+  sensor_bias: number;
+  /** What the device reports and regulates on: `round(temperature - sensor_bias)`. */
+  reported_temperature: number;
   /** Active known faults. */
   faults: FaultKind[];
   /** Every active fault field with its code, known or not (e.g. `ptc_sensor_status: 7`). */
@@ -387,6 +398,7 @@ export class Simulator {
       ambientC: options.ambientC ?? 22,
       maxChamberC: options.maxChamberC ?? 70,
       temperatureC: options.temperatureC ?? options.ambientC ?? 22,
+      sensorBiasC: options.sensorBiasC ?? 0,
       heatTimeConstantS: options.heatTimeConstantS ?? 600,
       coolTimeConstantS: options.coolTimeConstantS ?? 1200,
       hotbedC: options.hotbedC ?? 100,
@@ -403,6 +415,9 @@ export class Simulator {
     };
     if (!(this.#options.speed > 0) || !Number.isFinite(this.#options.speed)) {
       throw new RangeError("speed must be a positive number");
+    }
+    if (!Number.isFinite(this.#options.sensorBiasC)) {
+      throw new RangeError("sensorBiasC must be a finite number");
     }
     if (!(this.#options.telemetryIntervalMs > 0)) {
       throw new RangeError("telemetryIntervalMs must be positive");
@@ -447,6 +462,8 @@ export class Simulator {
       work_mode: this.#settings.work_mode,
       set_temp: this.#settings.set_temp,
       temperature: this.#temperature,
+      sensor_bias: this.#options.sensorBiasC,
+      reported_temperature: this.#reportedTemperature(),
       faults: this.#knownFaults(),
       faultCodes: Object.fromEntries(this.#faults),
       heating: this.#isHeating(),
@@ -606,6 +623,12 @@ export class Simulator {
     this.#temperature = celsius;
   }
 
+  /** Sets how far the device's own sensor reads below the chamber (°C); see `sensorBiasC`. */
+  setSensorBias(celsius: number): void {
+    if (!Number.isFinite(celsius)) throw new RangeError("sensor bias must be finite");
+    this.#options.sensorBiasC = celsius;
+  }
+
   /** Makes WebSocket upgrades get a plain HTTP answer with `status` (null restores them). */
   refuseUpgrades(status: number | null): void {
     this.#upgradeRefusal = status;
@@ -759,7 +782,7 @@ export class Simulator {
 
   #isHeating(): boolean {
     const target = this.#heatTarget();
-    return target !== null && this.#temperature < target;
+    return target !== null && this.#temperature - this.#options.sensorBiasC < target;
   }
 
   #tick(): void {
@@ -802,7 +825,7 @@ export class Simulator {
   }
 
   #reportedTemperature(): number {
-    return Math.round(this.#temperature) + 0;
+    return Math.round(this.#temperature - this.#options.sensorBiasC) + 0;
   }
 
   #sendTelemetry(): void {
@@ -1057,6 +1080,7 @@ export class Simulator {
       fault: (query) => this.#controlFault(query),
       reboot: (query) => this.#controlReboot(query),
       temperature: (query) => this.#controlTemperature(query),
+      sensor_bias: (query) => this.#controlSensorBias(query),
       silence: (query) => this.#controlSilence(query),
       refuse_upgrades: (query) => this.#controlRefuseUpgrades(query),
     };
@@ -1132,6 +1156,13 @@ export class Simulator {
     return this.#ok();
   }
 
+  #controlSensorBias(query: URLSearchParams): HttpResponse {
+    const value = numberParam(query, "value", -20, 20);
+    if (typeof value === "string") return badRequest(value);
+    this.setSensorBias(value);
+    return this.#ok();
+  }
+
   #controlSilence(query: URLSearchParams): HttpResponse {
     const on = query.get("on");
     if (on !== "1" && on !== "0") return badRequest("on must be 1 or 0");
@@ -1158,6 +1189,8 @@ export interface SimulatorCliOptions {
   hostname: string;
   /** Thermal-model speed-up. */
   speed?: number;
+  /** How far the device's sensor reads below the chamber (°C, default 0). */
+  sensorBiasC?: number;
   /** Telemetry interval in ms. */
   interval?: number;
   /** JSON file for the persisted settings. */
@@ -1176,6 +1209,7 @@ export async function runSimulatorCli(
     hostname: opts.hostname,
     port: opts.port,
     speed: opts.speed,
+    sensorBiasC: opts.sensorBiasC,
     telemetryIntervalMs: opts.interval,
     stateFile: opts.stateFile,
     log: (line) => console.error(`[simulator] ${line}`),

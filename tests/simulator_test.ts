@@ -908,3 +908,43 @@ Deno.test("auto stand-in heats by default (hotbedC 100) and not with a cold bed"
     });
   }
 });
+
+Deno.test("sensor bias: the device reports and regulates on the chamber minus the bias", async () => {
+  await withSimulator({ speed: 400, sensorBiasC: 6, temperatureC: 30.2 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    await client.waitFor((frame) => frame.settings?.warehouse_temper === 24);
+    assert.equal(sim.state.reported_temperature, 24);
+    assert.equal(sim.state.sensor_bias, 6);
+    await write(sim, client, { settings: { work_mode: 2, set_temp: 40, work_on: true } });
+    // the device stops heating at 40 on its own sensor: the chamber is 6 above
+    await until(() => sim.state.temperature >= 46, 3000, "heating to 46 (40 + bias)");
+    await delay(300);
+    assert.ok(
+      sim.state.temperature >= 45.5 && sim.state.temperature < 47,
+      `${sim.state.temperature}`,
+    );
+    await client.waitFor((frame) => frame.settings?.warehouse_temper === 40, client.frames.length);
+    await client.close();
+  });
+});
+
+Deno.test("sensor bias: default 0, set at run time by /sim/sensor_bias, bounded", async () => {
+  await withSimulator({ temperatureC: 30 }, async (sim) => {
+    const client = await DeviceClient.open(sim);
+    const before = await control(sim, "/sim/state", "GET");
+    assert.deepEqual([before.body.sensor_bias, before.body.reported_temperature], [0, 30]);
+    const set = await control(sim, "/sim/sensor_bias?value=-4");
+    assert.deepEqual(
+      [set.status, set.body.sensor_bias, set.body.reported_temperature, set.body.temperature],
+      [200, -4, 34, 30],
+    );
+    await client.waitFor((frame) => frame.settings?.warehouse_temper === 34, client.frames.length);
+    for (const bad of ["25", "x", ""]) {
+      const refused = await control(sim, `/sim/sensor_bias?value=${bad}`);
+      assert.equal(refused.status, 400, bad);
+    }
+    assert.equal(sim.state.sensor_bias, -4);
+    assert.throws(() => new Simulator({ sensorBiasC: NaN }), RangeError);
+    await client.close();
+  });
+});

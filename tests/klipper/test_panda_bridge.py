@@ -275,7 +275,11 @@ class TestConnection(Base):
         self.assertEqual(set(status), {
             'connected', 'device_connected', 'temperature', 'target',
             'device_work_on', 'faults', 'firmware', 'host', 'note',
-            'failsafe_tripped', 'power'})
+            'failsafe_tripped', 'power', 'device_temperature',
+            'device_target', 'temperature_offset', 'status_age',
+            'temperature_age', 'mode', 'mode_age', 'heat_mode', 'failsafe',
+            'drying_remaining', 'lease_state', 'fault_descriptions',
+            'temperature_source', 'sensor'})
         self.assertTrue(status['connected'])
         self.assertEqual(status['host'], '127.0.0.1')
         self.assertEqual(status['firmware'], 'V1.0.3')
