@@ -28,6 +28,7 @@ UNKNOWN_STATUS = {'device_connected': False, 'temperature': None,
 WORK_MODES = {1: 'auto', 2: 'always-on', 3: 'drying'}
 WORK_MODES_V100 = {1: 'drying', 2: 'always-on', 3: 'auto'}
 TARGET_METHODS = ('set_target', 'off')
+HEAT_MODES = ('always-on', 'drying-lease')  # the bridge's --heat-mode
 PIN_HINT = ("write 'heater_pin: panda_bridge:heater' in"
             " [heater_generic panda_breath]")
 # Sections and objects of the U1 extended firmware's own integration
@@ -121,6 +122,11 @@ class PandaBridge:
             if config.has_section(name):
                 raise config.error(BUILTIN_MSG % (name, name))
         self.host = config.get('host', None)
+        # Read by the bridge's service at start (panda-breath-launch)
+        self.heat_mode = config.getchoice(
+            'heat_mode', {m: m for m in HEAT_MODES}, 'always-on')
+        self.heat_mode_warned = None
+        config.getint('lease_hours', 1, minval=1, maxval=12)
         self.offset = config.getfloat('temperature_offset', 0.,
                                       minval=-OFFSET_LIMIT,
                                       maxval=OFFSET_LIMIT)
@@ -767,6 +773,12 @@ class PandaBridge:
         target, note = field(st, 'target', float), field(st, 'note', str)
         tripped = field(failsafe, 'tripped', bool) is True
         self.status_time = eventtime
+        running = field(st, 'heat_mode', str)
+        if running not in (None, self.heat_mode, self.heat_mode_warned):
+            self.heat_mode_warned = running
+            self._report("heat_mode: %s in [panda_bridge], but the bridge runs"
+                         " %s: restart panda-breath to apply it"
+                         % (self.heat_mode, running), False)
         self.bridge_status = st
         self.status = {
             'device_connected': connected, 'device_temperature': raw,

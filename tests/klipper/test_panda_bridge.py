@@ -389,6 +389,25 @@ class TestBridgeMessages(Base):
 
 
 class TestConfig(Base):
+    def test_heat_mode_and_lease_hours_are_the_services(self):
+        # Read by panda-breath-launch; the extra checks them and says when
+        # the running bridge differs (the service was not restarted)
+        self.assertConfigError(
+            ks.panda_bridge_config(self.path, options='heat_mode: lease\n'),
+            r"heat_mode")
+        self.assertConfigError(
+            ks.panda_bridge_config(self.path, options='lease_hours: 13\n'),
+            r"lease_hours")
+        self.start(ks.panda_bridge_config(
+            self.path, options='heat_mode: drying-lease\nlease_hours: 3\n'))
+        self.bridge.notify(heat_mode='always-on')
+        self.wait_for(lambda: self.console(r"restart panda-breath"))
+        self.bridge.notify(heat_mode='always-on')
+        self.run_for(.3)
+        self.assertEqual(len(self.console(
+            r"heat_mode: drying-lease in \[panda_bridge\], but the bridge runs"
+            r" always-on: restart panda-breath to apply it")), 1)
+
     def test_wrong_pin_name(self):
         self.assertConfigError(
             (ks.panda_bridge_config(self.path)).replace('panda_bridge:heater',
