@@ -459,18 +459,13 @@ class TestEndToEnd(E2E):
         self.sim_call('sensor_bias?value=%s' % (bias,), 'POST')
         self.sensor = SimSensor(None)
         self.frozen = False
-        self.printer = ks.Printer(ks.panda_bridge_config(
-            self.sock, host='127.0.0.1:%d' % (self.port,), options=options))
-        self.printer.objects['temperature_sensor chamber'] = self.sensor
-        self.reactor = self.printer.get_reactor()
-        self.gcode = self.printer.lookup_object('gcode')
-        self.printer.connect()
-        self.pb = self.printer.lookup_object('panda_bridge')
-        self.heater = self.printer.lookup_object('heaters').lookup_heater(
-            'panda_breath')
         self.samples = []
-        self.follow(lambda: self.pb.get_status(0)['device_connected']
-                    and self.heater.last_temp_time, 15.)
+        self.start_klipper(
+            config=ks.panda_bridge_config(
+                self.sock, host='127.0.0.1:%d' % (self.port,),
+                options=options),
+            objects={'temperature_sensor chamber': self.sensor},
+            wait=self.follow)
 
     def follow(self, predicate, timeout, step=.25):
         """Runs klippy, feeding the second sensor from the simulator."""

@@ -120,17 +120,22 @@ class EndToEnd(unittest.TestCase):
                 if r['at'] >= t_ms - 1 and r['frame'] == frame]
 
     # Klipper side
-    def start_klipper(self, max_temp=60):
-        self.printer = ks.Printer(ks.panda_bridge_config(
+    def start_klipper(self, max_temp=60, config=None, objects=None,
+                      wait=None):
+        """The stand-in klippy with config (default: the two sections for
+        this bridge), more objects, until the device's readings arrive
+        (waiting with wait, default self.wait)."""
+        self.printer = ks.Printer(config or ks.panda_bridge_config(
             self.sock, host='127.0.0.1:%d' % (self.port,), max_temp=max_temp))
+        self.printer.objects.update(objects or {})
         self.reactor = self.printer.get_reactor()
         self.gcode = self.printer.lookup_object('gcode')
         self.printer.connect()
         self.pb = self.printer.lookup_object('panda_bridge')
         self.heater = self.printer.lookup_object('heaters').lookup_heater(
             'panda_breath')
-        self.wait(lambda: self.pb.get_status(0)['device_connected']
-                  and self.heater.last_temp_time, 15.)
+        (wait or self.wait)(lambda: self.pb.get_status(0)['device_connected']
+                            and self.heater.last_temp_time, 15.)
 
     def wait(self, predicate, timeout, step=.05):
         end = time.monotonic() + timeout

@@ -489,22 +489,15 @@ class WithSimulator(unittest.TestCase):
     test_e2e.py runs them: what the device receives."""
     locals().update({name: getattr(e2e.EndToEnd, name) for name in (
         'setUp', 'tearDown', 'spawn', 'logs', 'wait_port', 'start_bridge',
-        'idle', 'sim_call', 'frames_since', 'wait', 'console')})
+        'idle', 'sim_call', 'frames_since', 'wait', 'console',
+        'start_klipper')})
 
-    def start_klipper(self):
-        self.printer = ks.Printer(shipped(self.sock, "[print_stats]\n"
+    def start_shipped(self):
+        self.start_klipper(config=shipped(self.sock, "[print_stats]\n"
                                           "[idle_timeout]\ntimeout: 2\n"))
-        self.reactor = self.printer.get_reactor()
-        self.gcode = self.printer.lookup_object('gcode')
-        self.printer.connect()
-        self.pb = self.printer.lookup_object('panda_bridge')
-        self.heater = self.printer.lookup_object('heaters').lookup_heater(
-            'panda_breath')
-        self.wait(lambda: self.pb.get_status(0)['device_connected']
-                  and self.heater.last_temp_time, 15.)
 
     def test_drying_on_the_device(self):
-        self.start_klipper()
+        self.start_shipped()
         t_ms = e2e.now_ms()
         self.gcode.run_script("PANDA_BRIDGE_DRY TEMP=45 HOURS=0.001")  # 3.6 s
         self.wait(lambda: self.frames_since(t_ms, e2e.on_frame(45)), 2.)
@@ -519,7 +512,7 @@ class WithSimulator(unittest.TestCase):
         self.assertTrue(self.console('drying finished'))
 
     def test_m191_timeout_on_the_device(self):
-        self.start_klipper()
+        self.start_shipped()
         self.gcode.run_script("SET_GCODE_VARIABLE MACRO=M191 VARIABLE=timeout"
                               " VALUE=2")
         t_ms = e2e.now_ms()
