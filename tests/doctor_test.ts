@@ -14,6 +14,7 @@ import {
   type Observations,
 } from "../lib/doctor.ts";
 import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator.ts";
+import { startDragonBreathDevice } from "./fake_device.ts";
 import { runCli, startBridge, tempSocketPath } from "./process.ts";
 import { until } from "./wait.ts";
 
@@ -105,21 +106,14 @@ Deno.test("doctor: a Klipper binding shows host:port; a fault is a problem (exit
 });
 
 Deno.test("doctor vs a DragonBreath device: names it, exit 1, never opens /ws", async () => {
-  const requests: string[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    const path = new URL(request.url).pathname;
-    requests.push(path);
-    if (path === "/api/v2/info") {
-      return Response.json({ project: "dragonbreath", version: "2.1.0" });
-    }
-    return new Response("not found", { status: 404 });
-  });
+  const server = startDragonBreathDevice();
+  const requests = server.requests;
   const { path, cleanup } = await tempSocketPath();
   try {
     const result = await runCli([
       "doctor",
       "--host",
-      `127.0.0.1:${server.addr.port}`,
+      `127.0.0.1:${server.port}`,
       "--socket",
       path,
     ]);

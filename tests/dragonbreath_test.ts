@@ -6,24 +6,18 @@
  * "DragonBreath: ..."); this proves the shell's probe, status and CLI around it.
  */
 import assert from "node:assert/strict";
+import { startDragonBreathDevice } from "./fake_device.ts";
 import { MainProcess, runCli, tempSocketPath, waitForSocket } from "./process.ts";
 import { delay, until } from "./wait.ts";
 
 Deno.test("DragonBreath firmware: one clear error in status and the log, no retry storm", async () => {
-  const requests: string[] = [];
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
-    const path = new URL(request.url).pathname;
-    requests.push(path);
-    if (path === "/api/v2/info") {
-      return Response.json({ project: "dragonbreath", version: "2.1.0" });
-    }
-    return new Response("not found", { status: 404 });
-  });
+  const server = startDragonBreathDevice();
+  const requests = server.requests;
   const { path, cleanup } = await tempSocketPath();
   const bridge = new MainProcess([
     "run",
     "--host",
-    `127.0.0.1:${server.addr.port}`,
+    `127.0.0.1:${server.port}`,
     "--socket",
     path,
   ]);

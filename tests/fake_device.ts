@@ -144,3 +144,25 @@ export class FakeDevice {
     return response;
   }
 }
+
+/** A device running DragonBreath firmware: `/api/v2/info` names it, every other path is a 404. */
+export interface DragonBreathDevice {
+  port: number;
+  /** Paths requested, in order. */
+  requests: string[];
+  shutdown(): Promise<void>;
+}
+
+/** Starts a {@link DragonBreathDevice} (firmware 2.1.0) on a free port of 127.0.0.1. */
+export function startDragonBreathDevice(): DragonBreathDevice {
+  const requests: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const path = new URL(request.url).pathname;
+    requests.push(path);
+    if (path === "/api/v2/info") {
+      return Response.json({ project: "dragonbreath", version: "2.1.0" });
+    }
+    return new Response("not found", { status: 404 });
+  });
+  return { port: server.addr.port, requests, shutdown: () => server.shutdown() };
+}
