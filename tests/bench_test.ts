@@ -89,6 +89,7 @@ Deno.test("bench report: targets are met at or below their limit and rounded for
 
 Deno.test("bench runner: runs the selected measures in order; a failing one becomes an error row", async () => {
   const ran: string[] = [];
+  const progress: string[] = [];
   const measure = (section: string, fail = false): Measure => ({
     section,
     title: `n ${section}`,
@@ -106,6 +107,7 @@ Deno.test("bench runner: runs the selected measures in order; a failing one beco
     { only: ["c", "b"], quick: true },
     benchConfig(true, () => undefined),
     measures,
+    (line) => progress.push(line),
   );
   assert.deepEqual(ran, ["b", "c"]);
   assert.deepEqual(report.config.sections, ["c", "b"]);
@@ -118,6 +120,7 @@ Deno.test("bench runner: runs the selected measures in order; a failing one beco
     { section: "n b", metric: "error", value: "FAILED: b broke" },
     { section: "n c", metric: "m", value: "v" },
   ]);
+  assert.match(progress.at(-1)!, /^n b FAILED: Error: b broke\nsecond line\n {4}at /);
   assert.match(summaryLine(report), /^0 of 0 targets met; bench took [\d.]+ s$/);
 });
 

@@ -126,7 +126,7 @@ export interface BenchReport {
   table: Row[];
 }
 
-function progress(message: string): void {
+function printProgress(message: string): void {
   console.error(`[bench] ${message}`);
 }
 
@@ -142,11 +142,15 @@ async function runMeasure(ctx: BenchContext, title: string, run: () => Promise<v
   }
 }
 
-/** Runs the selected measures of `measures` with `config` and returns what they found. */
+/**
+ * Runs the selected measures of `measures` with `config` and returns what
+ * they found; `progress` gets the progress lines (default: stderr).
+ */
 export async function runBench(
   options: BenchOptions,
   config: BenchConfig,
   measures: readonly Measure[] = MEASURES,
+  progress: (message: string) => void = printProgress,
 ): Promise<BenchReport> {
   const began = performance.now();
   const machine = await describeMachine();
