@@ -32,7 +32,7 @@ export const TARGET = {
   memoryGrowthRatio: 1.02,
   /** Issue 12: fds after the last mark minus after the first (a leak is one per reconnect). */
   fdGrowth: 2,
-};
+} as const;
 
 /** Frames or changes excluded from the front of each latency series. */
 export const WARMUP = 20;
