@@ -86,7 +86,7 @@ export function benchConfig(
   const num = (name: string, fallback: number) => envNumber(env, name, fallback);
   return {
     commands: quick ? 100 : Math.round(num("PB_BENCH_COMMANDS", 1000)),
-    frames: quick ? 1000 : Math.round(num("PB_BENCH_FRAMES", 10_000)),
+    frames: quick ? 100 : Math.round(num("PB_BENCH_FRAMES", 1000)),
     drops: quick ? 10 : Math.round(num("PB_BENCH_DROPS", 100)),
     floodS: quick ? 3 : num("PB_BENCH_FLOOD_S", 10),
     longS: quick ? 10 : num("PB_BENCH_LONG_S", 60),
