@@ -20,6 +20,7 @@ export interface HelloResult {
 
 /** An `error` reply from the bridge (`code`: e.g. `out_of_range`, `device_fault`). */
 export class ApiError extends Error {
+  /** The bridge's error code, e.g. `out_of_range`. */
   readonly code: string;
 
   /** An error with the bridge's `code` and `message`. */

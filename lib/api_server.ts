@@ -6,25 +6,28 @@ import type { Logger } from "./log.ts";
 
 /** Caps on what socket clients may cost the bridge. */
 export interface ApiLimits {
+  /** Longest request line, in bytes. */
   maxLineBytes: number;
+  /**
+   * Bytes queued for one client. At the cap, queued status notifications give way to the newest one
+   * (a burst of device frames must not cut off a client that reads); a client still over it is cut
+   * off.
+   */
   maxQueuedBytes: number;
+  /**
+   * A client whose socket has taken nothing for this long while data waits (it does not read) is
+   * cut off.
+   */
   maxStallMs: number;
+  /** Simultaneous clients; more are told so and closed. */
   maxClients: number;
 }
 
 /** The default caps (documented in the README). */
 export const API_LIMITS: Readonly<ApiLimits> = {
-  /** Longest request line, in bytes. */
   maxLineBytes: 64 * 1024,
-  /**
-   * Bytes queued for a client. At the cap, queued status notifications give
-   * way to the newest one (a burst of device frames must not cut off a client
-   * that reads); a client still over it is cut off.
-   */
   maxQueuedBytes: 256 * 1024,
-  /** A client whose socket has taken nothing for this long (it does not read) is cut off. */
   maxStallMs: 1000,
-  /** Simultaneous clients; more are told so and closed. */
   maxClients: 64,
 };
 
@@ -43,11 +46,15 @@ export type ApiErrorCode =
 
 /** Settings of an {@link ApiServer}. */
 export interface ApiServerOptions {
+  /** Where the Unix socket is created. */
   path: string;
+  /** The bridge that requests go to. */
   bridge: Bridge;
+  /** Where client events are logged. */
   logger: Logger;
   /** File mode of the socket; 0o600 or 0o660. */
   mode?: number;
+  /** Overrides of {@link API_LIMITS}. */
   limits?: Partial<ApiLimits>;
 }
 
@@ -268,6 +275,7 @@ class ApiClientConnection {
  * after a bounded queue and never blocks the others.
  */
 export class ApiServer {
+  /** The socket's path. */
   readonly path: string;
   #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
   #bridge: Bridge;

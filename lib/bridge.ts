@@ -36,6 +36,7 @@ export type { BridgeStatus, DeviceStatus, FailsafeStatus, ReadbackStatus } from 
 export interface BridgeOptions {
   /** Device WebSocket URL, e.g. `ws://PandaBreath.local:80/ws`. */
   url: string;
+  /** Where the bridge logs. */
   logger: Logger;
   /** Heat is switched off when no ready controller heartbeated for this long. */
   failsafeTimeoutMs?: number;
@@ -55,7 +56,9 @@ export interface BridgeOptions {
   leaseTimeScale?: number;
   /** Bound on one read-back's wait for its connect frame. */
   readbackTimeoutMs?: number;
+  /** Overrides of the device link's timings (lib/device_link.ts). */
   linkTimings?: Partial<LinkTimings>;
+  /** The device link's reconnect backoff. */
   backoff?: BackoffOptions;
   /** Shortest time between two firmware probes after failed connects. */
   probeIntervalMs?: number;

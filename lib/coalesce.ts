@@ -46,7 +46,12 @@ export interface LastSent {
  * when it is the first or something urgent changed, else once the gap since
  * the last notification has passed (the newest pending status goes then).
  */
-export function sendAt(last: LastSent, urgent: string, now: number, gapMs = STATUS_MIN_GAP_MS) {
+export function sendAt(
+  last: LastSent,
+  urgent: string,
+  now: number,
+  gapMs = STATUS_MIN_GAP_MS,
+): number {
   if (last.at === null || urgent !== last.urgent) return now;
   return Math.max(now, last.at + gapMs);
 }

@@ -137,6 +137,7 @@ export type LeasePhase = "none" | "stopping" | "starting" | "running";
 
 /** The drying lease's state (heat mode `drying-lease` only). */
 export interface LeaseState {
+  /** Where the lease is: see {@link LeasePhase}. */
   phase: LeasePhase;
   /** The target of the lease being started or run (0: none). */
   target: number;
@@ -154,6 +155,7 @@ export interface LeaseState {
   endsAt: number | null;
   /** Consecutive failed verifications (one retry, then the lease is given up). */
   failures: number;
+  /** Renewals sent since the bridge started. */
   renewals: number;
   /** Until then an `isrunning: 0` push is our own renewal's stop, not an end. */
   ignoreEndUntil: number | null;
@@ -163,6 +165,7 @@ export interface LeaseState {
   unavailable: string | null;
   /** Overshoot guard: since when, and from which reading, the chamber is above target + margin. */
   overSince: number | null;
+  /** The lowest reading since `overSince`, °C; null when not over. */
   overFrom: number | null;
 }
 
@@ -172,6 +175,7 @@ export interface ProbeState {
   connectFailures: number;
   /** When the last probe was asked for; null if never. */
   lastAt: number | null;
+  /** A probe was asked for and its answer has not come yet. */
   inFlight: boolean;
 }
 
@@ -187,25 +191,37 @@ export interface ControllerState {
 
 /** What the device last reported about itself. */
 export interface DeviceState {
+  /** `work_on`: the heater is switched on; null before the first report. */
   workOn: boolean | null;
+  /** `work_mode` as sent; its meaning depends on the firmware ({@link modeMeaning}). */
   workMode: number | null;
+  /** `set_temp`: the device's own target, °C. */
   setTemp: number | null;
+  /** The firmware version string, e.g. `V1.0.3`. */
   firmware: string | null;
+  /** `isrunning`: a drying run is active. */
   dryingRunning: boolean | null;
+  /** `remaining_seconds`: device seconds left of the drying run (connect frames only). */
   remainingSeconds: number | null;
+  /** `custom_temp`: the stored custom drying temperature, °C. */
   customTemp: number | null;
+  /** `custom_timer`: the stored custom drying length, hours. */
   customTimer: number | null;
   /** The latest connect frame (or read-back) carried every drying field; null before one. */
   dryingFields: boolean | null;
   /** When a settings block (connect frame, push or read-back) last came. */
   reportedAt: number | null;
+  /** The last chamber reading, °C; null before the first one. */
   temperature: number | null;
+  /** When `temperature` arrived; null before the first reading. */
   temperatureAt: number | null;
 }
 
 /** The state of the main device link. */
 export interface LinkState {
+  /** The main WebSocket to the device is open. */
   open: boolean;
+  /** When the link last opened; null if never. */
   openedAt: number | null;
   /** The first settings block on this link (the connect frame) was seen. */
   connectSeen: boolean;
@@ -213,8 +229,11 @@ export interface LinkState {
   wroteSinceOpen: boolean;
   /** When the desired state is asserted if no connect frame came; null once done. */
   assertAt: number | null;
+  /** Times the link opened. */
   connects: number;
+  /** Times an open link went down. */
   drops: number;
+  /** Device frames with unusable data (dropped whole or in part). */
   droppedFrames: number;
   /** Settings frames (ON/OFF) written to the device. */
   writes: number;
@@ -226,37 +245,56 @@ export interface LinkState {
 export interface ReadbackState {
   /** When the next read-back is due; null while the link is down or disabled. */
   dueAt: number | null;
+  /** A read-back is under way (asked of the shell, no result yet). */
   inFlight: boolean;
+  /** When the latest read-back was started; null if never. */
   startedAt: number | null;
+  /** When the latest read-back finished; null if never. */
   lastAt: number | null;
   /** `match`, `corrected`, `stale`, `mismatch (link down)` or `failed: ...`. */
   last: string | null;
+  /** Read-backs that returned a settings block (stale ones included). */
   count: number;
+  /** Read-backs that returned no settings block (error, timeout). */
   failures: number;
+  /** Read-backs that found a state the bridge did not choose and put it right. */
   corrections: number;
 }
 
 /** Everything the core knows. Plain data: copied, never shared. */
 export interface CoreState {
+  /** The fixed settings. */
   config: CoreConfig;
+  /** False once the bridge is stopping: heat is refused, only OFF is written. */
   running: boolean;
   /** The desired target in °C; 0 = off. */
   target: number;
   /** When heat was switched on from 0 (request or adopted push); null while off. */
   heatOnAt: number | null;
+  /** Controller connections by client label (see {@link ControllerState}). */
   controllers: Record<string, ControllerState>;
   /** Why the failsafe last turned the heat off; null once heat is requested again. */
   trip: string | null;
+  /**
+   * Why the state last changed without a request (button, fault, failsafe, correction); null once
+   * heat is requested again.
+   */
   note: string | null;
+  /** The latched device faults; heat is refused while any is latched. */
   faults: FaultName[];
+  /** What the device last reported. */
   device: DeviceState;
+  /** The main device link. */
   link: LinkState;
+  /** The periodic read-back. */
   readback: ReadbackState;
   /** When a settings frame was last written; null if never. */
   lastWriteAt: number | null;
   /** When a settings block last came on the main link; null if never. */
   lastLinkReportAt: number | null;
+  /** The drying lease (heat mode `drying-lease`). */
   lease: LeaseState;
+  /** The firmware probe after failed connects. */
   probe: ProbeState;
   /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
   firmwareProblem: string | null;
@@ -388,6 +426,7 @@ export type Effect =
 
 /** The outcome of one event. */
 export interface Decision {
+  /** The next state. */
   state: CoreState;
   /** Ordered: every `send` first, then replies, notify, readback, logs last. */
   effects: Effect[];
@@ -452,7 +491,8 @@ export const PUSH_POLICY: Readonly<Record<PushKind, PushRule>> = {
   on_while_faulted: { action: "enforce", why: "switched on while a device fault is latched" },
 };
 
-type ModeMeaning = "auto" | "always_on" | "drying" | "unknown";
+/** What a device `work_mode` number means (see {@link modeMeaning}). */
+export type ModeMeaning = "auto" | "always_on" | "drying" | "unknown";
 
 /** What `work_mode` means on `firmware` (V1.0.0 numbers modes differently; 2 is always-on). */
 export function modeMeaning(mode: number | null, firmware: string | null): ModeMeaning {
@@ -1804,9 +1844,13 @@ function onStop(step: Step, reason: string): void {
 
 /** What the device last reported about itself. */
 export interface DeviceStatus {
+  /** `work_on`: the heater is switched on; null before the first report. */
   work_on: boolean | null;
+  /** `work_mode` as reported (2 is always-on). */
   work_mode: number | null;
+  /** The device's own target, °C. */
   set_temp: number | null;
+  /** The firmware version, e.g. `V1.0.3`. */
   firmware: string | null;
   /** Seconds since the device last reported its settings. */
   reported_age: number | null;
@@ -1814,6 +1858,7 @@ export interface DeviceStatus {
 
 /** The failsafe's view: is anyone in control? */
 export interface FailsafeStatus {
+  /** The failsafe timeout, seconds (`--failsafe-timeout`). */
   timeout: number;
   /** A ready controller is connected and heartbeated within the timeout. */
   controller: boolean;
@@ -1823,7 +1868,9 @@ export interface FailsafeStatus {
   controllers: number;
   /** Seconds until the failsafe turns the heat off; null while off. */
   remaining: number | null;
+  /** The failsafe turned the heat off; cleared by the next accepted `set_target`. */
   tripped: boolean;
+  /** Why the failsafe tripped; null when it did not. */
   reason: string | null;
 }
 
@@ -1831,11 +1878,18 @@ export interface FailsafeStatus {
 export interface ReadbackStatus {
   /** Seconds between read-backs; 0 = disabled. */
   interval: number;
+  /** Read-backs that returned a settings block. */
   count: number;
+  /** Read-backs that returned nothing usable. */
   failures: number;
+  /** Read-backs that found a state the bridge did not choose and put it right. */
   corrections: number;
   /** Seconds since the last read-back finished. */
   last_age: number | null;
+  /**
+   * `match`, `corrected`, `stale`, `mismatch (link down)` or `failed: <reason>`; null before the
+   * first.
+   */
   last: string | null;
 }
 
@@ -1849,6 +1903,7 @@ export interface LeaseStatus {
   remaining: number | null;
   /** Seconds since the device last confirmed the lease; null if never. */
   last_verified_age: number | null;
+  /** Lease renewals sent since the bridge started. */
   renewals: number;
   /** Failed verifications in a row (one retry, then the lease is given up). */
   verify_failures: number;
@@ -1858,22 +1913,38 @@ export interface LeaseStatus {
 
 /** The bridge's status, as served on the socket API (see README). */
 export interface BridgeStatus {
+  /** The WebSocket to the device is up. */
   connected: boolean;
+  /** Chamber °C; null when unknown, older than the stale limit (5 s) or the link is down. */
   temperature: number | null;
+  /** Seconds since the last temperature reading; null if none. */
   temperature_age: number | null;
+  /** The desired target in whole °C; 0 = off. */
   target: number;
-  heating: boolean;
+  /** `target > 0`: the bridge wants the heater on, at `target`. */
+  target_set: boolean;
+  /** The highest target accepted, °C (`--max-target`). */
   max_target: number;
+  /** What the device last reported about itself. */
   device: DeviceStatus;
+  /** Latched device faults; heat is refused while the list is not empty. */
   faults: FaultName[];
+  /** Why the state last changed without a request (button, fault, failsafe...); else null. */
   note: string | null;
+  /** The failsafe's view. */
   failsafe: FailsafeStatus;
+  /** The read-back's view. */
   readback: ReadbackStatus;
   /** `always-on` or `drying-lease` (`--heat-mode`). */
   heat_mode: HeatMode;
   /** The drying lease; null in heat mode `always-on`. */
   lease: LeaseStatus | null;
+  /** ISO times: when the bridge started, and since when the link is up (null while down). */
   since: { started: string; connected: string | null };
+  /**
+   * The device link: its URL and counters (`writes`: ON/OFF frames written; `skipped_writes`:
+   * connects whose connect frame already matched).
+   */
   link: {
     url: string;
     connects: number;
@@ -1886,14 +1957,19 @@ export interface BridgeStatus {
   log_write_failures: number;
   /** Why the device at the address cannot be driven (e.g. DragonBreath firmware), or null. */
   firmware_problem: string | null;
+  /** The bridge's version. */
   bridge: string;
 }
 
 /** What only the shell knows: wall-clock times, the URL, the logger's counter. */
 export interface ShellFacts {
+  /** The device's WebSocket URL. */
   url: string;
+  /** When the bridge started (ISO 8601). */
   startedIso: string;
+  /** When the link last opened (ISO 8601); null if never. */
   connectedIso: string | null;
+  /** Log lines dropped because the log could not be written. */
   logWriteFailures: number;
 }
 
@@ -1916,7 +1992,7 @@ export function buildStatus(s: CoreState, now: number, facts: ShellFacts): Bridg
     temperature: fresh ? d.temperature : null,
     temperature_age: age(now, d.temperatureAt),
     target: s.target,
-    heating: s.target > 0,
+    target_set: s.target > 0,
     max_target: s.config.maxTarget,
     device: {
       work_on: d.workOn,

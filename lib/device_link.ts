@@ -36,17 +36,25 @@ export interface LinkHandlers {
 
 /** Settings of a {@link DeviceLink}. */
 export interface DeviceLinkOptions {
+  /** Device WebSocket URL, e.g. `ws://PandaBreath.local:80/ws`. */
   url: string;
+  /** Where link events are logged. */
   logger: Logger;
+  /** Called on open, frame, down and failed connect. */
   handlers: LinkHandlers;
+  /** Overrides of {@link DEFAULT_LINK_TIMINGS}. */
   timings?: Partial<LinkTimings>;
+  /** Reconnect backoff; {@link DEFAULT_BACKOFF} if absent. */
   backoff?: BackoffOptions;
 }
 
 /** Counters of a link's life, for status and tests. */
 export interface LinkStats {
+  /** Times the WebSocket opened. */
   connects: number;
+  /** Times an open WebSocket went down. */
   drops: number;
+  /** Keepalive frames sent. */
   keepalives: number;
 }
 
@@ -57,7 +65,9 @@ export interface LinkStats {
  * connection at a time.
  */
 export class DeviceLink {
+  /** The device's WebSocket URL. */
   readonly url: string;
+  /** The link's counters. */
   readonly stats: LinkStats = { connects: 0, drops: 0, keepalives: 0 };
   #logger: Logger;
   #handlers: LinkHandlers;

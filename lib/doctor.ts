@@ -42,26 +42,35 @@ export interface DeviceObservation {
   frames: number;
   /** A settings block with `work_on` arrived (the connect frame). */
   connectFrame: boolean;
+  /** The firmware version the device reported, e.g. `V1.0.3`. */
   firmware: string | null;
+  /** `work_on`: the heater is switched on. */
   workOn: boolean | null;
+  /** `work_mode` as reported (its meaning depends on the firmware). */
   workMode: number | null;
+  /** `set_temp`: the device's own target, °C. */
   setTemp: number | null;
+  /** The last chamber reading, °C. */
   temperature: number | null;
   /** `remaining_seconds` of a drying run. */
   remainingSeconds: number | null;
+  /** `isrunning`: a drying run is active. */
   dryingRunning: boolean | null;
   /** Faults active in the last frames that named them. */
   faults: FaultName[];
+  /** Which printer the device is bound to, without secrets; null if not reported. */
   binding: PrinterBinding | null;
 }
 
 /** What the local bridge's socket said. */
 export interface BridgeObservation {
+  /** The bridge socket path that was asked. */
   socket: string;
   /** The socket answered `status`. */
   running: boolean;
   /** Why it did not (no socket, nobody listening, ...). */
   error: string | null;
+  /** The bridge's status; null when it did not answer. */
   status: BridgeStatus | null;
   /** The IP the bridge's device host name resolves to (null: unknown). */
   deviceAddress: string | null;
@@ -73,12 +82,15 @@ export interface Observations {
   host: string;
   /** The host name (no port). */
   hostname: string;
+  /** The device's TCP port (80 unless given). */
   port: number;
+  /** What the host name resolved to, or why it did not. */
   resolve: ResolveResult;
   /** Null when the name did not resolve. */
   http: FirmwareProbe | null;
   /** Null when not tried (name unresolved, no HTTP answer, DragonBreath). */
   device: DeviceObservation | null;
+  /** What the local bridge said. */
   bridge: BridgeObservation;
 }
 
@@ -87,13 +99,17 @@ export type CheckLevel = "ok" | "info" | "warn" | "fail";
 
 /** One report line. */
 export interface Check {
+  /** How much it matters. */
   level: CheckLevel;
+  /** What it is about, e.g. `address`, `firmware`, `bridge`, `klipper`. */
   topic: string;
+  /** The finding, in one sentence. */
   text: string;
 }
 
 /** The doctor's verdict. */
 export interface DoctorReport {
+  /** The report lines, in the order they are printed. */
   checks: Check[];
   /** 0: nothing keeps the heater from working; 1: a problem was found. */
   exitStatus: 0 | 1;

@@ -31,6 +31,7 @@ export type FirmwareKind = "dragonbreath" | "stock" | "unreachable";
 
 /** The outcome of a probe. */
 export interface FirmwareProbe {
+  /** What answered: DragonBreath, the stock firmware, or nothing. */
   kind: FirmwareKind;
   /** One line for logs and `status`: printable ASCII, at most ~200 characters. */
   detail: string;

@@ -2,6 +2,7 @@
 export class LineSplitter {
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
+  /** Longest line accepted, in bytes, without the newline. */
   readonly maxLineBytes: number;
 
   /** A splitter rejecting lines longer than `maxLineBytes` (without the newline). */

@@ -6,6 +6,7 @@
 
 /** A Deno permission set as written in deno.json. */
 export interface PermissionSet {
+  /** A permission (`net`, `read`, ...): granted wholly (`true`), for these values, or not. */
   [name: string]: boolean | string[] | undefined;
 }
 

@@ -64,9 +64,13 @@ export const ALWAYS_ON_MODE = 2;
 export interface DeviceReport {
   /** Chamber temperature in °C (a calibrated field when present). */
   temperature?: number;
+  /** `work_on`: the heater is switched on. */
   workOn?: boolean;
+  /** `work_mode` as sent (its meaning depends on the firmware). */
   workMode?: number;
+  /** `set_temp`: the device's own target, °C. */
   setTemp?: number;
+  /** The firmware version, e.g. `V1.0.3`. */
   firmware?: string;
   /** `isrunning`: a drying run is active. */
   dryingRunning?: boolean;
@@ -76,6 +80,7 @@ export interface DeviceReport {
   customTemp?: number;
   /** `custom_timer`: the stored custom drying hours (written as `filament_timer`). */
   customTimer?: number;
+  /** Each fault field present, and whether it is active (non-zero). */
   faults?: Partial<Record<FaultName, boolean>>;
   /** The device's own printer link state (0 disconnected … 3 connected). */
   printerState?: number;

@@ -108,7 +108,7 @@ Deno.test("hello, status, set_target, off over the socket", async () => {
     await r.device.waitFor((t) => t === buildOnFrame(40));
     const status = await client.request("status") as BridgeStatus;
     assert.equal(status.target, 40);
-    assert.equal(status.heating, true);
+    assert.equal(status.target_set, true);
     assert.deepEqual(await client.request("off"), { target: 0 });
     assert.equal((await client.request("status") as BridgeStatus).target, 0);
   } finally {

@@ -427,7 +427,7 @@ scenarioTest("socket", "requests after off: the last word wins, in order", async
     const again = await api.request("off");
     s.expect(again.result?.target === 0, "off again is fine");
     const status = await api.status();
-    s.expect(status.target === 0 && status.heating === false, "status says off");
+    s.expect(status.target === 0 && status.target_set === false, "status says off");
     await recover(s, { bridge }, v, 0, "off twice");
     // Pipelined after an off in one write: off, set 41, status, off, set 43.
     s.inject();
