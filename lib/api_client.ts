@@ -1,8 +1,6 @@
 import type { BridgeStatus } from "./bridge.ts";
 import { LineSplitter, writeAll } from "./lines.ts";
-
-/** Default path of the bridge's socket. */
-export const DEFAULT_SOCKET_PATH = "/run/panda-breath/bridge.sock";
+import { DEFAULT_SOCKET_PATH } from "./options.ts";
 
 /** The result of `hello` (socket API v2). */
 export interface HelloResult {

@@ -44,6 +44,9 @@ export type ApiErrorCode =
   | "line_too_long"
   | "too_many_clients";
 
+/** File mode of the socket unless given: owner and group (Klipper's user) may connect. */
+export const DEFAULT_SOCKET_MODE = 0o660;
+
 /** Settings of an {@link ApiServer}. */
 export interface ApiServerOptions {
   /** Where the Unix socket is created. */
@@ -52,7 +55,7 @@ export interface ApiServerOptions {
   bridge: Bridge;
   /** Where client events are logged. */
   logger: Logger;
-  /** File mode of the socket; 0o600 or 0o660. */
+  /** File mode of the socket; 0o600 or 0o660 ({@link DEFAULT_SOCKET_MODE}). */
   mode?: number;
   /** Overrides of {@link API_LIMITS}. */
   limits?: Partial<ApiLimits>;
@@ -306,7 +309,7 @@ export class ApiServer {
    * reachable with looser permissions.
    */
   static async listen(options: ApiServerOptions): Promise<ApiServer> {
-    const mode = options.mode ?? 0o660;
+    const mode = options.mode ?? DEFAULT_SOCKET_MODE;
     if (mode !== 0o600 && mode !== 0o660) throw new RangeError("socket mode must be 0600 or 0660");
     await claimSocketPath(options.path, options.logger);
     const privateDir = await Deno.makeTempDir({ dir: dirname(options.path), prefix: ".pb-" });

@@ -32,7 +32,7 @@ import { readBack, READBACK_TIMEOUT_MS, type ReadbackResult } from "./readback.t
 
 export type { BridgeStatus, DeviceStatus, FailsafeStatus, ReadbackStatus } from "./core.ts";
 
-/** Settings of a {@link Bridge}. */
+/** Settings of a {@link Bridge}; an unset core setting takes its {@link CORE_DEFAULTS} value. */
 export interface BridgeOptions {
   /** Device WebSocket URL, e.g. `ws://PandaBreath.local:80/ws`. */
   url: string;
@@ -74,16 +74,6 @@ export interface RequestSource {
   client: string;
 }
 
-/** Defaults of {@link BridgeOptions}. */
-export const BRIDGE_DEFAULTS = {
-  failsafeTimeoutMs: CORE_DEFAULTS.failsafeTimeoutMs,
-  maxTarget: CORE_DEFAULTS.maxTarget,
-  staleAfterMs: CORE_DEFAULTS.staleAfterMs,
-  readbackIntervalMs: CORE_DEFAULTS.readbackIntervalMs,
-  probeIntervalMs: CORE_DEFAULTS.probeIntervalMs,
-  foreignFirmwareRetryMs: CORE_DEFAULTS.foreignFirmwareRetryMs,
-} as const;
-
 /** A target request's outcome, as the socket API answers it. */
 export type TargetResult =
   | { ok: true; target: number }
@@ -122,17 +112,17 @@ export class Bridge {
     this.#readbackTimeoutMs = options.readbackTimeoutMs ?? READBACK_TIMEOUT_MS;
     this.#probe = options.probe ?? probeFirmware;
     this.#state = initialState({
-      failsafeTimeoutMs: options.failsafeTimeoutMs ?? BRIDGE_DEFAULTS.failsafeTimeoutMs,
-      maxTarget: options.maxTarget ?? BRIDGE_DEFAULTS.maxTarget,
-      staleAfterMs: options.staleAfterMs ?? BRIDGE_DEFAULTS.staleAfterMs,
+      failsafeTimeoutMs: options.failsafeTimeoutMs ?? CORE_DEFAULTS.failsafeTimeoutMs,
+      maxTarget: options.maxTarget ?? CORE_DEFAULTS.maxTarget,
+      staleAfterMs: options.staleAfterMs ?? CORE_DEFAULTS.staleAfterMs,
       connectAssertMs: options.connectAssertMs ?? CORE_DEFAULTS.connectAssertMs,
-      readbackIntervalMs: options.readbackIntervalMs ?? BRIDGE_DEFAULTS.readbackIntervalMs,
+      readbackIntervalMs: options.readbackIntervalMs ?? CORE_DEFAULTS.readbackIntervalMs,
       heatMode: options.heatMode ?? CORE_DEFAULTS.heatMode,
       leaseHours: options.leaseHours ?? CORE_DEFAULTS.leaseHours,
       leaseTimeScale: options.leaseTimeScale ?? CORE_DEFAULTS.leaseTimeScale,
-      probeIntervalMs: options.probeIntervalMs ?? BRIDGE_DEFAULTS.probeIntervalMs,
+      probeIntervalMs: options.probeIntervalMs ?? CORE_DEFAULTS.probeIntervalMs,
       foreignFirmwareRetryMs: options.foreignFirmwareRetryMs ??
-        BRIDGE_DEFAULTS.foreignFirmwareRetryMs,
+        CORE_DEFAULTS.foreignFirmwareRetryMs,
     });
     this.#link = new DeviceLink({
       url: options.url,

@@ -1,10 +1,11 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { ApiClient, ApiError, DEFAULT_SOCKET_PATH } from "./api_client.ts";
-import { ApiServer, SocketInUseError } from "./api_server.ts";
-import { Bridge, BRIDGE_DEFAULTS, type BridgeStatus } from "./bridge.ts";
-import { isLogLevel, LOG_LEVELS, Logger, type LogLevel } from "./log.ts";
+import { ApiClient, ApiError } from "./api_client.ts";
+import { ApiServer, DEFAULT_SOCKET_MODE, SocketInUseError } from "./api_server.ts";
+import { Bridge, type BridgeStatus } from "./bridge.ts";
+import { DEFAULT_LOG_LEVEL, isLogLevel, LOG_LEVELS, Logger, type LogLevel } from "./log.ts";
 import {
   checkSocketPath,
+  DEFAULT_SOCKET_PATH,
   deviceUrl,
   parseNumber,
   parseReadbackInterval,
@@ -13,7 +14,7 @@ import {
   UsageError,
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
-import { HEAT_MODES, type HeatMode, modeMeaning } from "./core.ts";
+import { CORE_DEFAULTS, HEAT_MODES, type HeatMode, modeMeaning } from "./core.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -38,6 +39,54 @@ Exit status: 0 ok, 1 failure (e.g. bridge unreachable, device fault), 2 bad usag
 /** Exit status of `run` after an unexpected internal error (EX_SOFTWARE). */
 const EXIT_CRASH = 70;
 
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+const HELP_OPTION: Options = { help: { type: "boolean", short: "h" } };
+const SOCKET_OPTION = {
+  socket: { type: "string", default: DEFAULT_SOCKET_PATH },
+} satisfies Options;
+
+// Each command's options. A `default` here is the one definition of it: the
+// parse fills it in and the help text prints it.
+
+const RUN_OPTIONS = {
+  host: { type: "string" },
+  ...SOCKET_OPTION,
+  "socket-mode": { type: "string", default: `0${DEFAULT_SOCKET_MODE.toString(8)}` },
+  "failsafe-timeout": { type: "string", default: String(CORE_DEFAULTS.failsafeTimeoutMs / 1000) },
+  "max-target": { type: "string", default: String(CORE_DEFAULTS.maxTarget) },
+  "readback-interval": {
+    type: "string",
+    default: String(CORE_DEFAULTS.readbackIntervalMs / 1000),
+  },
+  "heat-mode": { type: "string", default: CORE_DEFAULTS.heatMode },
+  // No parseArgs default: giving either without `--heat-mode drying-lease` is an error.
+  "lease-hours": { type: "string" },
+  "lease-speed": { type: "string" },
+  "log-level": { type: "string", default: DEFAULT_LOG_LEVEL },
+} satisfies Options;
+
+const STATUS_OPTIONS = { ...SOCKET_OPTION, json: { type: "boolean" } } satisfies Options;
+
+const DOCTOR_OPTIONS = {
+  host: { type: "string" },
+  ...SOCKET_OPTION,
+  json: { type: "boolean" },
+  timeout: { type: "string", default: "3" },
+} satisfies Options;
+
+const SIMULATE_OPTIONS = {
+  port: { type: "string", default: "8080" },
+  hostname: { type: "string", default: "127.0.0.1" },
+  speed: { type: "string", default: "1" },
+  "sensor-bias": { type: "string", default: "0" },
+} satisfies Options;
+
+const DEMO_OPTIONS = {
+  target: { type: "string", default: "45" },
+  speed: { type: "string", default: "30" },
+} satisfies Options;
+
 const SOCKET_HELP = `  --socket PATH   Bridge socket (default ${DEFAULT_SOCKET_PATH})`;
 
 const HELP: Record<string, string> = {
@@ -53,24 +102,26 @@ manager restarts it (a new bridge starts off).
 Options:
   --host HOST[:PORT]        Device address, e.g. PandaBreath.local or 192.168.1.50 (port 80)
 ${SOCKET_HELP}
-  --socket-mode MODE        0660 (default: owner and group) or 0600
+  --socket-mode MODE        ${RUN_OPTIONS["socket-mode"].default} (default: owner and group) or 0600
   --failsafe-timeout S      Turn heat off when no controller heartbeated for S seconds
-                            (default ${BRIDGE_DEFAULTS.failsafeTimeoutMs / 1000}, 1-600)
-  --max-target C            Highest accepted target in °C (default ${BRIDGE_DEFAULTS.maxTarget}, 1-${DEVICE_MAX_TARGET})
+                            (default ${RUN_OPTIONS["failsafe-timeout"].default}, 1-600)
+  --max-target C            Highest accepted target in °C (default ${
+    RUN_OPTIONS["max-target"].default
+  }, 1-${DEVICE_MAX_TARGET})
   --readback-interval S     Read the device's real state back every S seconds over a
                             short extra connection, correcting changes made by other
                             clients (default ${
-    BRIDGE_DEFAULTS.readbackIntervalMs / 1000
+    RUN_OPTIONS["readback-interval"].default
   }; 0 disables; 1-3600)
   --heat-mode MODE          always-on (default) or drying-lease: heat through a drying run
                             the bridge renews at half-time, so the device stops by itself
                             at most one lease after the bridge is gone (firmware
                             V1.0.1-V1.0.3 only; otherwise heat is refused, never switched
                             to always-on)
-  --lease-hours N           Drying lease length in whole hours (default 1, 1-12)
+  --lease-hours N           Drying lease length in whole hours (default ${CORE_DEFAULTS.leaseHours}, 1-${DRYING_LEASE_MAX_HOURS})
   --lease-speed X           Testing only: the lease clock runs X times faster, to match
-                            'panda-breath simulate --speed X' (default 1, 1-1000)
-  --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default info)
+                            'panda-breath simulate --speed X' (default ${CORE_DEFAULTS.leaseTimeScale}, 1-1000)
+  --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default ${DEFAULT_LOG_LEVEL})
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
 
@@ -94,7 +145,7 @@ was found (warnings alone exit 0), 2 on bad usage.
 Options:
   --host HOST[:PORT]  Device address, e.g. PandaBreath.local or 192.168.1.50 (port 80)
 ${SOCKET_HELP}
-  --timeout S         Bound of each step in seconds (default 3, 0.5-60)
+  --timeout S         Bound of each step in seconds (default ${DOCTOR_OPTIONS.timeout.default}, 0.5-60)
   --json              Print the observations and checks as JSON
   -h, --help          Show this help`,
   set: `Usage: panda-breath set CELSIUS [--socket PATH]
@@ -120,11 +171,13 @@ Runs a simulated Panda Breath (WebSocket at ws://H:N/ws, control endpoints
 under http://H:N/sim/). Prints "listening on ws://HOST:PORT/ws" on stdout.
 
 Options:
-  --port N        TCP port (default 8080; 0 picks a free one)
-  --hostname H    Address to listen on (default 127.0.0.1)
-  --speed X       Thermal model speed-up factor (default 1, 0.1-1000)
+  --port N        TCP port (default ${SIMULATE_OPTIONS.port.default}; 0 picks a free one)
+  --hostname H    Address to listen on (default ${SIMULATE_OPTIONS.hostname.default})
+  --speed X       Thermal model speed-up factor (default ${SIMULATE_OPTIONS.speed.default}, 0.1-1000)
   --sensor-bias C The device's sensor reads C degrees below the chamber
-                  (default 0, -20 to 20; /sim/state temperature is the chamber's)
+                  (default ${
+    SIMULATE_OPTIONS["sensor-bias"].default
+  }, -20 to 20; /sim/state temperature is the chamber's)
   -h, --help      Show this help`,
   demo: `Usage: panda-breath demo [--target C] [--speed X]
 
@@ -132,15 +185,10 @@ Runs the simulator and the bridge in one process and shows the chamber
 heating live, then the failsafe switching it off when the controller stops.
 
 Options:
-  --target C      Chamber target in °C (default 45)
-  --speed X       Thermal model speed-up factor (default 30)
+  --target C      Chamber target in °C (default ${DEMO_OPTIONS.target.default})
+  --speed X       Thermal model speed-up factor (default ${DEMO_OPTIONS.speed.default})
   -h, --help      Show this help`,
 };
-
-type Options = NonNullable<ParseArgsConfig["options"]>;
-
-const HELP_OPTION: Options = { help: { type: "boolean", short: "h" } };
-const SOCKET_OPTION: Options = { socket: { type: "string" } };
 
 function parse(command: string, args: string[], options: Options, positionals = 0) {
   try {
@@ -162,7 +210,7 @@ function parse(command: string, args: string[], options: Options, positionals = 
 }
 
 function socketOption(values: Record<string, unknown>): string {
-  return checkSocketPath((values.socket as string | undefined) ?? DEFAULT_SOCKET_PATH);
+  return checkSocketPath(values.socket as string);
 }
 
 function print(line: string): void {
@@ -179,45 +227,31 @@ async function withClient<T>(socket: string, use: (client: ApiClient) => Promise
 }
 
 async function commandRun(args: string[]): Promise<number> {
-  const { values } = parse("run", args, {
-    host: { type: "string" },
-    ...SOCKET_OPTION,
-    "socket-mode": { type: "string" },
-    "failsafe-timeout": { type: "string" },
-    "max-target": { type: "string" },
-    "readback-interval": { type: "string" },
-    "heat-mode": { type: "string" },
-    "lease-hours": { type: "string" },
-    "lease-speed": { type: "string" },
-    "log-level": { type: "string" },
-  });
+  const { values } = parse("run", args, RUN_OPTIONS);
   if (values.help) return printHelp("run");
   if (values.host === undefined) throw new UsageError("run needs --host HOST[:PORT] (the device)");
   const url = deviceUrl(values.host as string);
   const socket = socketOption(values);
-  const mode = parseSocketMode((values["socket-mode"] as string | undefined) ?? "0660");
+  const socketMode = parseSocketMode(values["socket-mode"] as string);
   const failsafeS = parseNumber(
     "failsafe-timeout",
-    (values["failsafe-timeout"] as string | undefined) ?? "10",
+    values["failsafe-timeout"] as string,
     1,
     600,
     "seconds",
   );
   const maxTarget = parseWholeNumber(
     "max-target",
-    (values["max-target"] as string | undefined) ?? String(BRIDGE_DEFAULTS.maxTarget),
+    values["max-target"] as string,
     1,
     DEVICE_MAX_TARGET,
   );
-  const readbackS = parseReadbackInterval(
-    (values["readback-interval"] as string | undefined) ??
-      String(BRIDGE_DEFAULTS.readbackIntervalMs / 1000),
-  );
-  const level = (values["log-level"] as string | undefined) ?? "info";
+  const readbackS = parseReadbackInterval(values["readback-interval"] as string);
+  const level = values["log-level"] as string;
   if (!isLogLevel(level)) {
     throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got '${level}'`);
   }
-  const heatMode = (values["heat-mode"] as string | undefined) ?? "always-on";
+  const heatMode = values["heat-mode"] as string;
   if (!(HEAT_MODES as readonly string[]).includes(heatMode)) {
     throw new UsageError(`--heat-mode must be one of ${HEAT_MODES.join(", ")}, got '${heatMode}'`);
   }
@@ -228,13 +262,13 @@ async function commandRun(args: string[]): Promise<number> {
   }
   const leaseHours = parseWholeNumber(
     "lease-hours",
-    (values["lease-hours"] as string | undefined) ?? "1",
+    (values["lease-hours"] as string | undefined) ?? String(CORE_DEFAULTS.leaseHours),
     1,
     DRYING_LEASE_MAX_HOURS,
   );
   const leaseSpeed = parseNumber(
     "lease-speed",
-    (values["lease-speed"] as string | undefined) ?? "1",
+    (values["lease-speed"] as string | undefined) ?? String(CORE_DEFAULTS.leaseTimeScale),
     1,
     1000,
     "",
@@ -245,7 +279,7 @@ async function commandRun(args: string[]): Promise<number> {
     leaseSpeed,
     url,
     socket,
-    mode,
+    socketMode,
     failsafeMs: failsafeS * 1000,
     maxTarget,
     readbackMs: readbackS * 1000,
@@ -256,7 +290,8 @@ async function commandRun(args: string[]): Promise<number> {
 interface RunSettings {
   url: string;
   socket: string;
-  mode: number;
+  /** File mode of the socket (`--socket-mode`). */
+  socketMode: number;
   failsafeMs: number;
   maxTarget: number;
   readbackMs: number;
@@ -280,7 +315,12 @@ async function runBridge(settings: RunSettings): Promise<number> {
   });
   let server: ApiServer;
   try {
-    server = await ApiServer.listen({ path: settings.socket, bridge, logger, mode: settings.mode });
+    server = await ApiServer.listen({
+      path: settings.socket,
+      bridge,
+      logger,
+      mode: settings.socketMode,
+    });
   } catch (error) {
     const message = error instanceof SocketInUseError
       ? error.message
@@ -501,7 +541,7 @@ export function formatStatus(status: BridgeStatus, now: number = Date.now()): st
 }
 
 async function commandStatus(args: string[]): Promise<number> {
-  const { values } = parse("status", args, { ...SOCKET_OPTION, json: { type: "boolean" } });
+  const { values } = parse("status", args, STATUS_OPTIONS);
   if (values.help) return printHelp("status");
   const status = await withClient(
     socketOption(values),
@@ -512,24 +552,13 @@ async function commandStatus(args: string[]): Promise<number> {
 }
 
 async function commandDoctor(args: string[]): Promise<number> {
-  const { values } = parse("doctor", args, {
-    host: { type: "string" },
-    ...SOCKET_OPTION,
-    json: { type: "boolean" },
-    timeout: { type: "string" },
-  });
+  const { values } = parse("doctor", args, DOCTOR_OPTIONS);
   if (values.help) return printHelp("doctor");
   if (values.host === undefined) {
     throw new UsageError("doctor needs --host HOST[:PORT] (the device)");
   }
   deviceUrl(values.host as string); // Validates: bad input is a usage error.
-  const timeoutS = parseNumber(
-    "timeout",
-    (values.timeout as string | undefined) ?? "3",
-    0.5,
-    60,
-    "seconds",
-  );
+  const timeoutS = parseNumber("timeout", values.timeout as string, 0.5, 60, "seconds");
   const { observe, diagnose, formatReport } = await import("./doctor.ts");
   const observations = await observe({
     host: (values.host as string).trim(),
@@ -583,36 +612,26 @@ async function commandOff(args: string[]): Promise<number> {
 }
 
 async function commandSimulate(args: string[]): Promise<number> {
-  const { values } = parse("simulate", args, {
-    port: { type: "string" },
-    hostname: { type: "string" },
-    speed: { type: "string" },
-    "sensor-bias": { type: "string" },
-  });
+  const { values } = parse("simulate", args, SIMULATE_OPTIONS);
   if (values.help) return printHelp("simulate");
-  const port = parseWholeNumber("port", (values.port as string | undefined) ?? "8080", 0, 65535);
-  const speed = parseNumber("speed", (values.speed as string | undefined) ?? "1", 0.1, 1000);
-  const hostname = (values.hostname as string | undefined) ?? "127.0.0.1";
+  const port = parseWholeNumber("port", values.port as string, 0, 65535);
+  const speed = parseNumber("speed", values.speed as string, 0.1, 1000);
+  const hostname = values.hostname as string;
   if (!/^[A-Za-z0-9.:-]+$/.test(hostname)) {
     throw new UsageError(`--hostname '${hostname}' is not an address to listen on`);
   }
   // Loaded on demand: `run` should not carry the simulator's code and memory.
   const { runSimulatorCli } = await import("./simulator.ts");
-  const sensorBiasC = parseNumber(
-    "sensor-bias",
-    (values["sensor-bias"] as string | undefined) ?? "0",
-    -20,
-    20,
-  );
+  const sensorBiasC = parseNumber("sensor-bias", values["sensor-bias"] as string, -20, 20);
   await runSimulatorCli({ port, hostname, speed, sensorBiasC });
   return 0;
 }
 
 async function commandDemo(args: string[]): Promise<number> {
-  const { values } = parse("demo", args, { target: { type: "string" }, speed: { type: "string" } });
+  const { values } = parse("demo", args, DEMO_OPTIONS);
   if (values.help) return printHelp("demo");
-  const target = parseWholeNumber("target", (values.target as string | undefined) ?? "45", 25, 60);
-  const speed = parseNumber("speed", (values.speed as string | undefined) ?? "30", 1, 1000);
+  const target = parseWholeNumber("target", values.target as string, 25, 60);
+  const speed = parseNumber("speed", values.speed as string, 1, 1000);
   const { runDemo } = await import("./demo.ts");
   await runDemo({ target, speed });
   return 0;

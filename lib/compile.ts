@@ -10,6 +10,9 @@ import { parseArgs } from "node:util";
 import { permissionFlags, permissionSetFromConfig } from "./permissions.ts";
 import { VERSION } from "./version.ts";
 
+/** Where the release assets are built unless `--dist` says otherwise. */
+export const DEFAULT_DIST = "dist";
+
 /** A compile target. */
 export interface Target {
   /** The Rust target triple `deno compile --target` takes. */
@@ -111,7 +114,7 @@ async function checkBinary(path: string, target: Target): Promise<string | null>
 export async function compileTarget(
   name: string,
   flags: string[],
-  dist = "dist",
+  dist = DEFAULT_DIST,
 ): Promise<boolean> {
   const target = TARGETS[name];
   const output = target.output.replace(/^dist\//, `${dist}/`);
@@ -145,7 +148,7 @@ export async function compileTarget(
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { target: { type: "string" }, dist: { type: "string", default: "dist" } },
+    options: { target: { type: "string" }, dist: { type: "string", default: DEFAULT_DIST } },
   });
   const names = values.target ? [values.target] : Object.keys(TARGETS);
   const unknown = names.filter((name) => !(name in TARGETS));

@@ -165,7 +165,7 @@ export interface LeaseState {
   unavailable: string | null;
   /** Overshoot guard: since when, and from which reading, the chamber is above target + margin. */
   overSince: number | null;
-  /** The lowest reading since `overSince`, °C; null when not over. */
+  /** The reading when the window at `overSince` began, °C; null when not over. */
   overFrom: number | null;
 }
 

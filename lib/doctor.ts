@@ -16,6 +16,8 @@ import type { BridgeStatus } from "./bridge.ts";
 import { modeMeaning } from "./core.ts";
 import { type FirmwareProbe, firmwareProblem, printable, probeFirmware } from "./firmware_probe.ts";
 import {
+  DEVICE_PORT,
+  DEVICE_WS_PATH,
   FAULT_DESCRIPTIONS,
   type FaultName,
   parseDeviceFrame,
@@ -82,7 +84,7 @@ export interface Observations {
   host: string;
   /** The host name (no port). */
   hostname: string;
-  /** The device's TCP port (80 unless given). */
+  /** The device's TCP port ({@link DEVICE_PORT} unless given). */
   port: number;
   /** What the host name resolved to, or why it did not. */
   resolve: ResolveResult;
@@ -154,15 +156,15 @@ function bindingText(binding: PrinterBinding | null): string {
 /** The device's WebSocket URL the bridge uses for `hostname`:`port`. */
 function wsUrl(hostname: string, port: number): string {
   const host = hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname;
-  return `ws://${host}:${port}/ws`;
+  return `ws://${host}:${port}${DEVICE_WS_PATH}`;
 }
 
-/** The port of a `ws://host:port/ws` URL (80 when absent or unreadable). */
+/** The port of a `ws://host:port/ws` URL ({@link DEVICE_PORT} when absent or unreadable). */
 function bridgePort(url: string): number {
   try {
-    return Number(new URL(url).port || "80");
+    return Number(new URL(url).port || DEVICE_PORT);
   } catch {
-    return 80;
+    return DEVICE_PORT;
   }
 }
 
@@ -523,7 +525,7 @@ async function askBridge(socket: string, timeoutMs: number): Promise<BridgeObser
 export async function observe(options: ObserveOptions): Promise<Observations> {
   const url = new URL(/^wss?:\/\//i.test(options.host) ? options.host : `ws://${options.host}`);
   const hostname = url.hostname.replace(/^\[|\]$/g, "");
-  const port = Number(url.port || "80");
+  const port = Number(url.port || DEVICE_PORT);
   const resolved = await resolveName(hostname, options.timeoutMs);
   let http: FirmwareProbe | null = null;
   let device: DeviceObservation | null = null;

@@ -9,6 +9,7 @@
  * a short timeout, a bounded body, its connection closed afterwards (the
  * device has only 7 HTTP sockets for everyone).
  */
+import { DEVICE_PORT } from "./protocol.ts";
 
 /** The path DragonBreath answers with its identity. */
 export const INFO_PATH = "/api/v2/info";
@@ -69,7 +70,7 @@ export interface ProbeOptions {
 export function infoUrl(address: string): string {
   const text = address.trim();
   const url = new URL(/^wss?:\/\//i.test(text) ? text : `ws://${text}`);
-  return `http://${url.hostname}:${url.port || "80"}${INFO_PATH}`;
+  return `http://${url.hostname}:${url.port || DEVICE_PORT}${INFO_PATH}`;
 }
 
 /** Printable ASCII only, clipped: device text goes into logs and status. */

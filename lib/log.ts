@@ -4,6 +4,9 @@ export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
 /** One of {@link LOG_LEVELS}. */
 export type LogLevel = typeof LOG_LEVELS[number];
 
+/** The level of a {@link Logger} (and of `run`) unless given. */
+export const DEFAULT_LOG_LEVEL: LogLevel = "info";
+
 /** Where formatted log lines go; defaults to stderr. A sink may throw: the logger counts it. */
 export type LogSink = (line: string) => void;
 
@@ -89,7 +92,7 @@ export class Logger {
    * shorten the repeat window.
    */
   constructor(
-    level: LogLevel = "info",
+    level: LogLevel = DEFAULT_LOG_LEVEL,
     sink: LogSink = stderrSink,
     options: { repeatWindowMs?: number } = {},
   ) {

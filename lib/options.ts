@@ -4,6 +4,8 @@
  * what to change.
  */
 
+import { DEVICE_PORT, DEVICE_WS_PATH } from "./protocol.ts";
+
 /** A user mistake in a setting: printed as is, exit status 2. */
 export class UsageError extends Error {}
 
@@ -31,13 +33,13 @@ export function deviceUrl(address: string): string {
   if (url.username || url.password || url.search || url.hash) {
     throw new UsageError(`--host '${address}' must be just HOST or HOST:PORT`);
   }
-  if (url.pathname !== "/" && url.pathname !== "/ws") {
-    throw new UsageError(`--host '${address}': the device's WebSocket path is /ws`);
+  if (url.pathname !== "/" && url.pathname !== DEVICE_WS_PATH) {
+    throw new UsageError(`--host '${address}': the device's WebSocket path is ${DEVICE_WS_PATH}`);
   }
   if (url.port === "0") {
     throw new UsageError(`--host '${address}': the port must be from 1 to 65535`);
   }
-  return `ws://${url.hostname}:${url.port || "80"}/ws`;
+  return `ws://${url.hostname}:${url.port || DEVICE_PORT}${DEVICE_WS_PATH}`;
 }
 
 /** Plain decimal notation: Number() alone would also take "0x10", "0b1" and "0o17". */
@@ -68,6 +70,9 @@ export function parseWholeNumber(name: string, value: string, min: number, max: 
   return number;
 }
 
+/** Default path of the bridge's socket (the installed one; its directory is made by the service). */
+export const DEFAULT_SOCKET_PATH = "/run/panda-breath/bridge.sock";
+
 /**
  * The directories the bridge may use for its socket: the `bridge` permission
  * set's read/write paths in deno.json (tests/options_test.ts keeps them equal).
@@ -93,7 +98,7 @@ export function checkSocketPath(path: string): string {
   if (!inside || segments.some((part) => part === "." || part === ".." || part === "")) {
     throw new UsageError(
       `--socket '${path}' is outside the directories the bridge may use: put it under ` +
-        `${SOCKET_DIRECTORIES.join(", ")} (e.g. /run/panda-breath/bridge.sock)`,
+        `${SOCKET_DIRECTORIES.join(", ")} (e.g. ${DEFAULT_SOCKET_PATH})`,
     );
   }
   return path;

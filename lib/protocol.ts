@@ -8,6 +8,12 @@
  * acknowledged; the connect frame carries Wi-Fi and printer secrets.
  */
 
+/** The device's HTTP and WebSocket port, unless its address names another. */
+export const DEVICE_PORT = 80;
+
+/** The path of the device's WebSocket. */
+export const DEVICE_WS_PATH = "/ws";
+
 /** Largest frame the bridge parses; anything bigger is dropped unread. */
 export const MAX_FRAME_BYTES = 64 * 1024;
 

@@ -12,7 +12,7 @@
  *   `v` + the version in lib/version.ts and deno.json.
  */
 import { parseArgs } from "node:util";
-import { TARGETS } from "./compile.ts";
+import { DEFAULT_DIST, TARGETS } from "./compile.ts";
 import { VERSION } from "./version.ts";
 
 /** What the source bundle holds, relative to the repository: files, or directories (recursive). */
@@ -258,14 +258,14 @@ if (import.meta.main) {
   const { values, positionals } = parseArgs({
     args: Deno.args,
     allowPositionals: true,
-    options: { dist: { type: "string", default: "dist" } },
+    options: { dist: { type: "string", default: DEFAULT_DIST } },
   });
   const [command, ...rest] = positionals;
   try {
     if (command === "bundle") {
-      console.log(`wrote ${await buildSourceBundle(".", values.dist!)}`);
+      console.log(`wrote ${await buildSourceBundle(".", values.dist)}`);
     } else if (command === "sums") {
-      const output = await writeSums(values.dist!, rest.length > 0 ? rest : undefined);
+      const output = await writeSums(values.dist, rest.length > 0 ? rest : undefined);
       console.log(`wrote ${output}:\n${(await Deno.readTextFile(output)).trimEnd()}`);
     } else if (command === "check-tag" && rest.length === 1) {
       const config = JSON.parse(await Deno.readTextFile("deno.json"));
