@@ -756,10 +756,12 @@ function faultText(faults: readonly FaultName[]): string {
   return faults.map((f) => `${f} (${FAULT_DESCRIPTIONS[f] ?? "unknown fault"})`).join(", ");
 }
 
-const MODE_NAMES: Record<Exclude<ModeMeaning, "unknown">, string> = {
+/** How each {@link ModeMeaning} is written for people (logs, `panda-breath doctor`). */
+export const MODE_NAMES: Readonly<Record<ModeMeaning, string>> = {
   auto: "auto",
   always_on: "always-on",
   drying: "drying",
+  unknown: "unknown",
 };
 
 function modeName(device: DeviceState): string {

@@ -13,7 +13,7 @@
 import { lookup } from "node:dns/promises";
 import { ApiClient } from "./api_client.ts";
 import type { BridgeStatus } from "./bridge.ts";
-import { modeMeaning } from "./core.ts";
+import { MODE_NAMES, modeMeaning } from "./core.ts";
 import { type FirmwareProbe, firmwareProblem, printable, probeFirmware } from "./firmware_probe.ts";
 import {
   DEVICE_PORT,
@@ -127,8 +127,7 @@ const PRINTER_STATES: Record<number, string> = {
 function modeText(d: DeviceObservation): string {
   if (d.workOn === null) return "unknown (no settings block received)";
   const meaning = modeMeaning(d.workMode, d.firmware);
-  const names = { auto: "auto", always_on: "always-on", drying: "drying", unknown: "unknown" };
-  const mode = `${names[meaning]} (work_mode ${d.workMode ?? "?"})`;
+  const mode = `${MODE_NAMES[meaning]} (work_mode ${d.workMode ?? "?"})`;
   if (!d.workOn) return `off; mode ${mode}, device target ${d.setTemp ?? "?"} °C`;
   const drying = meaning === "drying" && d.remainingSeconds !== null
     ? `, drying ${Math.round(d.remainingSeconds / 60)} min left`

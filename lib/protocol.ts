@@ -53,7 +53,11 @@ export const FAULT_DESCRIPTIONS: Readonly<Record<FaultName, string>> = {
   heater_unknown: "heater reports an unknown fault code",
 };
 
-/** Meaning of `work_mode` on firmware V1.0.1 and later. */
+/**
+ * Meaning of `work_mode` on firmware V1.0.1 and later (V1.0.0 swaps 1 and 3:
+ * lib/core.ts `modeMeaning` decides by firmware). The Klipper extra's
+ * `WORK_MODES` mirrors it (tests/defaults_test.ts).
+ */
 export const WORK_MODE_NAMES: Readonly<Record<number, string>> = {
   1: "auto",
   2: "always-on",

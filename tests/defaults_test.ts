@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { CORE_DEFAULTS, HEAT_MODES } from "../lib/core.ts";
 import { DEFAULT_SOCKET_PATH, MAX_SOCKET_PATH_BYTES, SOCKET_DIRECTORIES } from "../lib/options.ts";
-import { DRYING_LEASE_MAX_HOURS } from "../lib/protocol.ts";
+import { DRYING_LEASE_MAX_HOURS, WORK_MODE_NAMES } from "../lib/protocol.ts";
 import { API_PROTOCOL_VERSION } from "../lib/version.ts";
 
 const root = new URL("../", import.meta.url);
@@ -56,6 +56,11 @@ Deno.test("defaults: the Klipper extra checks sockets and speaks the protocol as
   );
   assert.equal(Number(pythonConstant(source, "API_PROTOCOL")), API_PROTOCOL_VERSION);
   assert.deepEqual(quoted(pythonConstant(source, "HEAT_MODES")), [...HEAT_MODES]);
+  const workModes = pythonConstant(source, "WORK_MODES");
+  assert.deepEqual(
+    Object.fromEntries([...workModes.matchAll(/(\d+): '([^']*)'/g)].map((m) => [m[1], m[2]])),
+    { ...WORK_MODE_NAMES },
+  );
 });
 
 Deno.test("defaults: heat_mode and lease_hours in printer.cfg default as the bridge's flags", () => {
