@@ -276,8 +276,8 @@ export interface CoreState {
   /** Why the failsafe last turned the heat off; null once heat is requested again. */
   trip: string | null;
   /**
-   * Why the state last changed without a request (button, fault, failsafe, correction); null once
-   * heat is requested again.
+   * Why the state last changed without a request (button, fault, failsafe, correction); cleared by
+   * the next accepted `set_target` or `off`.
    */
   note: string | null;
   /** The latched device faults; heat is refused while any is latched. */
@@ -1870,7 +1870,7 @@ export interface FailsafeStatus {
   controllers: number;
   /** Seconds until the failsafe turns the heat off; null while off. */
   remaining: number | null;
-  /** The failsafe turned the heat off; cleared by the next accepted `set_target`. */
+  /** The failsafe turned the heat off; cleared by the next accepted `set_target` or `off`. */
   tripped: boolean;
   /** Why the failsafe tripped; null when it did not. */
   reason: string | null;

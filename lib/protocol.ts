@@ -90,7 +90,7 @@ export interface DeviceReport {
   customTemp?: number;
   /** `custom_timer`: the stored custom drying hours (written as `filament_timer`). */
   customTimer?: number;
-  /** Each fault field present, and whether it is active (non-zero). */
+  /** For every fault field present: each of its fault names, and whether it is the active one. */
   faults?: Partial<Record<FaultName, boolean>>;
   /** The device's own printer link state (0 disconnected … 3 connected). */
   printerState?: number;
