@@ -63,7 +63,7 @@ Deno.test("defaults: the Klipper extra checks sockets and speaks the protocol as
   );
 });
 
-Deno.test("defaults: heat_mode and lease_hours in printer.cfg default as the bridge's flags", () => {
+Deno.test("defaults: heat_mode and lease_hours in printer.cfg (extra, fragment, launcher) default as the bridge's flags", () => {
   const source = extraSource();
   const heatMode = source.match(/'heat_mode',[^)]*?'([\w-]+)'\)/);
   assert.ok(heatMode, "the extra reads heat_mode with a default");
@@ -72,6 +72,9 @@ Deno.test("defaults: heat_mode and lease_hours in printer.cfg default as the bri
   assert.ok(lease, "the extra reads lease_hours with a default and bounds");
   assert.equal(Number(lease[1]), CORE_DEFAULTS.leaseHours);
   assert.equal(Number(lease[2]), DRYING_LEASE_MAX_HOURS);
+  const fragment = read("klipper/panda_bridge.cfg");
+  assert.match(fragment, new RegExp(`^#heat_mode: ${CORE_DEFAULTS.heatMode}$`, "m"));
+  assert.match(fragment, new RegExp(`^#lease_hours: ${CORE_DEFAULTS.leaseHours}$`, "m"));
   const launcher = read("klipper/service/panda-breath-launch");
   assert.match(launcher, new RegExp(`\\|\\| HEAT_MODE=${CORE_DEFAULTS.heatMode}\\n`));
 });
