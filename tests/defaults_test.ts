@@ -4,6 +4,7 @@
  * definition in lib/.
  */
 import assert from "node:assert/strict";
+import { DEFAULT_SOCKET_MODE } from "../lib/api_server.ts";
 import { CORE_DEFAULTS, HEAT_MODES } from "../lib/core.ts";
 import { DEFAULT_SOCKET_PATH, MAX_SOCKET_PATH_BYTES, SOCKET_DIRECTORIES } from "../lib/options.ts";
 import { DRYING_LEASE_MAX_HOURS, WORK_MODE_NAMES } from "../lib/protocol.ts";
@@ -77,4 +78,28 @@ Deno.test("defaults: heat_mode and lease_hours in printer.cfg (extra, fragment, 
   assert.match(fragment, new RegExp(`^#lease_hours: ${CORE_DEFAULTS.leaseHours}$`, "m"));
   const launcher = read("klipper/service/panda-breath-launch");
   assert.match(launcher, new RegExp(`\\|\\| HEAT_MODE=${CORE_DEFAULTS.heatMode}\\n`));
+});
+
+Deno.test("defaults: the README states the bridge's defaults", () => {
+  // Whitespace and table padding collapsed, so wrapped lines and table rows read as one line.
+  const readme = read("README.md").replace(/\s+/g, " ").replace(/ ?\| ?/g, "|");
+  const c = CORE_DEFAULTS;
+  for (
+    const text of [
+      `\`--heat-mode always-on|drying-lease\` (default \`${c.heatMode}\`)`,
+      `(whole hours 1–${DRYING_LEASE_MAX_HOURS}, default ${c.leaseHours};`,
+      `\`--lease-hours\` (default ${c.leaseHours} h)`,
+      `\`--readback-interval S\` (default ${c.readbackIntervalMs / 1000},`,
+      `Every \`--readback-interval\` seconds (default ${c.readbackIntervalMs / 1000})`,
+      `\`--failsafe-timeout\` (default ${c.failsafeTimeoutMs / 1000} s)`,
+      `\`--socket\` (default \`${DEFAULT_SOCKET_PATH}\`)`,
+      `(\`--socket\`, default \`${DEFAULT_SOCKET_PATH}\`)`,
+      `(default \`${DEFAULT_SOCKET_PATH}\`, mode 0${DEFAULT_SOCKET_MODE.toString(8)})`,
+      `|\`socket\`|\`${DEFAULT_SOCKET_PATH}\`|`,
+      `|\`heat_mode\`|\`${c.heatMode}\`|`,
+      `|\`lease_hours\`|\`${c.leaseHours}\`|`,
+    ]
+  ) {
+    assert.ok(readme.includes(text.replace(/ ?\| ?/g, "|")), `README lacks: ${text}`);
+  }
 });
