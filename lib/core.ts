@@ -51,6 +51,7 @@ import {
   FAULT_DESCRIPTIONS,
   type FaultName,
   hasDryingFields,
+  keepReported,
   validateTarget,
 } from "./protocol.ts";
 import { API_PROTOCOL_VERSION, VERSION } from "./version.ts";
@@ -1270,17 +1271,21 @@ function onLinkDown(step: Step, reason: string): void {
   step.notify();
 }
 
+/** What the core keeps of every settings report (see {@link keepReported}). */
+const KEPT_SETTINGS = [
+  "workOn",
+  "workMode",
+  "setTemp",
+  "firmware",
+  "dryingRunning",
+  "remainingSeconds",
+  "customTemp",
+  "customTimer",
+] as const;
+
 function recordSettings(s: CoreState, report: DeviceReport, now: number): void {
-  const d = s.device;
-  if (report.workOn !== undefined) d.workOn = report.workOn;
-  if (report.workMode !== undefined) d.workMode = report.workMode;
-  if (report.setTemp !== undefined) d.setTemp = report.setTemp;
-  if (report.firmware !== undefined) d.firmware = report.firmware;
-  if (report.dryingRunning !== undefined) d.dryingRunning = report.dryingRunning;
-  if (report.remainingSeconds !== undefined) d.remainingSeconds = report.remainingSeconds;
-  if (report.customTemp !== undefined) d.customTemp = report.customTemp;
-  if (report.customTimer !== undefined) d.customTimer = report.customTimer;
-  if (report.isSettingsBlock) d.reportedAt = now;
+  keepReported(s.device, report, KEPT_SETTINGS);
+  if (report.isSettingsBlock) s.device.reportedAt = now;
 }
 
 /**

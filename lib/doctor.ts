@@ -20,6 +20,7 @@ import {
   DEVICE_WS_PATH,
   FAULT_DESCRIPTIONS,
   type FaultName,
+  keepReported,
   parseDeviceFrame,
   parsePrinterBinding,
   type PrinterBinding,
@@ -390,6 +391,17 @@ async function resolveName(hostname: string, timeoutMs: number): Promise<Resolve
   }
 }
 
+/** What the doctor keeps of the device's reports (see {@link keepReported}). */
+const OBSERVED_SETTINGS = [
+  "firmware",
+  "workOn",
+  "workMode",
+  "setTemp",
+  "temperature",
+  "remainingSeconds",
+  "dryingRunning",
+] as const;
+
 /** Opens the device's WebSocket, sends nothing, collects frames, closes. */
 export function listenToDevice(
   url: string,
@@ -460,13 +472,7 @@ export function listenToDevice(
       if (seen.binding === null && typeof data === "string") {
         seen.binding = parsePrinterBinding(data);
       }
-      if (report.firmware !== undefined) seen.firmware = report.firmware;
-      if (report.workOn !== undefined) seen.workOn = report.workOn;
-      if (report.workMode !== undefined) seen.workMode = report.workMode;
-      if (report.setTemp !== undefined) seen.setTemp = report.setTemp;
-      if (report.temperature !== undefined) seen.temperature = report.temperature;
-      if (report.remainingSeconds !== undefined) seen.remainingSeconds = report.remainingSeconds;
-      if (report.dryingRunning !== undefined) seen.dryingRunning = report.dryingRunning;
+      keepReported(seen, report, OBSERVED_SETTINGS);
       for (const [name, on] of Object.entries(report.faults ?? {})) {
         if (on) active.add(name as FaultName);
         else active.delete(name as FaultName);

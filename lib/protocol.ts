@@ -159,14 +159,13 @@ function readTemperature(settings: JsonObject, report: DeviceReport, dropped: st
   }
 }
 
-function readWorkOn(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
-  if (!("work_on" in settings)) return;
-  const value = settings.work_on;
-  if (value === 0 || value === 1 || typeof value === "boolean") {
-    report.workOn = Boolean(value);
-  } else {
-    dropped.push("work_on: not 0/1 or a boolean");
-  }
+/** A 0/1-or-boolean field; `undefined` (and a dropped note) when absent or anything else. */
+function readFlag(settings: JsonObject, field: string, dropped: string[]): boolean | undefined {
+  if (!(field in settings)) return undefined;
+  const value = settings[field];
+  if (value === 0 || value === 1 || typeof value === "boolean") return Boolean(value);
+  dropped.push(`${field}: not 0/1 or a boolean`);
+  return undefined;
 }
 
 function readByteField(
@@ -209,16 +208,6 @@ function readFaults(settings: JsonObject, report: DeviceReport): void {
   }
 }
 
-function readDryingRunning(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
-  if (!("isrunning" in settings)) return;
-  const value = settings.isrunning;
-  if (value === 0 || value === 1 || typeof value === "boolean") {
-    report.dryingRunning = Boolean(value);
-  } else {
-    dropped.push("isrunning: not 0/1 or a boolean");
-  }
-}
-
 /** Longest drying run a `remaining_seconds` can plausibly describe (a byte of hours). */
 const MAX_REMAINING_SECONDS = 255 * 3600;
 
@@ -246,16 +235,39 @@ export function hasDryingFields(report: DeviceReport): boolean {
 
 function readSettings(settings: JsonObject, report: DeviceReport, dropped: string[]): void {
   readTemperature(settings, report, dropped);
-  readWorkOn(settings, report, dropped);
+  const workOn = readFlag(settings, "work_on", dropped);
+  if (workOn !== undefined) report.workOn = workOn;
   const workMode = readByteField(settings, "work_mode", dropped);
   if (workMode !== undefined) report.workMode = workMode;
   const setTemp = readByteField(settings, "set_temp", dropped);
   if (setTemp !== undefined) report.setTemp = setTemp;
   readFirmware(settings, report, dropped);
-  readDryingRunning(settings, report, dropped);
+  const dryingRunning = readFlag(settings, "isrunning", dropped);
+  if (dryingRunning !== undefined) report.dryingRunning = dryingRunning;
   readDryingFields(settings, report, dropped);
   readFaults(settings, report);
   report.isSettingsBlock = report.workOn !== undefined;
+}
+
+/** A {@link DeviceReport} field that holds one value the device reported. */
+export type ReportedValue = Exclude<
+  keyof DeviceReport,
+  "faults" | "isConnectFrame" | "isSettingsBlock"
+>;
+
+/**
+ * Copies into `into` each of `fields` that `report` carries. The device sends
+ * only what it has to say, so a field the report lacks keeps its last value.
+ */
+export function keepReported<K extends ReportedValue>(
+  into: { [F in K]: DeviceReport[F] | null },
+  report: DeviceReport,
+  fields: readonly K[],
+): void {
+  for (const field of fields) {
+    const value = report[field];
+    if (value !== undefined) into[field] = value;
+  }
 }
 
 /**
