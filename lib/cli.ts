@@ -621,7 +621,7 @@ async function commandSimulate(args: string[]): Promise<number> {
     throw new UsageError(`--hostname '${hostname}' is not an address to listen on`);
   }
   // Loaded on demand: `run` should not carry the simulator's code and memory.
-  const { runSimulatorCli } = await import("./simulator.ts");
+  const { runSimulatorCli } = await import("./simulator/cli.ts");
   const sensorBiasC = parseNumber("sensor-bias", values["sensor-bias"] as string, -20, 20);
   await runSimulatorCli({ port, hostname, speed, sensorBiasC });
   return 0;

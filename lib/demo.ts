@@ -2,7 +2,7 @@ import { ApiClient } from "./api_client.ts";
 import { ApiServer } from "./api_server.ts";
 import { Bridge, type BridgeStatus } from "./bridge.ts";
 import { Logger } from "./log.ts";
-import { Simulator } from "./simulator.ts";
+import { Simulator } from "./simulator/simulator.ts";
 
 /** Settings of {@link runDemo}. */
 export interface DemoOptions {

@@ -128,9 +128,21 @@ const TEMPERATURE_FIELDS_BY_PREFERENCE = [
   "warehouse_temper",
 ] as const;
 
-const FAULT_FIELDS: ReadonlyArray<
-  { field: string; codes: Record<number, FaultName>; unknown: FaultName }
-> = [
+/** The settings fields that carry fault codes (the device sends them only when non-zero). */
+export type FaultField = "ptc_sensor_status" | "warehouse_sensor_status" | "ptc_heater_status";
+
+/** One fault field: the faults its known codes name, and what any other non-zero value is. */
+export interface FaultFieldCodes {
+  /** The settings field. */
+  field: FaultField;
+  /** Known codes and the fault each names. */
+  codes: Readonly<Record<number, FaultName>>;
+  /** The fault any other non-zero value is. */
+  unknown: FaultName;
+}
+
+/** Every fault field with its codes, in the order the settings block lists them. */
+export const FAULT_FIELDS: readonly FaultFieldCodes[] = [
   {
     field: "ptc_sensor_status",
     codes: { 1: "ptc_sensor_short", 2: "ptc_sensor_open" },

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Bridge } from "../lib/bridge.ts";
 import { Logger } from "../lib/log.ts";
 import { OFF_FRAME } from "../lib/protocol.ts";
-import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator.ts";
+import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator/mod.ts";
 import { until } from "./wait.ts";
 
 const client = { client: "test" };

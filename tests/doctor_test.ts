@@ -13,7 +13,7 @@ import {
   formatReport,
   type Observations,
 } from "../lib/doctor.ts";
-import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator.ts";
+import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator/mod.ts";
 import { startDragonBreathDevice } from "./fake_device.ts";
 import { runCli, startBridge, tempSocketPath } from "./process.ts";
 import { until } from "./wait.ts";

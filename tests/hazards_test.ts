@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { ApiClient } from "../lib/api_client.ts";
 import type { BridgeStatus } from "../lib/bridge.ts";
 import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
-import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator.ts";
+import { Simulator, SIMULATOR_SECRETS } from "../lib/simulator/mod.ts";
 import { connectFrame, FAKE_SECRETS, FakeDevice } from "./fake_device.ts";
 import { mainArgs, runCli, startBridge, tempSocketPath, waitForSocket } from "./process.ts";
 import { delay, until } from "./wait.ts";

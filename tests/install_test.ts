@@ -11,7 +11,7 @@
  * Run: deno test --allow-all tests/install_test.ts
  */
 import assert from "node:assert/strict";
-import { Simulator } from "../lib/simulator.ts";
+import { Simulator } from "../lib/simulator/mod.ts";
 import {
   overlayBoot,
   persistent,

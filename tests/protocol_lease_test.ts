@@ -16,7 +16,7 @@ import {
   OFF_FRAME,
   parseDeviceFrame,
 } from "../lib/protocol.ts";
-import { Simulator, type SimulatorOptions } from "../lib/simulator.ts";
+import { Simulator, type SimulatorOptions } from "../lib/simulator/mod.ts";
 import { delay, until } from "./wait.ts";
 
 Deno.test("lease frame: the documented drying start, every key in one frame", () => {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { ApiClient } from "../lib/api_client.ts";
-import { type ButtonAction, Simulator } from "../lib/simulator.ts";
+import { type ButtonAction, Simulator } from "../lib/simulator/mod.ts";
 import { startBridge } from "./process.ts";
 import { until } from "./wait.ts";
 

@@ -3,7 +3,7 @@
  * report to write into, the machine, and the shape of a measure.
  */
 
-import type { Simulator } from "../../lib/simulator.ts";
+import type { Simulator } from "../../lib/simulator/mod.ts";
 import type { RunningBridge } from "./proc.ts";
 import type { BenchClient } from "./socket_client.ts";
 import type { Report } from "./report.ts";

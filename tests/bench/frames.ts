@@ -4,7 +4,7 @@
  * state as the device receives it, and the simulated device itself.
  */
 
-import { Simulator } from "../../lib/simulator.ts";
+import { Simulator } from "../../lib/simulator/mod.ts";
 import { type BenchClient, notificationTemperature } from "./socket_client.ts";
 
 /** A telemetry frame carrying `temperature`. */

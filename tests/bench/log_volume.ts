@@ -6,7 +6,7 @@
  * minute holds each line once; after it, only the repeat counts, so the
  * steady rate is taken from the time after the first repeat window.
  */
-import { Simulator } from "../../lib/simulator.ts";
+import { Simulator } from "../../lib/simulator/mod.ts";
 import { REPEAT_WINDOW_MS } from "../../lib/log.ts";
 import { type DenoRunner, sleep } from "./proc.ts";
 

@@ -5,7 +5,7 @@
  * link down and up.
  */
 
-import type { Simulator } from "../../lib/simulator.ts";
+import type { Simulator } from "../../lib/simulator/mod.ts";
 import { sleep } from "./proc.ts";
 import { type BridgeRun, TARGET } from "./context.ts";
 import { isDesiredStateFrame } from "./frames.ts";

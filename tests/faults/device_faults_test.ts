@@ -5,8 +5,8 @@
  * device's 7-socket limit, frames split and merged on the wire, junk of
  * every kind, and a button press and a fault report mid-heat.
  */
-import { SIMULATOR_SECRETS } from "../../lib/simulator.ts";
-import { encodeCloseFrame, encodeFrame, encodeTextFrame, Opcode } from "../../lib/ws_server.ts";
+import { SIMULATOR_SECRETS } from "../../lib/simulator/mod.ts";
+import { encodeCloseFrame, encodeFrame, encodeTextFrame, Opcode } from "./ws_frames.ts";
 import {
   BridgeProcess,
   delay,

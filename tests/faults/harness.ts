@@ -9,7 +9,7 @@
  * directory keyed by the test process's pid.
  */
 import { FAKE_SECRETS } from "../fake_device.ts";
-import { SIMULATOR_SECRETS } from "../../lib/simulator.ts";
+import { SIMULATOR_SECRETS } from "../../lib/simulator/mod.ts";
 import { MainProcess, tempSocketPath, waitForSocket } from "../process.ts";
 
 /** Soak mode: longer loops and more frames (env PANDA_BRIDGE_SOAK=1). */

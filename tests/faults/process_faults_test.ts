@@ -5,7 +5,7 @@
  * and emergency shutdown (OFF at once). The Klipper side is the real
  * klipper/panda_bridge.py in the stand-in reactor, in a Python subprocess.
  */
-import type { Simulator } from "../../lib/simulator.ts";
+import type { Simulator } from "../../lib/simulator/mod.ts";
 import {
   alive,
   type ApiMessage,

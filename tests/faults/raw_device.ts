@@ -8,14 +8,14 @@
  * (`work_on` only as a JSON boolean, `set_temp` as an unclamped byte,
  * `work_mode` 0 ignored), across connections and "reboots".
  */
-import { SIMULATOR_SECRETS } from "../../lib/simulator.ts";
+import { SIMULATOR_SECRETS, toDeviceByte } from "../../lib/simulator/mod.ts";
 import {
   computeAcceptKey,
   encodeCloseFrame,
   encodeFrame,
   Opcode,
   parseFrame,
-} from "../../lib/ws_server.ts";
+} from "./ws_frames.ts";
 import { delay } from "./harness.ts";
 
 const encoder = new TextEncoder();
@@ -311,11 +311,11 @@ export class RawDevice {
     const settings = (frame as Record<string, unknown>).settings;
     if (typeof settings !== "object" || settings === null) return;
     const s = settings as Record<string, unknown>;
-    if (typeof s.work_mode === "number" && (Math.trunc(s.work_mode) & 255) !== 0) {
-      this.model.work_mode = Math.trunc(s.work_mode) & 255;
+    if (typeof s.work_mode === "number" && toDeviceByte(s.work_mode) !== 0) {
+      this.model.work_mode = toDeviceByte(s.work_mode);
     }
     if (typeof s.set_temp === "number") {
-      this.model.set_temp = ((Math.trunc(s.set_temp) % 256) + 256) % 256;
+      this.model.set_temp = toDeviceByte(s.set_temp);
     }
     if (typeof s.work_on === "boolean") this.model.work_on = s.work_on;
   }

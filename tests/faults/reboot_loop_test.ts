@@ -12,7 +12,7 @@
  * own flapping device and heartbeating controller — flap in parallel; every
  * one is measured on its own. PANDA_BRIDGE_SOAK=1 runs 2000 flaps per bridge.
  */
-import { encodeFrame, Opcode } from "../../lib/ws_server.ts";
+import { encodeFrame, Opcode } from "./ws_frames.ts";
 import {
   type ApiConn,
   BridgeProcess,

@@ -3,7 +3,7 @@
  * raw-TCP device), the bridge as a subprocess, and a heartbeating controller
  * on its socket; plus the end-of-scenario invariant check.
  */
-import { Simulator, type SimulatorOptions } from "../../lib/simulator.ts";
+import { Simulator, type SimulatorOptions } from "../../lib/simulator/mod.ts";
 import {
   type ApiConn,
   BridgeProcess,

@@ -6,7 +6,7 @@
  */
 import { API_LIMITS } from "../../lib/api_server.ts";
 import { MAX_FRAME_BYTES } from "../../lib/protocol.ts";
-import { Simulator } from "../../lib/simulator.ts";
+import { Simulator } from "../../lib/simulator/mod.ts";
 import { connectFrame, FakeDevice } from "../fake_device.ts";
 import { mainArgs, runCli } from "../process.ts";
 import {

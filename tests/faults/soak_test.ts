@@ -8,7 +8,7 @@
  * Default: >= 10^5 frames. PANDA_BRIDGE_SOAK=1: 10^6 frames, then the
  * simulator at a 1 ms telemetry interval for 5 minutes.
  */
-import { encodeFrame, Opcode } from "../../lib/ws_server.ts";
+import { encodeFrame, Opcode } from "./ws_frames.ts";
 import {
   BridgeProcess,
   delay,
