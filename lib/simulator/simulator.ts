@@ -25,6 +25,7 @@ import {
   type SimulatorState,
 } from "./device.ts";
 import { handleHttp } from "./control.ts";
+import { DEVICE_WS_PATH } from "../protocol.ts";
 
 /** Options of {@link Simulator}: the network side, plus the device's (see `device.ts`). */
 export interface SimulatorOptions extends DeviceModelOptions {
@@ -221,7 +222,8 @@ export class Simulator {
 
   /** `ws://host:port/ws`. */
   get url(): string {
-    return `ws://${addressText({ hostname: this.#options.hostname, port: this.port })}/ws`;
+    const address = addressText({ hostname: this.#options.hostname, port: this.port });
+    return `ws://${address}${DEVICE_WS_PATH}`;
   }
 
   /** Open WebSocket clients. */
@@ -419,7 +421,7 @@ export class Simulator {
     this.#makeRoom();
     const tooBig = sizeProblem(request);
     if (tooBig) return tooBig;
-    if (upgrade && path === "/ws") return this.#upgrade(request, remoteAddr);
+    if (upgrade && path === DEVICE_WS_PATH) return this.#upgrade(request, remoteAddr);
     this.#httpInFlight++;
     try {
       return handleHttp(this, request);
