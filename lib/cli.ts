@@ -1,6 +1,6 @@
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ApiClient, ApiError, DEFAULT_SOCKET_PATH } from "./api_client.ts";
 import { ApiServer, SocketInUseError } from "./api_server.ts";
+import { ArgvError, type OptionSpec, parseArgv } from "./argv.ts";
 import { Bridge, BRIDGE_DEFAULTS, type BridgeStatus } from "./bridge.ts";
 import { isLogLevel, LOG_LEVELS, Logger, type LogLevel } from "./log.ts";
 import {
@@ -137,27 +137,21 @@ Options:
   -h, --help      Show this help`,
 };
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
+type Options = Record<string, OptionSpec>;
 
 const HELP_OPTION: Options = { help: { type: "boolean", short: "h" } };
 const SOCKET_OPTION: Options = { socket: { type: "string" } };
 
 function parse(command: string, args: string[], options: Options, positionals = 0) {
   try {
-    const parsed = parseArgs({
-      args,
-      options: { ...HELP_OPTION, ...options },
-      allowPositionals: positionals > 0,
-      strict: true,
-    });
+    const parsed = parseArgv(args, { ...HELP_OPTION, ...options }, positionals > 0);
     if (!parsed.values.help && parsed.positionals.length > positionals) {
       throw new UsageError(`unexpected argument '${parsed.positionals[positionals]}'`);
     }
     return parsed;
   } catch (error) {
-    if (error instanceof UsageError) throw error;
-    const message = (error as Error).message.replace(/\. To specify a positional.*$/s, "");
-    throw new UsageError(`${command}: ${message}`);
+    if (!(error instanceof ArgvError)) throw error;
+    throw new UsageError(`${command}: ${error.message}`);
   }
 }
 
