@@ -80,19 +80,17 @@ export function parseArgv(
     positionals.push(value);
   };
   const remaining = [...args];
+  // `-x` or `--name`: a string option takes the next argument as its value.
+  const separate = (name: string, rawName: string) => {
+    const takesValue = spec(name)?.type === "string" && remaining.length > 0;
+    option({ name, rawName, value: takesValue ? remaining.shift() : undefined, inline: false });
+  };
   while (remaining.length > 0) {
     const arg = remaining.shift()!;
     if (arg === "--") {
       remaining.splice(0).forEach(positional);
     } else if (arg.length === 2 && arg[0] === "-" && arg[1] !== "-") {
-      const name = longFor(arg[1]);
-      const takesValue = spec(name)?.type === "string" && remaining.length > 0;
-      option({
-        name,
-        rawName: arg,
-        value: takesValue ? remaining.shift() : undefined,
-        inline: false,
-      });
+      separate(longFor(arg[1]), arg);
     } else if (arg.length > 2 && arg[0] === "-" && arg[1] !== "-") {
       const first = longFor(arg[1]);
       if (spec(first)?.type === "string") {
@@ -103,14 +101,7 @@ export function parseArgv(
     } else if (arg.length > 2 && arg.startsWith("--")) {
       const equals = arg.indexOf("=", 3);
       if (equals === -1) {
-        const name = arg.slice(2);
-        const takesValue = spec(name)?.type === "string" && remaining.length > 0;
-        option({
-          name,
-          rawName: arg,
-          value: takesValue ? remaining.shift() : undefined,
-          inline: false,
-        });
+        separate(arg.slice(2), arg);
       } else {
         const name = arg.slice(2, equals);
         option({ name, rawName: `--${name}`, value: arg.slice(equals + 1), inline: true });
