@@ -287,7 +287,8 @@ export class ApiServer {
   #clients = new Set<ApiClientConnection>();
   #tasks = new Set<Promise<void>>();
   #nextClient = 1;
-  #unsubscribe: () => void;
+  /** Stops the bridge's status listener; null while no client is subscribed. */
+  #unsubscribe: (() => void) | null = null;
   #acceptLoop: Promise<void>;
 
   private constructor(
@@ -299,7 +300,6 @@ export class ApiServer {
     this.#bridge = options.bridge;
     this.#logger = options.logger;
     this.#limits = { ...API_LIMITS, ...options.limits };
-    this.#unsubscribe = this.#bridge.subscribe((status) => this.#broadcast(status));
     this.#acceptLoop = this.#accept();
   }
 
@@ -339,7 +339,8 @@ export class ApiServer {
 
   /** Stops listening, closes every client and removes the socket file. */
   async close(): Promise<void> {
-    this.#unsubscribe();
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
     try {
       this.#listener.close();
     } catch {
@@ -384,6 +385,7 @@ export class ApiServer {
 
   #onClientClosed(client: ApiClientConnection): void {
     if (!this.#clients.delete(client)) return;
+    if (client.subscribed) this.#listenWhileSubscribed();
     // A controller's connection closing is an event for the failsafe (OFF at once
     // when it was the last ready one and heat is on); the core logs it.
     if (client.controller) this.#bridge.controllerGone({ client: client.label });
@@ -530,10 +532,25 @@ export class ApiServer {
         // The reply first, then the current status: nothing may come between them.
         client.send(encodeLine({ id, result: { subscribed: true } }));
         client.subscribed = true;
+        this.#listenWhileSubscribed();
         client.notify(bridge.status(), true);
         return null;
       default:
         return errorReply(id, "unknown_method", `unknown method '${method.slice(0, 64)}'`);
+    }
+  }
+
+  /**
+   * Listens to the bridge's statuses only while a client is subscribed: with
+   * none, the bridge builds no status per device frame.
+   */
+  #listenWhileSubscribed(): void {
+    const wanted = [...this.#clients].some((client) => client.subscribed && !client.closed);
+    if (wanted && this.#unsubscribe === null) {
+      this.#unsubscribe = this.#bridge.subscribe((status) => this.#broadcast(status));
+    } else if (!wanted && this.#unsubscribe !== null) {
+      this.#unsubscribe();
+      this.#unsubscribe = null;
     }
   }
 

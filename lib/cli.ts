@@ -1,6 +1,6 @@
-import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ApiClient, ApiError } from "./api_client.ts";
 import { ApiServer, DEFAULT_SOCKET_MODE, SocketInUseError } from "./api_server.ts";
+import { ArgvError, type OptionSpec, parseArgv } from "./argv.ts";
 import { Bridge, type BridgeStatus } from "./bridge.ts";
 import { DEFAULT_LOG_LEVEL, isLogLevel, LOG_LEVELS, Logger, type LogLevel } from "./log.ts";
 import {
@@ -39,7 +39,7 @@ Exit status: 0 ok, 1 failure (e.g. bridge unreachable, device fault), 2 bad usag
 /** Exit status of `run` after an unexpected internal error (EX_SOFTWARE). */
 const EXIT_CRASH = 70;
 
-type Options = NonNullable<ParseArgsConfig["options"]>;
+type Options = Record<string, OptionSpec>;
 
 const HELP_OPTION: Options = { help: { type: "boolean", short: "h" } };
 const SOCKET_OPTION = {
@@ -60,7 +60,7 @@ const RUN_OPTIONS = {
     default: String(CORE_DEFAULTS.readbackIntervalMs / 1000),
   },
   "heat-mode": { type: "string", default: CORE_DEFAULTS.heatMode },
-  // No parseArgs default: giving either without `--heat-mode drying-lease` is an error.
+  // No default: giving either without `--heat-mode drying-lease` is an error.
   "lease-hours": { type: "string" },
   "lease-speed": { type: "string" },
   "log-level": { type: "string", default: DEFAULT_LOG_LEVEL },
@@ -192,20 +192,14 @@ Options:
 
 function parse(command: string, args: string[], options: Options, positionals = 0) {
   try {
-    const parsed = parseArgs({
-      args,
-      options: { ...HELP_OPTION, ...options },
-      allowPositionals: positionals > 0,
-      strict: true,
-    });
+    const parsed = parseArgv(args, { ...HELP_OPTION, ...options }, positionals > 0);
     if (!parsed.values.help && parsed.positionals.length > positionals) {
       throw new UsageError(`unexpected argument '${parsed.positionals[positionals]}'`);
     }
     return parsed;
   } catch (error) {
-    if (error instanceof UsageError) throw error;
-    const message = (error as Error).message.replace(/\. To specify a positional.*$/s, "");
-    throw new UsageError(`${command}: ${message}`);
+    if (!(error instanceof ArgvError)) throw error;
+    throw new UsageError(`${command}: ${error.message}`);
   }
 }
 

@@ -881,11 +881,29 @@ class Step {
 }
 
 /**
+ * A deep copy of plain data (objects, arrays, primitives), equal to what
+ * `structuredClone` gives for it: {@link decide} copies the state on every
+ * event, device frames included, and `structuredClone` was most of a
+ * flooded bridge's time. Anything but plain data falls back to it.
+ */
+function copyData<T>(value: T): T {
+  if (typeof value !== "object" || value === null) return value;
+  if (Array.isArray(value)) return value.map(copyData) as T;
+  if (Object.getPrototypeOf(value) !== Object.prototype) return structuredClone(value);
+  const copy: Record<string, unknown> = {};
+  for (const key of Object.keys(value)) {
+    if (key === "__proto__") return structuredClone(value);
+    copy[key] = copyData((value as Record<string, unknown>)[key]);
+  }
+  return copy as T;
+}
+
+/**
  * The core: applies `event` at time `now` (monotonic milliseconds) to
  * `state`. Pure: `state` is not modified; the result holds a new state.
  */
 export function decide(state: CoreState, event: CoreEvent, now: number): Decision {
-  const step = new Step(structuredClone(state), now);
+  const step = new Step(copyData(state), now);
   // A deadline that passed is honoured before anything else: a late heartbeat
   // (a frozen process, a slow event loop) cannot rescue an expired failsafe.
   checkFailsafe(step);

@@ -184,6 +184,39 @@ Deno.test("subscribe pushes a status at once and on every telemetry frame", asyn
   assert.ok(received.some(({ status }) => status.temperature === 25));
 });
 
+Deno.test("the server listens to the bridge's statuses only while a client is subscribed", async () => {
+  await using r = await rig();
+  const subscribe = r.bridge.subscribe.bind(r.bridge);
+  let listening = 0;
+  r.bridge.subscribe = (listener) => {
+    listening++;
+    const unsubscribe = subscribe(listener);
+    return () => {
+      listening--;
+      unsubscribe();
+    };
+  };
+  const plain = await ApiClient.connect(r.path);
+  await plain.request("status");
+  assert.equal(listening, 0, "a client that does not subscribe costs no status per frame");
+  const first = await ApiClient.connect(r.path);
+  const second = await ApiClient.connect(r.path);
+  await first.subscribe(() => {});
+  await second.subscribe(() => {});
+  assert.equal(listening, 1, "one listener for all subscribers");
+  await first.close();
+  await second.close();
+  await until(() => listening === 0, 2000, "the listener gone with the last subscriber");
+  const again = await ApiClient.connect(r.path);
+  const temperatures: (number | null)[] = [];
+  await again.subscribe((status) => temperatures.push(status.temperature));
+  r.device.temperature = 31;
+  await until(() => temperatures.includes(31), 3000, "telemetry reaches a new subscriber");
+  assert.equal(listening, 1);
+  await again.close();
+  await plain.close();
+});
+
 Deno.test("a reply to set_target is followed only by statuses that reflect it", async () => {
   await using r = await rig();
   const client = await ApiClient.connect(r.path);

@@ -7,7 +7,11 @@
  * side in the same run. At each mark (a number of reconnects) both are
  * sampled: RSS and fds from /proc, and the JS heap in use right after two
  * forced full GCs through the V8 inspector (what the program retains; RSS
- * also holds what V8 and the allocator keep reserved).
+ * also holds what V8 and the allocator keep reserved). One more point is
+ * sampled at half the last mark (or halfway between the last two marks),
+ * so that {@link plateauLines} can show whether the growth levels off
+ * (issue 12 allows the runtime's own growth if it plateaus) and how much of
+ * it is the bridge's own.
  *
  * @module
  */
@@ -26,8 +30,51 @@ export interface MemorySample {
 
 /** The samples of the bridge and of the bare-Deno reference, one per mark. */
 export interface ReconnectMemory {
+  /** The bridge at 1 reconnect and at each mark asked for. */
   bridge: MemorySample[];
+  /** The bare-Deno reference at the same points. */
   floor: MemorySample[];
+  /** Both at every point sampled: also halfway between the last two marks, for the plateau. */
+  all: { bridge: MemorySample[]; floor: MemorySample[] };
+}
+
+/** Issue 12's bound on RSS growth between two marks. */
+export const GROWTH_LIMIT = 1.02;
+
+/**
+ * Whether the growth over the last marks is the runtime's own and levels
+ * off, as lines with met / not met: RSS at each point for both processes,
+ * the ratios last/first and last/halfway, and the bridge's growth beyond the
+ * bare runtime's (what the bridge itself leaves behind per reconnect).
+ */
+export function plateauLines(m: ReconnectMemory): string[] {
+  const { bridge, floor } = m.all;
+  const points = bridge.slice(1);
+  if (points.length < 3) return [];
+  const [b1, bm, b2] = [points[0], points.at(-2)!, points.at(-1)!];
+  const [f1, fm, f2] = [floor[1], floor.at(-2)!, floor.at(-1)!];
+  const mib = (s: MemorySample) => (s.rssKiB / 1024).toFixed(1);
+  const ratio = (a: MemorySample, b: MemorySample) => a.rssKiB / b.rssKiB;
+  const met = (ok: boolean) => ok ? "met" : "NOT MET";
+  const beyond = (b: MemorySample, a: MemorySample, f: MemorySample, e: MemorySample) =>
+    ((b.rssKiB - a.rssKiB) - (f.rssKiB - e.rssKiB)) * 1024 / (b.reconnects - a.reconnects);
+  const own = (b2.rssKiB - b1.rssKiB - (f2.rssKiB - f1.rssKiB)) / b1.rssKiB;
+  const [n1, nm, n2] = [b1.reconnects, bm.reconnects, b2.reconnects];
+  return [
+    `RSS at ${points.map((p) => p.reconnects).join(" / ")} reconnects: bridge ${
+      points.map(mib).join(" / ")
+    } MiB, bare Deno ${floor.slice(1).map(mib).join(" / ")} MiB`,
+    `RSS ${n2}/${n1}: bridge ${ratio(b2, b1).toFixed(3)}×, bare Deno ${
+      ratio(f2, f1).toFixed(3)
+    }× (≤ ${GROWTH_LIMIT}×: ${met(ratio(b2, b1) <= GROWTH_LIMIT)})`,
+    `RSS ${n2}/${nm} (the plateau): bridge ${ratio(b2, bm).toFixed(3)}×, bare Deno ${
+      ratio(f2, fm).toFixed(3)
+    }× (≤ ${GROWTH_LIMIT}×: ${met(ratio(b2, bm) <= GROWTH_LIMIT)})`,
+    `bridge's growth beyond bare Deno's, ${n1}→${n2}: ${(own * 100).toFixed(1)} % of its RSS ` +
+    `(${beyond(b2, b1, f2, f1).toFixed(0)} B per reconnect; ${nm}→${n2}: ${
+      beyond(b2, bm, f2, fm).toFixed(0)
+    } B) (≤ ${((GROWTH_LIMIT - 1) * 100).toFixed(0)} %: ${met(own <= GROWTH_LIMIT - 1)})`,
+  ];
 }
 
 /** A device that closes every connection right after a few frames. */
@@ -189,8 +236,14 @@ export async function measureReconnectMemory(
   ];
   const series: MemorySample[][] = [[], []];
   const started = performance.now();
+  const points = [1, ...marks];
+  if (marks.length >= 2) {
+    const [before, last] = marks.slice(-2);
+    const half = Math.round(last / 2);
+    points.splice(points.length - 1, 0, half > before ? half : Math.round((before + last) / 2));
+  }
   try {
-    for (const mark of [1, ...marks]) {
+    for (const mark of points) {
       await Promise.all(subjects.map(async (subject, i) => {
         let last = subject.device.connections;
         let lastChange = performance.now();
@@ -216,5 +269,12 @@ export async function measureReconnectMemory(
   } finally {
     await Promise.all(subjects.map((subject) => subject.close()));
   }
-  return { bridge: series[0], floor: series[1] };
+  const asked = (_: MemorySample, i: number) => i === 0 || marks.includes(points[i]);
+  const m = {
+    bridge: series[0].filter(asked),
+    floor: series[1].filter(asked),
+    all: { bridge: series[0], floor: series[1] },
+  };
+  for (const line of plateauLines(m)) progress(`memory: ${line}`);
+  return m;
 }
