@@ -29,8 +29,9 @@
  *   PB_BENCH_RECONNECTS  memory section: reconnects of the last mark (default 5000,
  *                       first mark a tenth of it; --quick: 500)
  *   PB_BENCH_LOG_S      logs section: seconds of a fault every second (default 150)
- *   PB_BENCH_COMMANDS, PB_BENCH_FRAMES, PB_BENCH_DROPS, PB_BENCH_FLOOD_S
- *                       counts of sections 1-4 (defaults 1000, 10000, 100, 10)
+ *   PB_BENCH_COMMANDS, PB_BENCH_FRAMES, PB_BENCH_DROPS, PB_BENCH_FLOOD_S, PB_BENCH_FLOOD_RATE
+ *                       counts of sections 1-4 (defaults 1000, 1000, 100, 10 s,
+ *                       50000 frames/s)
  *
  * @module
  */

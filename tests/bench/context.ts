@@ -47,6 +47,8 @@ export interface BenchConfig {
   drops: number;
   /** Flood section: seconds of flood. */
   floodS: number;
+  /** Flood section: frames the device sends per second. */
+  floodRate: number;
   /** Footprint section: seconds at 2 Hz telemetry. */
   longS: number;
   /** aarch64 section: seconds at 2 Hz telemetry under qemu. */
@@ -89,6 +91,7 @@ export function benchConfig(
     frames: quick ? 100 : Math.round(num("PB_BENCH_FRAMES", 1000)),
     drops: quick ? 10 : Math.round(num("PB_BENCH_DROPS", 100)),
     floodS: quick ? 3 : num("PB_BENCH_FLOOD_S", 10),
+    floodRate: Math.round(num("PB_BENCH_FLOOD_RATE", 50_000)),
     longS: quick ? 10 : num("PB_BENCH_LONG_S", 60),
     armS: quick ? 10 : num("PB_BENCH_ARM_S", 30),
     settleS: 3,

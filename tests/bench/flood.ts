@@ -1,5 +1,8 @@
 /**
- * Bench section `flood`: the device sends as fast as it can; the real
+ * Bench section `flood`: the device sends `floodRate` frames a second
+ * (50 000 by default: 25 000 times the real device's rate, and short of what
+ * the bridge can parse, so what is measured is the bridge and not a queue in
+ * front of it; the bridge's µs per frame gives its capacity); the real
  * Klipper extra is subscribed in its own process (klipper_subscriber.py),
  * and the bench polls `status` to learn which frame the bridge handled last.
  * Targets: RSS bounded, backlog not growing, the extra keeps its link,
@@ -11,7 +14,7 @@ import { ProcMonitor, sampleProc } from "./procfs.ts";
 import { type OwnRun, TARGET } from "./context.ts";
 import { handledFrom, telemetryFrame, temperatureOf, withSimulator } from "./frames.ts";
 import { fmt, latencyText, mib } from "./report.ts";
-import { rounded, summarize } from "./stats.ts";
+import { rounded, summarize, type Summary } from "./stats.ts";
 
 const KLIPPER_SUBSCRIBER = new URL("./klipper_subscriber.py", import.meta.url).pathname;
 
@@ -28,6 +31,8 @@ interface KlipperSubscriberResult {
   status_gap_ms: { p50: number | null; p99: number | null; max: number | null };
   /** Most notifications within one whole second of the run. */
   statuses_busiest_second: number;
+  /** Each notification: wall-clock arrival (ms since the epoch) and the temperature it carried. */
+  deliveries: [number, number | null][];
   seconds: number;
   statuses: number;
   readings: number;
@@ -98,7 +103,15 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       })();
       const endAt = startedAt + floodS * 1000;
       const BATCH = 16;
+      const batchSentAt: number[] = []; // wall clock, ms: batch b holds frames b·BATCH…
+      const { floodRate } = ctx.config;
       while (performance.now() < endAt) {
+        const now = performance.now();
+        if (sent >= ((now - startedAt) / 1000) * floodRate) {
+          await sleep(1);
+          continue;
+        }
+        batchSentAt.push(performance.timeOrigin + now);
         let last: Promise<void> = Promise.resolve();
         for (let j = 0; j < BATCH; j++) {
           last = sim.sendTextToAll(telemetryFrame(temperatureOf(sent++)));
@@ -122,6 +135,8 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       const drained = handled >= sent;
       const busy = bridgeCpu.stop();
       const k = await klipperSubscriberResult(klipper);
+      const drainedAt = performance.timeOrigin + stoppedAt + drainMs;
+      const ages = stateAges(k.deliveries, batchSentAt, BATCH, sent, drainedAt);
       await sleep(2000);
       const after = sampleProc(bridge.proc.pid);
       const wallS = (stoppedAt - startedAt) / 1000;
@@ -155,7 +170,8 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
           at_stop: backlogAtStop,
           max_second_half_as_ms_of_work: Math.round((backlogSecond / handledPerS) * 1000),
         },
-        klipper_subscriber: k,
+        klipper_subscriber: { ...k, deliveries: k.deliveries.length },
+        status_age_ms_at_delivery: rounded(ages),
         status_request_ms_under_flood: rounded(poll99),
         bridge_cpu_percent_of_one_core: Math.round(duringFlood.cpuPercent * 10) / 10,
         bridge_cpu_us_per_frame: Math.round(cpuPerFrameUs * 10) / 10,
@@ -178,7 +194,8 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       report.row(
         section,
         `frames handled per second (${fmt(wallS, 1)} s flood)`,
-        `${Math.round(handledPerS)}/s (device sent ${Math.round(sent / wallS)}/s)`,
+        `${Math.round(handledPerS)}/s (device sent ${Math.round(sent / wallS)}/s; ` +
+          `capacity ${Math.round(1e6 / cpuPerFrameUs)}/s at the bridge's µs/frame)`,
       );
       report.row(
         section,
@@ -235,8 +252,6 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
           text: "no drops",
         },
       );
-      // Under a flood a newer state is always pending, so the time between two
-      // notifications bounds the age of the state each one carries.
       report.check(
         section,
         "status notifications to Klipper under flood (busiest second)",
@@ -253,16 +268,21 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       );
       report.check(
         section,
-        "newest state's age at delivery (≤ gap between notifications)",
-        `p50 ${fmt(k.status_gap_ms.p50 ?? NaN, 1)} / p99 ${fmt(k.status_gap_ms.p99 ?? NaN, 1)} / ` +
-          `max ${fmt(k.status_gap_ms.max ?? NaN, 1)} ms`,
+        `age of the state a notification carries, at delivery (n=${ages.n})`,
+        latencyText(ages),
         {
           name: "flood_status_age_ms",
-          value: k.status_gap_ms.p99 ?? Infinity,
+          value: ages.n > 0 ? ages.max : Infinity,
           limit: TARGET.statusAgeMs,
-          unit: "ms (p99)",
-          text: `≤ ${TARGET.statusAgeMs} ms (p99; max shown)`,
+          unit: "ms (max)",
+          text: `≤ ${TARGET.statusAgeMs} ms (max)`,
         },
+      );
+      report.row(
+        section,
+        "time between notifications to Klipper",
+        `p50 ${fmt(k.status_gap_ms.p50 ?? NaN, 1)} / p99 ${fmt(k.status_gap_ms.p99 ?? NaN, 1)} / ` +
+          `max ${fmt(k.status_gap_ms.max ?? NaN, 1)} ms`,
       );
       report.row(
         section,
@@ -275,3 +295,30 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
     }
   });
 };
+
+/**
+ * How old the state each notification carried was when it arrived: the
+ * frame it came from is the newest one with its temperature sent before the
+ * arrival (temperatures repeat only every `TEMPERATURE_WRAP` frames,
+ * over 0.3 s at flood rate); its age is the arrival minus the moment its
+ * batch started to be sent. Deliveries before the flood, or after the
+ * bridge had handled every frame (`until`, wall clock ms), are left out.
+ */
+export function stateAges(
+  deliveries: readonly [number, number | null][],
+  batchSentAt: readonly number[],
+  batch: number,
+  sent: number,
+  until: number,
+): Summary {
+  const ages: number[] = [];
+  for (const [arrivedAt, temperature] of deliveries) {
+    let batches = 0;
+    while (batches < batchSentAt.length && batchSentAt[batches] <= arrivedAt) batches++;
+    if (batches === 0 || arrivedAt > until) continue;
+    const handled = handledFrom(temperature, Math.min(sent, batches * batch));
+    if (handled === null || handled === 0) continue;
+    ages.push(arrivedAt - batchSentAt[Math.floor((handled - 1) / batch)]);
+  }
+  return summarize(ages);
+}

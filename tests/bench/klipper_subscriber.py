@@ -30,11 +30,14 @@ def main():
     counts = {'statuses': 0, 'readings': 0}
     drops = []
     arrivals = []
+    deliveries = []  # (wall clock ms, temperature), to date each state
     handle_status = extra._handle_status
 
     def counting_status(st, eventtime):
         counts['statuses'] += 1
         arrivals.append(time.monotonic())
+        deliveries.append((round(1000. * time.time(), 2),
+                           st.get('temperature')))
         handle_status(st, eventtime)
     extra._handle_status = counting_status
     drop = extra._drop
@@ -57,6 +60,7 @@ def main():
     extra.callback = counting_reading
     counts['statuses'] = 0
     del arrivals[:]
+    del deliveries[:]
     print('ready', flush=True)
     cpu0, wall0 = cpu_seconds(), time.monotonic()
     reactor.pause(wall0 + seconds)
@@ -74,6 +78,7 @@ def main():
             'p99': round(gaps[int(len(gaps) * .99)], 1) if gaps else None,
             'max': round(gaps[-1], 1) if gaps else None},
         'statuses_busiest_second': busiest,
+        'deliveries': deliveries,
         'seconds': round(wall, 3),
         'statuses': counts['statuses'],
         'readings': counts['readings'],

@@ -2,7 +2,9 @@
  * Bench section `memory` (issue 12): what each reconnect leaves behind. The
  * bridge and a bare Deno process do the same WebSocket churn against devices
  * that close every connection after a few frames (reconnect_memory.ts).
- * Targets: RSS and heap after the last mark ≤ 1.02× after the first, fds flat.
+ * Targets: RSS and heap after the last mark ≤ 1.02× after the first, fds flat;
+ * where the runtime's own RSS grows, the plateau (last mark ≤ 1.02× the one
+ * halfway) and the bridge's growth beyond a bare Deno's (≤ 2 % of its RSS).
  */
 
 import { type OwnRun, TARGET } from "./context.ts";
@@ -46,6 +48,44 @@ export const benchMemory: OwnRun = async (ctx): Promise<void> => {
       ((b2.rssKiB - b1.rssKiB - (f2.rssKiB - f1.rssKiB)) / (last - first) * 1024).toFixed(0)
     } B per reconnect)`,
   );
+  const bridgeAll = m.all.bridge;
+  const floorAll = m.all.floor;
+  report.row(
+    section,
+    `RSS at ${bridgeAll.map((s) => s.reconnects).join(" / ")} reconnects`,
+    `bridge ${bridgeAll.map((s) => mib(s.rssKiB)).join(" / ")}; bare Deno ${
+      floorAll.map((s) => mib(s.rssKiB)).join(" / ")
+    }`,
+  );
+  if (bridgeAll.length >= 4) {
+    const half = bridgeAll.at(-2)!;
+    const plateau = b2.rssKiB / half.rssKiB;
+    report.check(
+      section,
+      `RSS after ${last} / after ${half.reconnects} (the plateau)`,
+      plateau.toFixed(3),
+      {
+        name: "reconnect_rss_plateau_ratio",
+        value: plateau,
+        limit: TARGET.memoryGrowthRatio,
+        unit: "×",
+        text: `≤ ${TARGET.memoryGrowthRatio}×`,
+      },
+    );
+  }
+  const beyondRuntime = (b2.rssKiB - b1.rssKiB - (f2.rssKiB - f1.rssKiB)) / b1.rssKiB;
+  report.check(
+    section,
+    `bridge's RSS growth ${first}→${last} beyond bare Deno's`,
+    `${(beyondRuntime * 100).toFixed(1)} % of its RSS`,
+    {
+      name: "reconnect_rss_beyond_runtime",
+      value: beyondRuntime,
+      limit: TARGET.memoryGrowthRatio - 1,
+      unit: "ratio",
+      text: `≤ ${((TARGET.memoryGrowthRatio - 1) * 100).toFixed(0)} %`,
+    },
+  );
   report.check(section, `heap after GC, ${last} / ${first}`, heapRatio.toFixed(3), {
     name: "reconnect_heap_ratio",
     value: heapRatio,
@@ -65,5 +105,6 @@ export const benchMemory: OwnRun = async (ctx): Promise<void> => {
       "frames; bridge = Bridge+ApiServer+Logger with a 4-20 ms backoff; heap after 2 full GCs",
     bridge: m.bridge,
     bare_deno: m.floor,
+    all: { bridge: bridgeAll, bare_deno: floorAll },
   });
 };
