@@ -18,6 +18,8 @@ export const TARGET = {
   controllerGoneOffMs: 1000,
   /** Bridge RSS over a bare Deno's. */
   rssRatio: 1.25,
+  /** Bridge over the I/O floor (same WebSocket and socket I/O), RSS and CPU. */
+  ioFloorRatio: 1.25,
   /** Bridge CPU at 2 Hz telemetry + 1 Hz heartbeat, % of one core. */
   cpuPercent: 0.2,
   /** CPU of the Klipper extra per message, µs. */

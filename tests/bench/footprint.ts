@@ -2,7 +2,7 @@
  * Bench section `footprint`: the bridge, a bare Deno (idle.ts) and the I/O
  * floor (io_floor.ts) side by side while the device sends telemetry at 2 Hz
  * and a controller heartbeats every second. Targets: RSS ≤ 1.25× bare Deno,
- * CPU ≤ 0.2 % of a core. The aarch64 section runs the same under qemu.
+ * CPU ≤ 0.2 % of a core, RSS and CPU ≤ 1.25× the I/O floor (issue 12). The aarch64 section runs the same under qemu.
  */
 
 import {
@@ -265,6 +265,44 @@ export function footprintRows(
       text: `≤ ${TARGET.cpuPercent} % of a core`,
     });
   }
+  // Issue 12's measure: the bridge beside a minimal Deno doing the same I/O.
+  const floorRow = (
+    metric: string,
+    name: string,
+    bridge: number,
+    floor: number,
+    unit: string,
+    digits: number,
+  ) => {
+    const ratio = bridge / floor;
+    const value = `${fmt(bridge, digits)} vs ${fmt(floor, digits)} ${unit} = ${fmt(ratio)}×`;
+    if (emulated) report.row(section, metric, value);
+    else {
+      report.check(section, metric, value, {
+        name,
+        value: ratio,
+        limit: TARGET.ioFloorRatio,
+        unit: "× I/O floor",
+        text: `≤ ${TARGET.ioFloorRatio}× I/O floor`,
+      });
+    }
+  };
+  floorRow(
+    "RSS vs the I/O floor (same WebSocket + socket I/O)",
+    "rss_ratio_io_floor",
+    b.rss_end_kb / 1024,
+    fl.rss_end_kb / 1024,
+    "MiB",
+    1,
+  );
+  floorRow(
+    "CPU vs the I/O floor (same WebSocket + socket I/O)",
+    "cpu_ratio_io_floor",
+    b.cpu_percent,
+    fl.cpu_percent,
+    "% of a core",
+    3,
+  );
   report.row(
     section,
     "wakeups (context switches, all threads)",
