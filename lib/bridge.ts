@@ -11,8 +11,6 @@
 
 import type { BackoffOptions } from "./backoff.ts";
 import {
-  type BridgeStatus,
-  buildStatus,
   CORE_DEFAULTS,
   type CoreErrorCode,
   type CoreEvent,
@@ -30,7 +28,9 @@ import type { Logger } from "./log.ts";
 import { KEEPALIVE_FRAME, parseDeviceFrame } from "./protocol.ts";
 import { readBack, READBACK_TIMEOUT_MS, type ReadbackResult } from "./readback.ts";
 
-export type { BridgeStatus, DeviceStatus, FailsafeStatus, ReadbackStatus } from "./core.ts";
+import { type BridgeStatus, buildStatus } from "./status.ts";
+
+export type { BridgeStatus, DeviceStatus, FailsafeStatus, ReadbackStatus } from "./status.ts";
 
 /** Settings of a {@link Bridge}; an unset core setting takes its {@link CORE_DEFAULTS} value. */
 export interface BridgeOptions {

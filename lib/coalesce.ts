@@ -4,7 +4,7 @@
  * wins), at once when something that matters changes. Pure; the socket API
  * keeps one timer per subscriber for the pending status.
  */
-import type { BridgeStatus } from "./core.ts";
+import type { BridgeStatus } from "./status.ts";
 
 /** Least time between two ordinary notifications to one subscriber: 10 per second. */
 export const STATUS_MIN_GAP_MS = 100;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { formatStatus } from "../lib/cli.ts";
-import { buildStatus, initialState } from "../lib/core.ts";
+import { initialState } from "../lib/core.ts";
+import { buildStatus } from "../lib/status.ts";
 import { buildOnFrame, OFF_FRAME } from "../lib/protocol.ts";
 import { VERSION } from "../lib/version.ts";
 import { connectFrame, FAKE_SECRETS, FakeDevice } from "./fake_device.ts";

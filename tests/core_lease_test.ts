@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import {
-  buildStatus,
   type CoreConfig,
   type CoreEvent,
   type CoreState,
@@ -21,6 +20,7 @@ import {
   type LeasePushKind,
   type ReplyEffect,
 } from "../lib/core.ts";
+import { buildStatus } from "../lib/status.ts";
 import {
   buildDesiredStateFrame,
   buildDryingLeaseFrame,

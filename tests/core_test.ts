@@ -5,7 +5,6 @@
  */
 import assert from "node:assert/strict";
 import {
-  buildStatus,
   classifyPush,
   type CoreConfig,
   type CoreEvent,
@@ -18,6 +17,7 @@ import {
   type PushKind,
   type ReplyEffect,
 } from "../lib/core.ts";
+import { buildStatus } from "../lib/status.ts";
 import { buildOnFrame, FAULT_DESCRIPTIONS, OFF_FRAME, parseDeviceFrame } from "../lib/protocol.ts";
 
 const TIMEOUT = 10_000;

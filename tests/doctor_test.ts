@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { ApiClient } from "../lib/api_client.ts";
 import type { BridgeStatus } from "../lib/bridge.ts";
-import { buildStatus, initialState } from "../lib/core.ts";
+import { initialState } from "../lib/core.ts";
+import { buildStatus } from "../lib/status.ts";
 import {
   type DeviceObservation,
   diagnose,

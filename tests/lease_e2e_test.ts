@@ -12,7 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { ApiClient, ApiError } from "../lib/api_client.ts";
-import type { BridgeStatus } from "../lib/core.ts";
+import type { BridgeStatus } from "../lib/status.ts";
 import { DRYING_LEASE_OFF_FRAME } from "../lib/protocol.ts";
 import { Simulator, type SimulatorOptions } from "../lib/simulator/mod.ts";
 import { type MainProcess, runCli, startBridge } from "./process.ts";

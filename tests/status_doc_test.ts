@@ -1,6 +1,7 @@
 /** The README's status object names exactly the fields the bridge serves. */
 import assert from "node:assert/strict";
-import { buildStatus, initialState } from "../lib/core.ts";
+import { initialState } from "../lib/core.ts";
+import { buildStatus } from "../lib/status.ts";
 
 const readme = Deno.readTextFileSync(new URL("../README.md", import.meta.url));
 const section = readme.slice(readme.indexOf("### Status object"), readme.indexOf("### Limits"));
