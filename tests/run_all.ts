@@ -185,6 +185,7 @@ const checkSuite: Suite = {
       ["fmt", "--check"],
       ["lint"],
       ["check", "main.ts", "lib/", "tests/"],
+      ["doc", "--lint", "main.ts", "lib/"],
     ];
     const counts: Counts = { passed: 0, failed: 0, skipped: 0 };
     const problems: string[] = [];
