@@ -139,8 +139,9 @@ class BridgeLink:
                                % (MAX_SOCKET_PATH,))
         user = config.get('bridge_user', None)
         try:
-            self.bridge_uid = (os.getuid() if user is None else int(user)
-                               if user.isdigit() else pwd.getpwnam(user).pw_uid)
+            self.bridge_uid = (
+                os.getuid() if user is None else
+                int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid)
         except KeyError:
             raise config.error("bridge_user: '%s' in [panda_bridge] is not a"
                                " user on this host; write the user name or"
