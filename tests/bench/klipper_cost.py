@@ -148,7 +148,7 @@ def measure(path, n, base_status):
         temp = 20. + (i % 100) / 10.
         return encode({'method': 'status', 'params': dict(
             base_status, temperature=temp, target=target,
-            heating=target > 0)})
+            target_set=target > 0)})
 
     # Telemetry at a steady target (no change to follow)
     telemetry = Timer(overhead)
