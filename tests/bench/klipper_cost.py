@@ -129,8 +129,9 @@ def measure(path, n, base_status):
     extra = printer.lookup_object('panda_bridge')
     heater = printer.lookup_object('heaters').lookup_heater('panda_breath')
     ok = reactor.run_until(
-        lambda: (extra.linked and bridge.live_conns()
-                 and bridge.conns[0].subscribed and not extra.pending), 5.)
+        lambda: (extra.link.linked and bridge.live_conns()
+                 and bridge.conns[0].subscribed
+                 and not extra.link.pending), 5.)
     if not ok:
         raise SystemExit('the extra did not connect to the fake bridge')
     # From here on the bench is the bridge: the connection leaves the reactor
@@ -147,14 +148,14 @@ def measure(path, n, base_status):
         temp = 20. + (i % 100) / 10.
         return encode({'method': 'status', 'params': dict(
             base_status, temperature=temp, target=target,
-            heating=target > 0)})
+            target_set=target > 0)})
 
     # Telemetry at a steady target (no change to follow)
     telemetry = Timer(overhead)
     lines = [status_line(extra.bridge_target or 0, i) for i in range(100)]
     for i in range(n):
         peer.sendall(lines[i % 100])
-        telemetry.run(extra._handle_read, now())
+        telemetry.run(extra.link._handle_read, now())
 
     # Target changes: request, reply, then the status the bridge sends
     send, reply, after = Timer(overhead), Timer(overhead), Timer(overhead)
@@ -165,9 +166,9 @@ def measure(path, n, base_status):
         assert request['method'] == 'set_target', request
         peer.sendall(encode({'id': request['id'],
                              'result': {'target': round(target)}}))
-        reply.run(extra._handle_read, now())
+        reply.run(extra.link._handle_read, now())
         peer.sendall(status_line(round(target), i))
-        after.run(extra._handle_read, now())
+        after.run(extra.link._handle_read, now())
     if extra.bridge_target != 41 and extra.bridge_target != 40:
         raise SystemExit('the extra did not take the replies: %r'
                          % (extra.bridge_target,))
@@ -180,13 +181,13 @@ def measure(path, n, base_status):
         assert request['method'] == 'heartbeat', request
         peer.sendall(encode({'id': request['id'],
                              'result': {'failsafe_timeout': 10}}))
-        beat_reply.run(extra._handle_read, now())
+        beat_reply.run(extra.link._handle_read, now())
 
     get_status = Timer(overhead)
     for i in range(n):
         get_status.run(extra.get_status, now())
 
-    if not extra.linked or printer.is_shutdown():
+    if not extra.link.linked or printer.is_shutdown():
         raise SystemExit('the extra lost its link during the benchmark')
     result = {
         'python': sys.version.split()[0],

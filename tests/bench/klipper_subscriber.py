@@ -40,16 +40,17 @@ def main():
                            st.get('temperature')))
         handle_status(st, eventtime)
     extra._handle_status = counting_status
-    drop = extra._drop
+    link = extra.link
+    drop = link.drop
 
-    def recording_drop(reason):
-        if extra.state not in ('closed', 'dead'):
+    def recording_drop(reason, alarm=None):
+        if link.state not in ('closed', 'dead'):
             drops.append({'t': round(time.monotonic() - started, 3),
                           'reason': reason})
-        drop(reason)
-    extra._drop = recording_drop
+        drop(reason, alarm)
+    link.drop = recording_drop
     started = time.monotonic()
-    if not reactor.run_until(lambda: extra.linked
+    if not reactor.run_until(lambda: link.linked
                              and counts['statuses'] > 0, 10.):
         raise SystemExit('the extra did not connect to %s' % (path,))
     callback = extra.callback
@@ -85,7 +86,7 @@ def main():
         'cpu_seconds': round(cpu, 4),
         'cpu_percent': round(100. * cpu / wall, 2),
         'us_per_status': round(1e6 * cpu / max(1, counts['statuses']), 1),
-        'connected_at_end': extra.linked,
+        'connected_at_end': link.linked,
         'link_drops': drops,
         'shutdown': printer.shutdown_msg,
     }), flush=True)

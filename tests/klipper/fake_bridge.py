@@ -12,25 +12,26 @@ stdout (FakeBridgeProcess below drives it):
     {"cmd": "reply", "method": M, "reply": {...} | null}   override replies
     {"cmd": "quit"}
 """
-import json, os, shutil, socket, subprocess, sys
+import json, os, re, shutil, socket, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 PROTOCOL = 2
-# as lib/protocol.ts FAULT_DESCRIPTIONS
-FAULT_DESCRIPTIONS = {
-    'ptc_sensor_short': "heater (PTC) temperature sensor short circuit",
-    'ptc_sensor_open': "heater (PTC) temperature sensor open circuit",
-    'chamber_sensor_short': "chamber temperature sensor short circuit",
-    'chamber_sensor_open': "chamber temperature sensor open circuit",
-    'heater_no_heat': "heater did not heat (about 60 s of heating without"
-                      " a rise)"}
+
+
+def bridge_fault_descriptions():
+    """lib/protocol.ts FAULT_DESCRIPTIONS, which the real bridge's hello
+    sends: read from there, never restated."""
+    with open(os.path.join(HERE, '..', '..', 'lib', 'protocol.ts')) as f:
+        block = re.search(r'\nexport const FAULT_DESCRIPTIONS\b.*?\{(.*?)'
+                          r'\n\};', f.read(), re.S).group(1)
+    return dict(re.findall(r'(\w+):\s*"([^"]*)"', block))
 
 
 def status(**changes):
     st = {
         "connected": True, "temperature": 25, "temperature_age": 0.1,
-        "target": 0, "heating": False,
+        "target": 0, "target_set": False,
         "device": {"work_on": False, "work_mode": 2, "set_temp": 0,
                    "firmware": "V1.0.3", "reported_age": 1.0},
         "faults": [], "note": None,
@@ -103,7 +104,7 @@ class FakeBridge:
         self.max_target = max_target
         self.unsolicited = unsolicited
         self.protocol = PROTOCOL
-        self.fault_descriptions = dict(FAULT_DESCRIPTIONS)
+        self.fault_descriptions = bridge_fault_descriptions()
         self.requests = []        # (monotonic receive time, method, params)
         self.conns = []
         self.accepted = 0
@@ -194,7 +195,7 @@ class FakeBridge:
             return error('device_fault', 'device fault latched (%s): heat'
                          ' refused' % (', '.join(self.status['faults']),))
         target = round(target)
-        self.status = dict(self.status, target=target, heating=target > 0)
+        self.status = dict(self.status, target=target, target_set=target > 0)
         return {'result': {'target': target}}
 
     def methods(self, name, since=0.):
@@ -207,12 +208,12 @@ class FakeBridge:
     # Bridge-side changes, as the real bridge reports them
     def cli_set(self, target):
         """`panda-breath set TARGET` from a shell: not a controller."""
-        self.notify(target=target, heating=target > 0,
+        self.notify(target=target, target_set=target > 0,
                     note="target %d set by cli" % (target,))
 
     def button_on(self, set_temp):
         """Always-on pressed at the device with set_temp in range: adopted."""
-        self.notify(target=set_temp, heating=True,
+        self.notify(target=set_temp, target_set=True,
                     device=dict(self.status['device'], work_on=True,
                                 set_temp=set_temp),
                     note="heater switched on at the device (%d C); the"

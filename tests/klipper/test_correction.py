@@ -439,10 +439,6 @@ class TestSensorLoop(SensorBase):
                                      r' failed'))
 
 
-# End to end: the real simulator and bridge, as tests/klipper/test_e2e.py
-E2E = type('E2E', (unittest.TestCase,), dict(
-    (k, v) for k, v in vars(test_e2e.EndToEnd).items()
-    if not k.startswith('test')))
 MEASURES = {}
 
 
@@ -454,7 +450,9 @@ class SimSensor(FakeSensor):
     step = 0
 
 
-class TestEndToEnd(E2E):
+class TestEndToEnd(test_e2e.SimulatorBridge, unittest.TestCase):
+    """End to end: the real simulator and bridge, as test_e2e.py."""
+
     def start_correction(self, bias, options):
         self.sim_call('sensor_bias?value=%s' % (bias,), 'POST')
         self.sensor = SimSensor(None)

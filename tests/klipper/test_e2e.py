@@ -27,7 +27,11 @@ def now_ms():
 
 
 @unittest.skipIf(DENO is None, "deno is not on PATH")
-class EndToEnd(unittest.TestCase):
+class SimulatorBridge:
+    """The real simulator and bridge (deno) and the stand-in klippy: a
+    mixin for the end-to-end test cases here and in test_correction.py and
+    test_macros.py."""
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix='pbe2e', dir='/tmp')
         self.sock = os.path.join(self.dir, 'bridge.sock')
@@ -173,7 +177,8 @@ class EndToEnd(unittest.TestCase):
         self.assertLess(latency, 100., "target took %.1f ms" % (latency,))
         return latency
 
-    # Tests
+
+class EndToEnd(SimulatorBridge, unittest.TestCase):
     def test_target_reaches_device_within_100ms(self):
         self.start_klipper()
         for target in (45, 50, 45):

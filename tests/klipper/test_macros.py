@@ -484,13 +484,9 @@ class TestChamberCommands(Base):
 
 @unittest.skipIf(e2e.DENO is None, "deno is not on PATH")
 @unittest.skipIf(ks.jinja2 is None, "jinja2 is not installed")
-class WithSimulator(unittest.TestCase):
+class WithSimulator(e2e.SimulatorBridge, unittest.TestCase):
     """The macros against the real bridge and simulator (deno), as
     test_e2e.py runs them: what the device receives."""
-    locals().update({name: getattr(e2e.EndToEnd, name) for name in (
-        'setUp', 'tearDown', 'spawn', 'logs', 'wait_port', 'start_bridge',
-        'idle', 'sim_call', 'frames_since', 'wait', 'console',
-        'start_klipper')})
 
     def start_shipped(self):
         self.start_klipper(config=shipped(self.sock, "[print_stats]\n"

@@ -189,12 +189,12 @@ class TestConnection(Base):
         self.start()
         self.printer.extra.RETRY_MAX_TIME = 2.
         attempts = []
-        orig_connect = self.pb._connect
+        orig_connect = self.pb.link._connect
 
         def connect(eventtime):
             attempts.append(eventtime)
             orig_connect(eventtime)
-        self.pb._connect = connect
+        self.pb.link._connect = connect
         self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
         self.bridge.stop()
         self.wait_for(lambda: not self.pb.get_status(0)['connected'])
@@ -235,9 +235,9 @@ class TestConnection(Base):
     def test_disconnect_sends_off_and_closes(self):
         self.start()
         self.run_gcode("SET_HEATER_TEMPERATURE HEATER=panda_breath TARGET=45")
-        fd = self.pb.fd_handle.fd
+        fd = self.pb.link.fd_handle.fd
         self.printer.disconnect()
-        self.assertIsNone(self.pb.sock)
+        self.assertIsNone(self.pb.link.sock)
         self.assertNotIn(fd, self.reactor._fds)
         self.wait_for(lambda: self.bridge.methods('off'), .1)
         self.wait_for(lambda: not self.bridge.live_conns())
@@ -250,12 +250,12 @@ class TestConnection(Base):
         self.reactor.set_fd_wake(conn.hdl, False, False)
         for i in range(5000):
             self.heater.set_temp(45.)
-            if self.pb.write_wake:
+            if self.pb.link.write_wake:
                 break
-        self.assertTrue(self.pb.write_wake)
+        self.assertTrue(self.pb.link.write_wake)
         self.run_for(.1)
         conn.close()
-        self.wait_for(lambda: self.pb.state == 'open'
+        self.wait_for(lambda: self.pb.link.state == 'open'
                       and len(self.bridge.live_conns()) == 1, 3.)
 
     def test_bridge_not_reading_is_dropped(self):
@@ -266,7 +266,7 @@ class TestConnection(Base):
             self.heater.set_temp(45.)
         self.assertTrue(self.console('stopped reading'))
         self.wait_for(lambda: len(self.bridge.conns) == 2
-                      and self.pb.state == 'open', 3.)
+                      and self.pb.link.state == 'open', 3.)
 
     def test_status_keys_and_no_pause(self):
         self.start()
@@ -346,7 +346,7 @@ class TestBridgeMessages(Base):
                 '^!! Panda Breath: the bridge refused the target: target 55'
                 ' above maximum 50; the target is 0$'))
         self.assertIn('set_target failed', logs.output[0])
-        self.assertEqual(self.pb.state, 'open')
+        self.assertEqual(self.pb.link.state, 'open')
 
     def test_partial_lines(self):
         self.start()
@@ -360,7 +360,7 @@ class TestBridgeMessages(Base):
 
     def test_garbage_is_ignored_and_logged_rate_limited(self):
         self.start()
-        sock = self.pb.sock
+        sock = self.pb.link.sock
         garbage = [b'not json', b'[1,2]', b'"text"', b'\xff\xfe',
                    b'{"method":"status","params":5}',
                    b'{"method":"status"}',
@@ -374,7 +374,7 @@ class TestBridgeMessages(Base):
                 self.bridge.send_raw(g + b'\n')
             self.run_for(.3)
         self.assertEqual(len([r for r in logs.output if 'bad input' in r]), 1)
-        self.assertIs(self.pb.sock, sock)
+        self.assertIs(self.pb.link.sock, sock)
         self.bridge.notify(temperature=29)
         self.wait_for(lambda: self.heater.last_temp == 29)
 
@@ -382,7 +382,7 @@ class TestBridgeMessages(Base):
         self.start()
         self.bridge.send_raw(b'x' * (70 * 1024))
         self.wait_for(lambda: self.console('over 64 KiB'))
-        self.wait_for(lambda: self.pb.state == 'open'
+        self.wait_for(lambda: self.pb.link.state == 'open'
                       and len(self.bridge.live_conns()) == 1, 3.)
         self.bridge.send_raw(b'{' + b' ' * (65 * 1024) + b'}\n')
         self.wait_for(lambda: len(self.console('over 64 KiB')) == 2)
@@ -795,7 +795,7 @@ class TestHazard10Lesser(Base):
         self.run_for(2.)
         self.assertEqual(self.bridge.accepted, 0)
         self.assertEqual(self.bridge.requests, [])
-        self.assertIsNone(self.pb.sock)
+        self.assertIsNone(self.pb.link.sock)
 
     def test_hazard10_bridge_lost_with_target_is_an_error_line(self):
         self.start()
@@ -864,7 +864,7 @@ class TestIssue10Install(Base):
         text = ks.panda_bridge_config(self.path).replace(
             'socket: %s\n' % (self.path,), '')
         self.start(text, bridge=False)
-        self.assertEqual(self.pb.path, '/run/panda-breath/bridge.sock')
+        self.assertEqual(self.pb.link.path, '/run/panda-breath/bridge.sock')
         with open(SHIPPED_CFG) as f:
             self.assertIn('\nsocket: /run/panda-breath/bridge.sock\n',
                           f.read())
@@ -909,8 +909,8 @@ class TestIssue10Install(Base):
     def test_peer_of_another_user_is_refused(self):
         self.impostor()
         attempts = []
-        connect = self.pb._connect
-        self.pb._connect = lambda e: attempts.append(e) or connect(e)
+        connect = self.pb.link._connect
+        self.pb.link._connect = lambda e: attempts.append(e) or connect(e)
         self.run_gcode(SET % 45)
         self.wait_for(lambda: len(attempts) >= 3, 6.)
         lines = self.console('refused the process at %s' % (self.path,))
@@ -921,13 +921,13 @@ class TestIssue10Install(Base):
                          r" 'bridge_user: \d+' in \[panda_bridge\]$")
         self.assertFalse(self.console('^!!'))
         self.assertEqual(self.heater.last_temp_time, 0.)  # never fed
-        self.assertNotEqual(self.pb.state, 'open')
+        self.assertNotEqual(self.pb.link.state, 'open')
 
     @unittest.skipUnless(os.getuid() == 0, "needs root to run as nobody")
     def test_bridge_user_accepts_that_user(self):
         self.impostor(options='bridge_user: nobody\n')
         self.wait_for(lambda: self.heater.last_temp == 25, 3.)
-        self.assertEqual(self.pb.state, 'open')
+        self.assertEqual(self.pb.link.state, 'open')
         requests = self.proc.requests()
         self.assertEqual([r[1] for r in requests][:4],
                          ['hello', 'subscribe', 'heartbeat', 'set_target'])
