@@ -614,9 +614,9 @@ async function commandSimulate(args: string[]): Promise<number> {
   if (!/^[A-Za-z0-9.:-]+$/.test(hostname)) {
     throw new UsageError(`--hostname '${hostname}' is not an address to listen on`);
   }
+  const sensorBiasC = parseNumber("sensor-bias", values["sensor-bias"] as string, -20, 20);
   // Loaded on demand: `run` should not carry the simulator's code and memory.
   const { runSimulatorCli } = await import("./simulator/cli.ts");
-  const sensorBiasC = parseNumber("sensor-bias", values["sensor-bias"] as string, -20, 20);
   await runSimulatorCli({ port, hostname, speed, sensorBiasC });
   return 0;
 }
