@@ -24,7 +24,7 @@ export const benchTelemetry: BridgeRun = async (ctx, sim, bridge): Promise<void>
   try {
     for (let k = 0; k < frames + WARMUP; k++) {
       const ms = await matcher.send(sim, k);
-      await new Promise((resolve) => setTimeout(resolve, STATUS_MIN_GAP_MS - (ms ?? 0) + 5));
+      await new Promise((resolve) => setTimeout(resolve, STATUS_MIN_GAP_MS + 5));
       if (k < WARMUP) continue;
       if (ms === null) lost++;
       else latencies.push(ms);
