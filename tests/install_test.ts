@@ -24,13 +24,14 @@ import {
   u1Tree,
   writeTree,
 } from "./fixtures/install/roots.ts";
+import { type CliResult, runToEnd } from "./process.ts";
+import { alive } from "./procfs.ts";
 import { skipUnless } from "./tools.ts";
 import { until } from "./wait.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const INSTALL = `${REPO}/install.sh`;
 const CHECK_CONFIG = `${REPO}/tests/fixtures/install/klipper_config_check.py`;
-const decoder = new TextDecoder();
 
 const PD = "/home/lava/printer_data";
 const PAYLOAD = `${PD}/panda-breath`;
@@ -44,27 +45,14 @@ const HOOK = "/etc/hooks/klipper.d/panda-breath.sh";
 const LOG = `${PD}/logs/panda-breath.log`;
 const REPAIR = `sh ${PAYLOAD}/install.sh --repair`;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Result = CliResult;
 
 /** Runs a command to completion with a clean environment. */
-async function exec(
-  cmd: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<Result> {
-  const out = await new Deno.Command(cmd, {
-    args,
+function exec(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Result> {
+  return runToEnd(cmd, args, {
     clearEnv: true,
     env: { PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+  });
 }
 
 function ok(r: Result, what = "install.sh"): Result {
@@ -1037,16 +1025,6 @@ async function initScript(
 async function pidIn(root: string, path: string): Promise<number | null> {
   const text = await Deno.readTextFile(`${root}${path}`).catch(() => "");
   return /^\d+\s*$/.test(text) ? Number(text) : null;
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !/^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return false;
-  }
 }
 
 Deno.test(

@@ -10,14 +10,13 @@ import { encodeCloseFrame, encodeFrame, encodeTextFrame, Opcode } from "./ws_fra
 import {
   BridgeProcess,
   delay,
-  fdCount,
   FLAT_TOLERANCE,
-  ResourceSampler,
   RstProxy,
   type Scenario,
   scenarioTest,
   until,
 } from "./harness.ts";
+import { fdCount, ResourceSampler } from "../procfs.ts";
 import {
   abortBehavior,
   type Behavior,
@@ -35,9 +34,8 @@ import {
   finalCheck,
   recover,
   settle,
-  simView,
   withBridge,
-  withSimulator,
+  withSimulatorRig,
 } from "./rig.ts";
 
 const encoder = new TextEncoder();
@@ -140,23 +138,18 @@ async function halfOpenRaw(s: Scenario): Promise<void> {
 
 /** Simulator: telemetry silenced, socket open. */
 async function silencedSimulator(s: Scenario): Promise<void> {
-  await withSimulator({}, async (sim) => {
-    await withBridge(sim, { host: `127.0.0.1:${sim.port}` }, async ({ bridge, api }) => {
-      await api.setTarget(42);
-      const view = simView(sim);
-      await settle({ bridge }, view, 42, "initial target");
-      const before = (await api.status()).link.drops;
-      s.inject();
-      sim.silence(true);
-      const silencedAt = performance.now();
-      await until(async () => (await api.status()).link.drops > before, 9000, "watchdog drop", 100);
-      s.figures.sim_watchdog_drop_ms = Math.round(performance.now() - silencedAt);
-      sim.silence(false);
-      await until(async () => (await api.status()).connected === true, 5000, "reconnect", 50);
-      await recover(s, { bridge }, view, 42, "after silence");
-      s.expect((s.figures.sim_watchdog_drop_ms as number) <= 6500, "watchdog drop within 6.5 s");
-      await finalCheck(s, bridge, view, 42);
-    });
+  await withSimulatorRig({}, {}, 42, async ({ device: sim, bridge, api, view }) => {
+    const before = (await api.status()).link.drops;
+    s.inject();
+    sim.silence(true);
+    const silencedAt = performance.now();
+    await until(async () => (await api.status()).link.drops > before, 9000, "watchdog drop", 100);
+    s.figures.sim_watchdog_drop_ms = Math.round(performance.now() - silencedAt);
+    sim.silence(false);
+    await until(async () => (await api.status()).connected === true, 5000, "reconnect", 50);
+    await recover(s, { bridge }, view, 42, "after silence");
+    s.expect((s.figures.sim_watchdog_drop_ms as number) <= 6500, "watchdog drop within 6.5 s");
+    await finalCheck(s, bridge, view, 42);
   });
 }
 
@@ -164,46 +157,41 @@ scenarioTest(
   "device",
   "reboots refuse connections, come back with persisted heat; re-asserted",
   async (s) => {
-    await withSimulator({}, async (sim) => {
-      await withBridge(
-        sim,
-        { host: `127.0.0.1:${sim.port}`, failsafeTimeout: 2 },
-        async ({ bridge, api }) => {
-          const view = simView(sim);
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "initial target");
+    await withSimulatorRig(
+      {},
+      { failsafeTimeout: 2 },
+      45,
+      async ({ device: sim, bridge, api, view }) => {
+        // 1. Reboot mid-heat; the desired state is unchanged: heat resumes at 45.
+        s.inject();
+        await sim.reboot(1000);
+        await recover(s, { bridge }, view, 45, "reboot mid-heat");
 
-          // 1. Reboot mid-heat; the desired state is unchanged: heat resumes at 45.
-          s.inject();
-          await sim.reboot(1000);
-          await recover(s, { bridge }, view, 45, "reboot mid-heat");
+        // 2. Klipper turns it off while the device is down: OFF cannot be delivered,
+        //    the device comes back heating from flash, the bridge must assert OFF.
+        s.inject();
+        const reboot2 = sim.reboot(1500);
+        await until(() => sim.state.rebooting, 1000, "rebooting");
+        await api.request("off");
+        await reboot2;
+        s.expect(sim.state.work_on === true, "device came back heating from flash");
+        await recover(s, { bridge }, view, 0, "off requested while down");
 
-          // 2. Klipper turns it off while the device is down: OFF cannot be delivered,
-          //    the device comes back heating from flash, the bridge must assert OFF.
-          s.inject();
-          const reboot2 = sim.reboot(1500);
-          await until(() => sim.state.rebooting, 1000, "rebooting");
-          await api.request("off");
-          await reboot2;
-          s.expect(sim.state.work_on === true, "device came back heating from flash");
-          await recover(s, { bridge }, view, 0, "off requested while down");
-
-          // 3. The controller dies while the device is down: the failsafe trips unseen,
-          //    the device comes back heating, the bridge asserts OFF.
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "heat again");
-          s.inject();
-          const reboot3 = sim.reboot(3000);
-          await until(() => sim.state.rebooting, 1000, "rebooting");
-          api.stopHeartbeat();
-          await until(async () => (await api.status()).failsafe.tripped === true, 4000, "failsafe");
-          await reboot3;
-          s.expect(sim.state.work_on === true, "device came back heating from flash");
-          await recover(s, { bridge }, view, 0, "failsafe tripped while down");
-          await finalCheck(s, bridge, view, 0);
-        },
-      );
-    });
+        // 3. The controller dies while the device is down: the failsafe trips unseen,
+        //    the device comes back heating, the bridge asserts OFF.
+        await api.setTarget(45);
+        await settle({ bridge }, view, 45, "heat again");
+        s.inject();
+        const reboot3 = sim.reboot(3000);
+        await until(() => sim.state.rebooting, 1000, "rebooting");
+        api.stopHeartbeat();
+        await until(async () => (await api.status()).failsafe.tripped === true, 4000, "failsafe");
+        await reboot3;
+        s.expect(sim.state.work_on === true, "device came back heating from flash");
+        await recover(s, { bridge }, view, 0, "failsafe tripped while down");
+        await finalCheck(s, bridge, view, 0);
+      },
+    );
   },
 );
 
@@ -368,11 +356,11 @@ scenarioTest(
   "device",
   "the device's 7-socket limit evicts the bridge; it reconnects",
   async (s) => {
-    await withSimulator({ maxSockets: 7 }, async (sim) => {
-      await withBridge(sim, { host: `127.0.0.1:${sim.port}` }, async ({ bridge, api }) => {
-        const view = simView(sim);
-        await api.setTarget(45);
-        await settle({ bridge }, view, 45, "initial target");
+    await withSimulatorRig(
+      { maxSockets: 7 },
+      {},
+      45,
+      async ({ device: sim, bridge, api, view }) => {
         for (let round = 0; round < 3; round++) {
           const drops = (await api.status()).link.drops;
           const others: WebSocket[] = [];
@@ -398,8 +386,8 @@ scenarioTest(
           await until(() => sim.clientCount <= 1, 3000, "browsers gone");
         }
         await finalCheck(s, bridge, view, 45);
-      });
-    });
+      },
+    );
   },
 );
 
@@ -719,57 +707,52 @@ scenarioTest(
   "device",
   "button press and fault report mid-heat are followed; failsafe applies",
   async (s) => {
-    await withSimulator({}, async (sim) => {
-      await withBridge(
-        sim,
-        { host: `127.0.0.1:${sim.port}`, failsafeTimeout: 2 },
-        async ({ bridge, api }) => {
-          const view = simView(sim);
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "initial target");
+    await withSimulatorRig(
+      {},
+      { failsafeTimeout: 2 },
+      45,
+      async ({ device: sim, bridge, api, view }) => {
+        // Power button mid-heat: the user's choice wins, the bridge follows (target 0).
+        s.inject();
+        sim.pressButton("power");
+        await recover(s, { bridge }, view, 0, "power button");
+        const afterButton = await api.status();
+        s.expect(afterButton.target === 0, "bridge target follows the button");
+        s.expect(/button/.test(afterButton.note ?? ""), "note names the button");
 
-          // Power button mid-heat: the user's choice wins, the bridge follows (target 0).
-          s.inject();
-          sim.pressButton("power");
-          await recover(s, { bridge }, view, 0, "power button");
-          const afterButton = await api.status();
-          s.expect(afterButton.target === 0, "bridge target follows the button");
-          s.expect(/button/.test(afterButton.note ?? ""), "note names the button");
+        // Fault mid-heat: the device forces off; the bridge lists the fault, target 0.
+        await api.setTarget(45);
+        await settle({ bridge }, view, 45, "heat again");
+        s.inject();
+        sim.injectFault("ptc_sensor_short");
+        await recover(s, { bridge }, view, 0, "fault");
+        const afterFault = await api.status();
+        s.expect(afterFault.faults.includes("ptc_sensor_short"), "fault listed");
+        s.expect(afterFault.target === 0, "bridge target 0 after the fault");
+        sim.clearFaults();
 
-          // Fault mid-heat: the device forces off; the bridge lists the fault, target 0.
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "heat again");
-          s.inject();
-          sim.injectFault("ptc_sensor_short");
-          await recover(s, { bridge }, view, 0, "fault");
-          const afterFault = await api.status();
-          s.expect(afterFault.faults.includes("ptc_sensor_short"), "fault listed");
-          s.expect(afterFault.target === 0, "bridge target 0 after the fault");
-          sim.clearFaults();
-
-          // Always-on button while off and no controller: the failsafe turns it off again.
-          api.stopHeartbeat();
-          await delay(2100);
-          s.inject();
-          const pressedAt = performance.now();
-          sim.pressButton("always_on");
-          await until(
-            async () => (await api.status()).target > 0,
-            2000,
-            "bridge adopts the button",
-          );
-          await until(() => !sim.state.work_on, 4000, "failsafe turns the button's heat off");
-          s.figures.unattended_heat_ms = Math.round(performance.now() - pressedAt);
-          s.expect(
-            (s.figures.unattended_heat_ms as number) <= 2000 + 1000,
-            "within failsafe + 1 s",
-          );
-          await recover(s, { bridge }, view, 0, "failsafe after the button");
-          const tripped = await api.status();
-          s.expect(tripped.failsafe.tripped === true, "failsafe reports tripped");
-          await finalCheck(s, bridge, view, 0);
-        },
-      );
-    });
+        // Always-on button while off and no controller: the failsafe turns it off again.
+        api.stopHeartbeat();
+        await delay(2100);
+        s.inject();
+        const pressedAt = performance.now();
+        sim.pressButton("always_on");
+        await until(
+          async () => (await api.status()).target > 0,
+          2000,
+          "bridge adopts the button",
+        );
+        await until(() => !sim.state.work_on, 4000, "failsafe turns the button's heat off");
+        s.figures.unattended_heat_ms = Math.round(performance.now() - pressedAt);
+        s.expect(
+          (s.figures.unattended_heat_ms as number) <= 2000 + 1000,
+          "within failsafe + 1 s",
+        );
+        await recover(s, { bridge }, view, 0, "failsafe after the button");
+        const tripped = await api.status();
+        s.expect(tripped.failsafe.tripped === true, "failsafe reports tripped");
+        await finalCheck(s, bridge, view, 0);
+      },
+    );
   },
 );

@@ -7,8 +7,6 @@
  */
 import type { Simulator } from "../../lib/simulator/mod.ts";
 import {
-  alive,
-  type ApiMessage,
   BridgeProcess,
   delay,
   isDesired,
@@ -18,6 +16,8 @@ import {
   timeToDesired,
   until,
 } from "./harness.ts";
+import type { ApiMessage } from "../socket_client.ts";
+import { alive } from "../procfs.ts";
 import { deviceBehavior, RawDevice } from "./raw_device.ts";
 import { finalCheck, simView, withSimulator } from "./rig.ts";
 

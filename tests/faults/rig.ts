@@ -5,7 +5,6 @@
  */
 import { Simulator, type SimulatorOptions } from "../../lib/simulator/mod.ts";
 import {
-  type ApiConn,
   BridgeProcess,
   type BridgeStartOptions,
   capture,
@@ -15,6 +14,7 @@ import {
   socketScan,
   timeToDesired,
 } from "./harness.ts";
+import type { SocketClient } from "../socket_client.ts";
 
 /** What the end-of-scenario check needs to know about the device. */
 export interface DeviceView {
@@ -36,7 +36,7 @@ export function simView(sim: Simulator): DeviceView {
 export interface Rig<D> {
   device: D;
   bridge: BridgeProcess;
-  api: ApiConn;
+  api: SocketClient;
 }
 
 /**
@@ -49,7 +49,7 @@ export async function withBridge<D>(
   body: (rig: Rig<D>) => Promise<void>,
 ): Promise<void> {
   const bridge = await BridgeProcess.start(options);
-  let api: ApiConn | undefined;
+  let api: SocketClient | undefined;
   try {
     api = await bridge.connect();
     api.startHeartbeat(500);
@@ -72,6 +72,26 @@ export async function withSimulator(
   } finally {
     await sim.stop();
   }
+}
+
+/**
+ * A simulator (fast telemetry), a bridge on it and a heartbeating controller;
+ * the device is made to hold `target` before `body` runs. Always torn down.
+ */
+export async function withSimulatorRig(
+  simOptions: SimulatorOptions,
+  bridgeOptions: Omit<BridgeStartOptions, "host">,
+  target: number,
+  body: (rig: Rig<Simulator> & { view: DeviceView }) => Promise<void>,
+): Promise<void> {
+  await withSimulator(simOptions, async (sim) => {
+    await withBridge(sim, { host: `127.0.0.1:${sim.port}`, ...bridgeOptions }, async (rig) => {
+      const view = simView(sim);
+      await rig.api.setTarget(target);
+      await settle(rig, view, target, "initial target");
+      await body({ ...rig, view });
+    });
+  });
 }
 
 /**

@@ -7,19 +7,17 @@
 import { API_LIMITS } from "../../lib/api_server.ts";
 import { runCli } from "../process.ts";
 import {
-  type ApiConn,
-  type ApiMessage,
   BridgeProcess,
   capture,
   delay,
-  fdCount,
   FLAT_TOLERANCE,
   isDesired,
-  ResourceSampler,
   type Scenario,
   scenarioTest,
   until,
 } from "./harness.ts";
+import type { ApiMessage, SocketClient } from "../socket_client.ts";
+import { fdCount, ResourceSampler, rssKiB } from "../procfs.ts";
 import { deviceBehavior, RawDevice } from "./raw_device.ts";
 import { finalCheck, recover, settle, withBridge } from "./rig.ts";
 
@@ -30,7 +28,7 @@ function view(device: RawDevice) {
 }
 
 /** Waits for reply number `index` (0-based) on `conn`. */
-async function replyAt(conn: ApiConn, index: number, timeoutMs = 3000): Promise<ApiMessage> {
+async function replyAt(conn: SocketClient, index: number, timeoutMs = 3000): Promise<ApiMessage> {
   await until(() => conn.replies.length > index || conn.closed, timeoutMs, `reply #${index}`, 5);
   const reply = conn.replies[index];
   if (!reply) throw new Error(`connection closed before reply #${index}`);
@@ -38,7 +36,7 @@ async function replyAt(conn: ApiConn, index: number, timeoutMs = 3000): Promise<
 }
 
 /** Sends one raw line and returns the reply to it. */
-async function ask(conn: ApiConn, line: string | Uint8Array): Promise<ApiMessage> {
+async function ask(conn: SocketClient, line: string | Uint8Array): Promise<ApiMessage> {
   const index = conn.replies.length;
   const bytes = typeof line === "string" ? encoder.encode(line + "\n") : line;
   await conn.write(bytes);
@@ -46,7 +44,7 @@ async function ask(conn: ApiConn, line: string | Uint8Array): Promise<ApiMessage
 }
 
 /** Reads a connection until EOF/reset; true when the bridge closed it. */
-async function closedByBridge(conn: ApiConn, timeoutMs = 3000): Promise<boolean> {
+async function closedByBridge(conn: SocketClient, timeoutMs = 3000): Promise<boolean> {
   return await until(() => conn.closed, timeoutMs, "the bridge closing the connection", 5)
     .then(() => true, () => false);
 }
@@ -54,7 +52,7 @@ async function closedByBridge(conn: ApiConn, timeoutMs = 3000): Promise<boolean>
 async function withRawDevice(
   s: Scenario,
   telemetryMs: number,
-  body: (device: RawDevice, bridge: BridgeProcess, api: ApiConn) => Promise<void>,
+  body: (device: RawDevice, bridge: BridgeProcess, api: SocketClient) => Promise<void>,
   burst = 1,
 ): Promise<void> {
   const device = new RawDevice({ behavior: deviceBehavior({ telemetryMs, burst }) });
@@ -141,7 +139,7 @@ scenarioTest(
 
       // The cap: the controller plus 63 idle clients fill it; the next one is told so.
       s.inject();
-      const idle: ApiConn[] = [];
+      const idle: SocketClient[] = [];
       for (let i = 0; i < API_LIMITS.maxClients - 1; i++) idle.push(await bridge.connect());
       await delay(100);
       const extra = await bridge.connect();
@@ -282,9 +280,7 @@ scenarioTest("socket", "oversized, partial and merged lines", async (s) => {
     await over.close();
     // An endless line (16 MiB, no newline): cut at the cap, never buffered whole.
     s.inject();
-    const rssBefore = (await Deno.readTextFile(`/proc/${bridge.pid}/status`)).match(
-      /VmRSS:\s+(\d+)/,
-    )![1];
+    const rssBefore = rssKiB(bridge.pid);
     const endless = await Deno.connect({ transport: "unix", path: bridge.socket });
     const chunk = encoder.encode("x".repeat(1 << 20));
     let sent = 0;
@@ -294,11 +290,9 @@ scenarioTest("socket", "oversized, partial and merged lines", async (s) => {
       // closed by the bridge
     }
     endless.close();
-    const rssAfter = (await Deno.readTextFile(`/proc/${bridge.pid}/status`)).match(
-      /VmRSS:\s+(\d+)/,
-    )![1];
+    const rssAfter = rssKiB(bridge.pid);
     s.figures.endless_line_bytes_accepted = sent;
-    s.figures.endless_line_rss_delta_kib = Number(rssAfter) - Number(rssBefore);
+    s.figures.endless_line_rss_delta_kib = rssAfter - rssBefore;
     s.expect(sent < 16 << 20, "the bridge stopped reading an endless line");
     if (bridge.alive) s.survive();
     // One byte per write: answered.
