@@ -13,20 +13,24 @@
 import assert from "node:assert/strict";
 import { Simulator } from "../lib/simulator/mod.ts";
 import {
+  busyboxBin,
+  elfHeader,
+  fakeBinary,
   overlayBoot,
   persistent,
   piTree,
   printerCfg,
+  SCRATCH,
   seedExtended,
   snapshot,
   type Tree,
   type U1Options,
   u1Tree,
-  writeTree,
+  withRoot,
 } from "./fixtures/install/roots.ts";
 import { type CliResult, runToEnd } from "./process.ts";
 import { alive } from "./procfs.ts";
-import { skipUnless } from "./tools.ts";
+import { skipUnless, which } from "./tools.ts";
 import { until } from "./wait.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -60,49 +64,10 @@ function ok(r: Result, what = "install.sh"): Result {
   return r;
 }
 
-async function which(name: string): Promise<string | null> {
-  const r = await exec("/bin/sh", ["-c", `command -v ${name}`]);
-  return r.code === 0 ? r.stdout.trim() : null;
-}
-
 const ME = (await exec("id", ["-un"])).stdout.trim();
-const SHELLCHECK = await which("shellcheck");
-const BUSYBOX = await which("busybox");
-const PYTHON = await which("python3");
-
-/** Stand-in binaries, BusyBox's applet links: removed when the tests end. */
-const SCRATCH = Deno.makeTempDirSync({ prefix: "pb-install-test-" });
-globalThis.addEventListener("unload", () => Deno.removeSync(SCRATCH, { recursive: true }));
-
-/** A PATH whose first directory holds BusyBox's applets (as on the U1). */
-let busyboxPath: string | null = null;
-async function busyboxBin(): Promise<string> {
-  if (busyboxPath) return busyboxPath;
-  const dir = await Deno.makeTempDir({ dir: SCRATCH, prefix: "busybox-" });
-  const applets = (await exec(BUSYBOX!, ["--list"])).stdout.split("\n").filter(Boolean);
-  for (const applet of applets) await Deno.symlink(BUSYBOX!, `${dir}/${applet}`);
-  busyboxPath = dir;
-  return dir;
-}
-
-/** A non-ELF stand-in "binary" (installed with --force). */
-async function fakeBinary(body = 'echo "panda-breath (stand-in) $*"'): Promise<string> {
-  const path = await Deno.makeTempFile({ dir: SCRATCH, prefix: "bin-" });
-  await Deno.writeTextFile(path, `#!/bin/sh\n${body}\n`);
-  await Deno.chmod(path, 0o755);
-  return path;
-}
-
-/** A staged root with `tree` written; removed after `body`. */
-async function withRoot(tree: Tree, body: (root: string) => Promise<void>): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "pb-root-" });
-  try {
-    await writeTree(root, tree);
-    await body(root);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-}
+const SHELLCHECK = which("shellcheck");
+const BUSYBOX = which("busybox");
+const PYTHON = which("python3");
 
 /** install.sh staged under `root` (extra args after). */
 async function install(root: string, args: string[], shell = "/bin/sh", env = {}): Promise<Result> {
@@ -132,6 +97,17 @@ async function klipperConfig(
 ): Promise<ConfigCheck> {
   const r = ok(await exec(PYTHON!, [CHECK_CONFIG, root, printerCfgPath, klipper]), "config check");
   return JSON.parse(r.stdout);
+}
+
+/** The installed payload's `install.sh --repair` on a staged root. */
+async function repairStaged(root: string): Promise<Result> {
+  return await exec("/bin/sh", [
+    `${root}${PAYLOAD}/install.sh`,
+    "--repair",
+    "--destdir",
+    root,
+    "--force",
+  ]);
 }
 
 /** Installs panda-breath on a staged U1 with a stand-in binary. */
@@ -507,16 +483,7 @@ Deno.test(
       await overlayBoot(root, lower, "firmware-update");
       assert.ok(!await present(root, "/oem/.debug"));
       assert.ok(!await present(root, EXTRA));
-      const r = ok(
-        await exec("/bin/sh", [
-          `${root}${PAYLOAD}/install.sh`,
-          "--repair",
-          "--destdir",
-          root,
-          "--force",
-        ]),
-        "repair",
-      );
+      const r = ok(await repairStaged(root), "repair");
       assert.match(r.stdout, /panda-breath repair/);
       assert.equal(await read(root, SETTINGS), edited, "settings kept byte for byte");
       const now = await snapshot(root);
@@ -528,15 +495,7 @@ Deno.test(
       assert.equal(config.error, null);
       assert.ok(config.sections.includes("heater_generic panda_breath"));
       // A second repair changes nothing.
-      ok(
-        await exec("/bin/sh", [
-          `${root}${PAYLOAD}/install.sh`,
-          "--repair",
-          "--destdir",
-          root,
-          "--force",
-        ]),
-      );
+      ok(await repairStaged(root));
       assert.deepEqual(await snapshot(root), now);
     });
   },
@@ -805,15 +764,6 @@ Deno.test("the launcher passes heat_mode and lease_hours from [panda_bridge]; ba
 
 // -------------------------------------------------------------- checks before writing
 
-/** An ELF header: class (1 = 32-bit, 2 = 64-bit) and machine (little-endian). */
-function elfHeader(elfClass: number, machine: number): Uint8Array {
-  const bytes = new Uint8Array(64);
-  bytes.set([0x7f, 0x45, 0x4c, 0x46, elfClass, 1, 1]);
-  bytes[18] = machine & 0xff;
-  bytes[19] = machine >> 8;
-  return bytes;
-}
-
 Deno.test("architecture: a 32-bit ARM userland and a wrong-arch binary are refused, nothing written", async () => {
   await withRoot(piTree(), async (root) => {
     const before = await snapshot(root);
@@ -986,7 +936,7 @@ Deno.test(
     ignore: skipUnless("busybox"),
   },
   async () => {
-    const bb = await busyboxBin();
+    const bb = await busyboxBin(BUSYBOX!);
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
       const before = await snapshot(root);
       const bin = await fakeBinary();
@@ -1014,7 +964,7 @@ async function initScript(
   action: string,
   env: Record<string, string> = {},
 ): Promise<Result> {
-  const bb = BUSYBOX ? await busyboxBin() : null;
+  const bb = BUSYBOX ? await busyboxBin(BUSYBOX!) : null;
   return await exec(bb ? `${bb}/sh` : "/bin/sh", [`${root}${INIT}`, action], {
     PANDA_BREATH_ROOT: root,
     ...(bb ? { PATH: `${bb}:${Deno.env.get("PATH")}` } : {}),

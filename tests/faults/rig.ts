@@ -4,6 +4,7 @@
  * on its socket; plus the end-of-scenario invariant check.
  */
 import { Simulator, type SimulatorOptions } from "../../lib/simulator/mod.ts";
+import type { RawDevice } from "./raw_device.ts";
 import {
   BridgeProcess,
   type BridgeStartOptions,
@@ -60,6 +61,18 @@ export async function withBridge<D>(
   }
 }
 
+/** {@link withBridge} on a raw-TCP device at its address; the device is closed afterwards. */
+export async function withRawBridge(
+  device: RawDevice,
+  body: (rig: Rig<RawDevice>) => Promise<void>,
+): Promise<void> {
+  try {
+    await withBridge(device, { host: device.address }, body);
+  } finally {
+    await device.close();
+  }
+}
+
 /** A started simulator with fast telemetry; always stopped. */
 export async function withSimulator(
   options: SimulatorOptions,
@@ -101,13 +114,9 @@ export async function withSimulatorRig(
  */
 export async function recover(
   s: Scenario,
-  rig: { bridge: BridgeProcess },
-  view: DeviceView,
-  target: number,
-  what: string,
-  timeoutMs = 10_000,
+  ...settleArgs: Parameters<typeof settle>
 ): Promise<number> {
-  const wrongMs = await settle(rig, view, target, what, timeoutMs);
+  const wrongMs = await settle(...settleArgs);
   s.wrongFor(wrongMs);
   s.survive();
   return wrongMs;

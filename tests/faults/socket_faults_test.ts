@@ -19,7 +19,7 @@ import {
 import type { ApiMessage, SocketClient } from "../socket_client.ts";
 import { fdCount, ResourceSampler, rssKiB } from "../procfs.ts";
 import { deviceBehavior, RawDevice } from "./raw_device.ts";
-import { finalCheck, recover, settle, withBridge } from "./rig.ts";
+import { finalCheck, recover, settle, withRawBridge } from "./rig.ts";
 
 const encoder = new TextEncoder();
 
@@ -56,16 +56,12 @@ async function withRawDevice(
   burst = 1,
 ): Promise<void> {
   const device = new RawDevice({ behavior: deviceBehavior({ telemetryMs, burst }) });
-  try {
-    await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-      await api.setTarget(45);
-      await settle({ bridge }, view(device), 45, "initial target");
-      await body(device, bridge, api);
-      await finalCheck(s, bridge, view(device), 45);
-    });
-  } finally {
-    await device.close();
-  }
+  await withRawBridge(device, async ({ bridge, api }) => {
+    await api.setTarget(45);
+    await settle({ bridge }, view(device), 45, "initial target");
+    await body(device, bridge, api);
+    await finalCheck(s, bridge, view(device), 45);
+  });
 }
 
 scenarioTest(
