@@ -86,12 +86,15 @@ export interface ProcCost {
   cpuPercentTicks: number;
   /** Context switches (voluntary + involuntary) per second, all threads. */
   wakeupsPerS: number;
+  /** Voluntary context switches (waits) per second, all threads. */
   voluntaryPerS: number;
+  /** Involuntary context switches (preemptions) per second, all threads. */
   nonvoluntaryPerS: number;
 }
 
 /** Accumulates a process's CPU time and context switches over every thread. */
 export class ProcMonitor {
+  /** The process watched. */
   readonly pid: number;
   #ticksPerS: number;
   #last = new Map<string, ThreadCounts>();
@@ -205,12 +208,15 @@ export function socketInodes(pid: number): Set<string> {
 
 /** One row of /proc/net/{tcp,tcp6,udp,udp6} that belongs to a given process. */
 export interface InetSocket {
+  /** The /proc/net table it was found in: tcp, tcp6, udp or udp6. */
   table: string;
   /** Hex address:port as in /proc/net (e.g. 0100007F:1F90). */
   local: string;
+  /** Hex address:port of the peer (zeros when not connected). */
   remote: string;
   /** TCP state in hex: 0A = LISTEN, 01 = ESTABLISHED; UDP 07 = unconnected. */
   state: string;
+  /** The socket's inode, as in /proc/PID/fd links. */
   inode: string;
 }
 
@@ -238,10 +244,13 @@ export function inetSockets(pid: number): InetSocket[] {
 
 /** A series of fd/RSS samples of one process. */
 export class ResourceSampler {
+  /** The process sampled. */
   readonly pid: number;
+  /** Every sample: `performance.now()`, open fds, RSS in KiB. */
   readonly samples: { at: number; fds: number; rssKiB: number }[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
 
+  /** A sampler of `pid` (no samples yet). */
   constructor(pid: number) {
     this.pid = pid;
   }
@@ -264,6 +273,7 @@ export class ResourceSampler {
     }, intervalMs);
   }
 
+  /** Stops the periodic sampling. */
   stop(): void {
     clearInterval(this.#timer);
   }

@@ -67,33 +67,48 @@ function scanSocketLine(line: string): void {
 
 /** One scenario's outcome, as in the summary table. */
 export interface ScenarioRecord {
+  /** The scenario's name. */
   scenario: string;
+  /** Its group (device, socket, process, security...). */
   group: string;
+  /** Faults injected. */
   faults_injected: number;
+  /** Faults the system came through. */
   faults_survived: number;
   /** Desired-state checks that failed at the end of the scenario (must be 0). */
   mismatches: number;
   /** Longest time the device stayed in a wrong state after a recovery, ms (null: n/a). */
   max_wrong_state_ms: number | null;
+  /** How long the scenario ran, ms. */
   duration_ms: number;
   /** Measured figures (fd/RSS start/end, counts), free-form. */
   figures: Record<string, number | string | boolean | null>;
+  /** Whether the scenario passed. */
   passed: boolean;
+  /** Why it failed (first 500 characters). */
   error?: string;
 }
 
 /** Counts one scenario: faults in, faults survived, mismatches, wrong-state time. */
 export class Scenario {
+  /** The scenario's name. */
   readonly name: string;
+  /** Its group. */
   readonly group: string;
+  /** Faults injected so far. */
   injected = 0;
+  /** Faults survived so far. */
   survived = 0;
+  /** Failed end-of-scenario checks so far. */
   mismatches = 0;
+  /** Longest wrong-state time after a recovery, ms (null: none measured). */
   maxWrongMs: number | null = null;
+  /** Measured figures for the summary. */
   readonly figures: ScenarioRecord["figures"] = {};
   readonly #started = performance.now();
   readonly #mismatchNotes: string[] = [];
 
+  /** A scenario `name` in `group`, nothing counted yet. */
   constructor(group: string, name: string) {
     this.group = group;
     this.name = name;
@@ -240,8 +255,11 @@ export interface BridgeStartOptions {
   host: string;
   /** Socket path (default: a fresh one under /tmp). */
   socket?: string;
+  /** `--failsafe-timeout` in seconds (default 600). */
   failsafeTimeout?: number;
+  /** `--log-level` (default debug). */
   logLevel?: string;
+  /** More `run` arguments. */
   extraArgs?: string[];
   /** Do not wait for the socket (for runs expected to fail). */
   noWait?: boolean;
@@ -251,8 +269,11 @@ export interface BridgeStartOptions {
 
 /** `panda-breath run` as a subprocess with the shipped permission set. */
 export class BridgeProcess {
+  /** The `main.ts` subprocess. */
   readonly process: RunningMain;
+  /** Its socket path. */
   readonly socket: string;
+  /** Names it in the capture. */
   readonly label: string;
   #cleanup: (() => Promise<void>) | null;
   #captured = false;
@@ -307,6 +328,7 @@ export class BridgeProcess {
     return bridge;
   }
 
+  /** The process id. */
   get pid(): number {
     return this.process.child.pid;
   }
@@ -438,8 +460,11 @@ export async function timeToDesired(
 
 /** A device's heating state as the invariant sees it. */
 export interface HeatState {
+  /** The device's work_on flag. */
   work_on: boolean;
+  /** Its target, °C. */
   set_temp: number;
+  /** Its mode (2: always-on), when known. */
   work_mode?: number;
 }
 
@@ -455,7 +480,7 @@ export function isDesired(state: HeatState, target: number): boolean {
 // ---------------------------------------------------------------------------
 
 /** Python 3 for the helpers and the Klipper side (env PYTHON overrides). */
-export const PYTHON = Deno.env.get("PYTHON") ?? "python3";
+export const PYTHON: string = Deno.env.get("PYTHON") ?? "python3";
 
 /**
  * A helper subprocess (stdin piped, stdout lines collected) whose output
@@ -485,7 +510,9 @@ export class LineProcess extends Subprocess {
 
 /** tests/faults/rst_proxy.py: a proxy whose client connections end with a bare RST. */
 export class RstProxy {
+  /** The proxy subprocess. */
   readonly process: LineProcess;
+  /** The port it listens on. */
   readonly port: number;
 
   private constructor(process: LineProcess, port: number) {
@@ -493,6 +520,7 @@ export class RstProxy {
     this.port = port;
   }
 
+  /** Starts a proxy in front of 127.0.0.1:`upstreamPort`. */
   static async start(upstreamPort: number): Promise<RstProxy> {
     const script = new URL("./rst_proxy.py", import.meta.url).pathname;
     const process = new LineProcess(PYTHON, [script, String(upstreamPort)], "rst_proxy");
@@ -500,6 +528,7 @@ export class RstProxy {
     return new RstProxy(process, Number(match[1]));
   }
 
+  /** Its `host:port`, for `--host`. */
   get address(): string {
     return `127.0.0.1:${this.port}`;
   }
@@ -512,6 +541,7 @@ export class RstProxy {
     return Number(match[1]);
   }
 
+  /** Stops the proxy. */
   async close(): Promise<void> {
     await this.process.stop("SIGTERM");
   }

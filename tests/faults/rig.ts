@@ -35,8 +35,11 @@ export function simView(sim: Simulator): DeviceView {
 
 /** A device, a bridge, a controller. */
 export interface Rig<D> {
+  /** The device stand-in. */
   device: D;
+  /** The bridge subprocess. */
   bridge: BridgeProcess;
+  /** A controller connection that heartbeats every 500 ms. */
   api: SocketClient;
 }
 
