@@ -110,6 +110,11 @@ async function repairStaged(root: string): Promise<Result> {
   ]);
 }
 
+/** install.sh --force of `bin` for `user`, talking to `host`. */
+async function installAs(root: string, bin: string, user: string, host: string): Promise<Result> {
+  return await install(root, ["--binary", bin, "--force", "--user", user, "--host", host]);
+}
+
 /** Installs panda-breath on a staged U1 with a stand-in binary. */
 async function installU1(root: string, extra: string[] = []): Promise<Result> {
   return ok(await install(root, ["--binary", await fakeBinary(), "--force", ...extra]));
@@ -606,17 +611,7 @@ Deno.test(
   async () => {
     await withRoot(piTree({ systemd: true }), async (root) => {
       const bin = await fakeBinary('echo "bridge args: $*"');
-      ok(
-        await install(root, [
-          "--binary",
-          bin,
-          "--force",
-          "--user",
-          "pi",
-          "--host",
-          "pb.local:8080",
-        ]),
-      );
+      ok(await installAs(root, bin, "pi", "pb.local:8080"));
       const unit = await read(root, "/etc/systemd/system/panda-breath.service");
       for (
         const line of [
@@ -672,7 +667,7 @@ Deno.test(
 Deno.test("the launcher's log: one .old once past 1 MiB; an unwritable log never stops the bridge", async () => {
   await withRoot(piTree({ systemd: true }), async (root) => {
     const bin = await fakeBinary('echo "bridge ran: $*"');
-    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    ok(await installAs(root, bin, "pi", "192.168.1.50"));
     const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
     const log = "/home/pi/printer_data/logs/panda-breath.log";
     const launch = async () =>
@@ -704,7 +699,7 @@ Deno.test("the launcher's log stays bounded while the bridge runs, one .old, not
       `i=0; while [ $i -lt 60 ]; do j=0; while [ $j -lt 10 ]; do echo "$i.$j ${line}"; ` +
         `j=$((j+1)); done; i=$((i+1)); sleep 0.05; done; echo "last line"`,
     );
-    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    ok(await installAs(root, bin, "pi", "192.168.1.50"));
     const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
     const log = `${root}/home/pi/printer_data/logs/panda-breath.log`;
     const env = {
@@ -731,7 +726,7 @@ Deno.test("the launcher's log stays bounded while the bridge runs, one .old, not
 Deno.test("the launcher passes heat_mode and lease_hours from [panda_bridge]; bad values stop it", async () => {
   await withRoot(piTree({ systemd: true }), async (root) => {
     const bin = await fakeBinary('echo "bridge ran: $*"');
-    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    ok(await installAs(root, bin, "pi", "192.168.1.50"));
     const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
     const settings = `${root}/home/pi/printer_data/config/panda_bridge.cfg`;
     const set = async (key: string, value: string) => {
@@ -991,17 +986,7 @@ Deno.test(
         const bin = await fakeBinary(
           `exec ${Deno.execPath()} run -P=bridge --config ${REPO}/deno.json ${REPO}/main.ts "$@"`,
         );
-        ok(
-          await install(root, [
-            "--binary",
-            bin,
-            "--force",
-            "--user",
-            ME,
-            "--host",
-            `127.0.0.1:${sim.port}`,
-          ]),
-        );
+        ok(await installAs(root, bin, ME, `127.0.0.1:${sim.port}`));
         const start = ok(await initScript(root, "start"), "init start");
         assert.match(start.stdout, /Starting panda-breath: OK \(supervisor pid \d+\)/);
         const sock = `${root}/run/panda-breath/bridge.sock`;
@@ -1088,7 +1073,7 @@ Deno.test(
         `read up _ </proc/uptime; echo "$up" >>${runs}; n=$(wc -l <${runs}); ` +
           `[ "$n" -ne 5 ] || sleep 2.5; exit 1`,
       );
-      ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
+      ok(await installAs(root, bin, ME, "192.168.1.50"));
       try {
         ok(await initScript(root, "start", { PANDA_BREATH_RESET_AFTER: "2" }), "init start");
         const restarts = async () => (await read(root, LOG)).match(/restarting in \d+ s/g) ?? [];
@@ -1151,7 +1136,7 @@ Deno.test(
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
       const bin = await fakeBinary(`trap 'kill $! 2>/dev/null; exit 0' TERM; sleep 600 & wait`);
-      ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
+      ok(await installAs(root, bin, ME, "192.168.1.50"));
       try {
         // At boot S60klipper sources the hook (which starts us in the background), and rc
         // runs S99panda-breath start moments later: here all at once, three times over.

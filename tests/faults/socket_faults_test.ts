@@ -331,6 +331,8 @@ scenarioTest("socket", "invalid UTF-8 and junk requests get errors; state untouc
   await withRawDevice(s, 100, async (device, bridge, api) => {
     const conn = await bridge.connect();
     const bytes = (...values: number[]) => new Uint8Array([...values, 10]);
+    /** A set_target request line with `params` (JSON text). */
+    const setTargetLine = (params: string) => `{"id":1,"method":"set_target","params":${params}}`;
     const cases: [string, string | Uint8Array, string | null][] = [
       ["invalid UTF-8", bytes(0x7b, 0xff, 0xfe, 0x7d), "parse_error"],
       ["overlong encoding", bytes(0xc0, 0xaf), "parse_error"],
@@ -355,36 +357,20 @@ scenarioTest("socket", "invalid UTF-8 and junk requests get errors; state untouc
       ["constructor method", '{"id":1,"method":"constructor"}', "unknown_method"],
       ["toString method", '{"id":1,"method":"toString"}', "unknown_method"],
       ["long method name", `{"id":1,"method":"${"m".repeat(60_000)}"}`, "unknown_method"],
-      ["params array", '{"id":1,"method":"set_target","params":[45]}', "invalid_params"],
-      ["params null", '{"id":1,"method":"set_target","params":null}', "invalid_params"],
-      ["target missing", '{"id":1,"method":"set_target","params":{}}', "invalid_params"],
-      [
-        "target string",
-        '{"id":1,"method":"set_target","params":{"target":"50"}}',
-        "invalid_params",
-      ],
-      ["target bool", '{"id":1,"method":"set_target","params":{"target":true}}', "invalid_params"],
-      ["target null", '{"id":1,"method":"set_target","params":{"target":null}}', "invalid_params"],
-      [
-        "target 1e400",
-        '{"id":1,"method":"set_target","params":{"target":1e400}}',
-        "invalid_params",
-      ],
-      ["target -1", '{"id":1,"method":"set_target","params":{"target":-1}}', "out_of_range"],
-      ["target -0.4", '{"id":1,"method":"set_target","params":{"target":-0.4}}', "out_of_range"],
-      ["target 61", '{"id":1,"method":"set_target","params":{"target":61}}', "out_of_range"],
-      ["target 60.6", '{"id":1,"method":"set_target","params":{"target":60.6}}', "out_of_range"],
-      [
-        "target 300 (would wrap to 44)",
-        '{"id":1,"method":"set_target","params":{"target":300}}',
-        "out_of_range",
-      ],
-      ["target 256", '{"id":1,"method":"set_target","params":{"target":256}}', "out_of_range"],
-      [
-        "__proto__ params",
-        '{"id":1,"method":"set_target","params":{"__proto__":{"target":50}}}',
-        "invalid_params",
-      ],
+      ["params array", setTargetLine("[45]"), "invalid_params"],
+      ["params null", setTargetLine("null"), "invalid_params"],
+      ["target missing", setTargetLine("{}"), "invalid_params"],
+      ["target string", setTargetLine('{"target":"50"}'), "invalid_params"],
+      ["target bool", setTargetLine('{"target":true}'), "invalid_params"],
+      ["target null", setTargetLine('{"target":null}'), "invalid_params"],
+      ["target 1e400", setTargetLine('{"target":1e400}'), "invalid_params"],
+      ["target -1", setTargetLine('{"target":-1}'), "out_of_range"],
+      ["target -0.4", setTargetLine('{"target":-0.4}'), "out_of_range"],
+      ["target 61", setTargetLine('{"target":61}'), "out_of_range"],
+      ["target 60.6", setTargetLine('{"target":60.6}'), "out_of_range"],
+      ["target 300 (would wrap to 44)", setTargetLine('{"target":300}'), "out_of_range"],
+      ["target 256", setTargetLine('{"target":256}'), "out_of_range"],
+      ["__proto__ params", setTargetLine('{"__proto__":{"target":50}}'), "invalid_params"],
       ["duplicate keys", '{"id":1,"method":"off","method":"hello"}', null],
     ];
     for (const [name, line, code] of cases) {
