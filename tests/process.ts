@@ -9,6 +9,8 @@
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
 const encoder = new TextEncoder();
+/** How much of the interleaved output {@link Subprocess.output} keeps. */
+const OUTPUT_CHARS = 4000;
 
 /** Arguments that run `main.ts` the way `deno task start` does (plus `denoFlags`). */
 export function mainArgs(args: string[], denoFlags: string[] = []): string[] {
@@ -91,6 +93,7 @@ export class Subprocess {
   /** Complete stdout lines so far (without `keepChars`). */
   readonly lines: string[] = [];
   #partialLine = "";
+  #interleaved = "";
   #keepChars: number | undefined;
   #stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
   #pumps: Promise<void>;
@@ -118,6 +121,10 @@ export class Subprocess {
 
   #append(key: "stdout" | "stderr", text: string): void {
     this[key] += text;
+    this.#interleaved += text;
+    if (this.#interleaved.length > 2 * OUTPUT_CHARS) {
+      this.#interleaved = this.#interleaved.slice(-OUTPUT_CHARS);
+    }
     const keep = this.#keepChars;
     if (keep !== undefined) {
       if (this[key].length > 2 * keep) this[key] = this[key].slice(-keep);
@@ -134,9 +141,9 @@ export class Subprocess {
     return this.child.pid;
   }
 
-  /** The last lines of stdout and stderr, for error messages. */
+  /** The last 4000 characters of stdout and stderr as they came, interleaved. */
   get output(): string {
-    return (this.stdout.slice(-4000) + this.stderr.slice(-4000)).slice(-4000);
+    return this.#interleaved.slice(-OUTPUT_CHARS);
   }
 
   /** Resolves when `pattern` appears in stdout or stderr; returns the match. */

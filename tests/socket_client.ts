@@ -207,11 +207,12 @@ export class SocketClient {
   }
 
   /**
-   * Heartbeats now and every `intervalMs` like a ready Klipper extra (socket
-   * API v2: `{ready: true}`), making this a controller whose heartbeats count.
+   * Heartbeats now (unless `now` is false) and every `intervalMs` like a ready
+   * Klipper extra (socket API v2: `{ready: true}`), making this a controller
+   * whose heartbeats count.
    */
-  startHeartbeat(intervalMs = 500): void {
-    this.request("heartbeat", { ready: true }).catch(() => {});
+  startHeartbeat(intervalMs = 500, now = true): void {
+    if (now) this.request("heartbeat", { ready: true }).catch(() => {});
     this.#heartbeat = setInterval(() => {
       if (!this.closed) this.request("heartbeat", { ready: true }).catch(() => {});
     }, intervalMs);
