@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ApiClient, ApiError } from "../lib/api_client.ts";
+import { SocketClient } from "./socket_client.ts";
 import { type ApiLimits, ApiServer, SocketInUseError } from "../lib/api_server.ts";
 import { Bridge, type BridgeStatus } from "../lib/bridge.ts";
 import { Logger } from "../lib/log.ts";
@@ -46,44 +47,8 @@ async function rig(limits: Partial<ApiLimits> = {}, failsafeTimeoutMs = 60_000):
 }
 
 /** A raw line-level connection, for what ApiClient would never send. */
-class RawClient {
-  conn!: Deno.UnixConn;
-  #buffer = "";
-  #decoder = new TextDecoder();
-
-  static async connect(path: string): Promise<RawClient> {
-    const raw = new RawClient();
-    raw.conn = await Deno.connect({ transport: "unix", path });
-    return raw;
-  }
-
-  async write(text: string | Uint8Array): Promise<void> {
-    const bytes = typeof text === "string" ? new TextEncoder().encode(text) : text;
-    let written = 0;
-    while (written < bytes.byteLength) written += await this.conn.write(bytes.subarray(written));
-  }
-
-  /** Next line as JSON, or null when the bridge closed the connection. */
-  async line(): Promise<Record<string, unknown> | null> {
-    const chunk = new Uint8Array(65536);
-    while (!this.#buffer.includes("\n")) {
-      const n = await this.conn.read(chunk).catch(() => null);
-      if (n === null) return null;
-      this.#buffer += this.#decoder.decode(chunk.subarray(0, n));
-    }
-    const newline = this.#buffer.indexOf("\n");
-    const line = this.#buffer.slice(0, newline);
-    this.#buffer = this.#buffer.slice(newline + 1);
-    return JSON.parse(line);
-  }
-
-  close(): void {
-    try {
-      this.conn.close();
-    } catch {
-      // Closed by the bridge.
-    }
-  }
+function rawClient(path: string, reads = true): Promise<SocketClient> {
+  return SocketClient.connect(path, { inbox: reads, reads, keepNotifications: 0 });
 }
 
 Deno.test("socket is created with mode 0660 and removed on close", async () => {
@@ -118,7 +83,7 @@ Deno.test("hello, status, set_target, off over the socket", async () => {
 
 Deno.test("bad requests get errors with codes, and the connection stays usable", async () => {
   await using r = await rig();
-  const raw = await RawClient.connect(r.path);
+  const raw = await rawClient(r.path);
   const cases: [string, string][] = [
     ["not json\n", "parse_error"],
     ["[1,2]\n", "parse_error"],
@@ -134,40 +99,44 @@ Deno.test("bad requests get errors with codes, and the connection stays usable",
   ];
   for (const [request, code] of cases) {
     await raw.write(request);
-    const reply = await raw.line();
+    const reply = await raw.nextLine();
     assert.equal((reply?.error as { code: string })?.code, code, request);
   }
   await raw.write(new Uint8Array([0xff, 0xfe, 0x0a]));
-  assert.equal(((await raw.line())?.error as { code: string }).code, "parse_error");
+  assert.equal(((await raw.nextLine())?.error as { code: string }).code, "parse_error");
   await raw.write('{"id":"x","method":"status"}\n');
-  assert.equal((await raw.line())?.id, "x");
+  assert.equal((await raw.nextLine())?.id, "x");
   assert.equal(r.bridge.target, 0);
-  raw.close();
+  await raw.close();
 });
 
 Deno.test("requests split across writes and merged in one write are all answered", async () => {
   await using r = await rig();
-  const raw = await RawClient.connect(r.path);
+  const raw = await rawClient(r.path);
   await raw.write('{"id":1,"meth');
   await new Promise((resolve) => setTimeout(resolve, 20));
   await raw.write('od":"hello"}\n{"id":2,"method":"status"}\n{"id":3,');
   await raw.write('"method":"off"}\n');
-  assert.deepEqual([(await raw.line())?.id, (await raw.line())?.id, (await raw.line())?.id], [
+  assert.deepEqual([
+    (await raw.nextLine())?.id,
+    (await raw.nextLine())?.id,
+    (await raw.nextLine())?.id,
+  ], [
     1,
     2,
     3,
   ]);
-  raw.close();
+  await raw.close();
 });
 
 Deno.test("an oversized line gets line_too_long and the connection is closed", async () => {
   await using r = await rig({ maxLineBytes: 1024 });
-  const raw = await RawClient.connect(r.path);
+  const raw = await rawClient(r.path);
   await raw.write("x".repeat(4096));
-  const reply = await raw.line();
+  const reply = await raw.nextLine();
   assert.equal((reply?.error as { code: string }).code, "line_too_long");
-  assert.equal(await raw.line(), null);
-  raw.close();
+  assert.equal(await raw.nextLine(), null);
+  await raw.close();
   const client = await ApiClient.connect(r.path);
   assert.equal((await client.request("hello") as { protocol: number }).protocol, 2);
   await client.close();
@@ -303,7 +272,7 @@ Deno.test("hazard 5: with a device fault latched set_target answers device_fault
 
 Deno.test("a client that never reads is cut off; others keep getting status", async () => {
   await using r = await rig({ maxQueuedBytes: 32 * 1024 });
-  const lazy = await RawClient.connect(r.path);
+  const lazy = await rawClient(r.path, false);
   await lazy.write('{"id":1,"method":"subscribe"}\n');
   const reader = await ApiClient.connect(r.path);
   let count = 0;
@@ -318,18 +287,18 @@ Deno.test("a client that never reads is cut off; others keep getting status", as
   const before = count;
   await new Promise((resolve) => setTimeout(resolve, 300));
   assert.ok(count > before);
-  lazy.close();
+  await lazy.close();
   await reader.close();
 });
 
 Deno.test("clients beyond the cap are refused with a reason", async () => {
   await using r = await rig({ maxClients: 3 });
-  const held = await Promise.all([1, 2, 3].map(() => RawClient.connect(r.path)));
+  const held = await Promise.all([1, 2, 3].map(() => rawClient(r.path)));
   await new Promise((resolve) => setTimeout(resolve, 50));
-  const extra = await RawClient.connect(r.path);
-  assert.equal(((await extra.line())?.error as { code: string }).code, "too_many_clients");
-  extra.close();
-  held.forEach((c) => c.close());
+  const extra = await rawClient(r.path);
+  assert.equal(((await extra.nextLine())?.error as { code: string }).code, "too_many_clients");
+  await extra.close();
+  await Promise.all(held.map((c) => c.close()));
 });
 
 Deno.test("a live bridge on the socket path refuses a second one", async () => {
@@ -377,20 +346,25 @@ Deno.test("ApiClient surfaces error replies as ApiError", async () => {
 
 Deno.test("subscribe's reply is followed at once by the status, even in a burst", async () => {
   await using r = await rig();
-  const raw = await RawClient.connect(r.path);
+  const raw = await rawClient(r.path);
   await raw.write(
     '{"id":1,"method":"hello"}\n{"id":2,"method":"subscribe"}\n' +
       '{"id":3,"method":"set_target","params":{"target":33}}\n',
   );
-  const lines = [await raw.line(), await raw.line(), await raw.line(), await raw.line()];
+  const lines = [
+    await raw.nextLine(),
+    await raw.nextLine(),
+    await raw.nextLine(),
+    await raw.nextLine(),
+  ];
   // A reply comes right after the decision's sends, before its status notification.
   assert.deepEqual(lines.map((l) => l?.id ?? l?.method), [1, 2, "status", 3]);
   assert.equal((lines[2]?.params as BridgeStatus).target, 0);
   assert.deepEqual(lines[3]?.result, { target: 33 });
-  const next = await raw.line();
+  const next = await raw.nextLine();
   assert.equal(next?.method, "status");
   assert.equal((next?.params as BridgeStatus).target, 33);
-  raw.close();
+  await raw.close();
 });
 
 Deno.test("a burst of device frames does not cut off a client that reads", async () => {

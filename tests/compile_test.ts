@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { elfMachine, explainCompileFailure, TARGETS } from "../lib/compile.ts";
+import { runToEnd } from "./process.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -22,14 +23,11 @@ Caused by:
 `;
 
 async function compile(target: string, dist: string, env: Record<string, string>) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "lib/compile.ts", "--target", target, "--dist", dist],
-    cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  return await runToEnd(
+    Deno.execPath(),
+    ["run", "--allow-all", "lib/compile.ts", "--target", target, "--dist", dist],
+    { cwd: ROOT, env: { NO_COLOR: "1", ...env } },
+  );
 }
 
 async function head(path: string): Promise<Uint8Array> {

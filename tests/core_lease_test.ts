@@ -8,17 +8,14 @@ import assert from "node:assert/strict";
 import {
   type CoreConfig,
   type CoreEvent,
-  type CoreState,
   decide,
   type Decision,
-  type Effect,
   initialState,
   LEASE_OVERSHOOT_C,
   LEASE_OVERSHOOT_S,
   LEASE_PUSH_POLICY,
   LEASE_VERIFY_DELAY_MS,
   type LeasePushKind,
-  type ReplyEffect,
 } from "../lib/core.ts";
 import { buildStatus } from "../lib/status.ts";
 import {
@@ -30,6 +27,7 @@ import {
   OFF_FRAME,
   parseDeviceFrame,
 } from "../lib/protocol.ts";
+import { CoreDriver, has, logs, replyOf, sends, settingsFrame } from "./core_driver.ts";
 
 const HOUR = 3_600_000;
 const HALF = HOUR / 2;
@@ -37,21 +35,11 @@ const FACTS = { url: "ws://dev/ws", startedIso: "x", connectedIso: "y", logWrite
 const START_45 = buildDryingLeaseFrame(45, 1);
 
 /** A settings block as the simulator and V1.0.3 send it; `roots` adds wifi (connect frames). */
-function settingsFrame(settings: Record<string, unknown>, roots = true): string {
-  return JSON.stringify({
-    ...(roots ? { wifi: { ssid: "w" } } : {}),
-    settings: {
-      fw_version: "V1.0.3",
-      work_on: 0,
-      work_mode: 2,
-      set_temp: 40,
-      isrunning: 0,
-      remaining_seconds: 0,
-      custom_temp: 50,
-      custom_timer: 6,
-      ...settings,
-    },
-  });
+function leaseSettingsFrame(settings: Record<string, unknown>, roots = true): string {
+  return settingsFrame(
+    { remaining_seconds: 0, custom_temp: 50, custom_timer: 6, ...settings },
+    roots ? { wifi: { ssid: "w" } } : {},
+  );
 }
 
 /** What the device reports while our 45 °C / 1 h lease runs with `remaining` seconds left. */
@@ -69,10 +57,9 @@ function leaseRunning(remaining: number, target = 45): Record<string, unknown> {
 const LEASE_FRAMES = new Set([DRYING_LEASE_OFF_FRAME, DRYING_STOP_FRAME]);
 
 /** A core in heat mode `drying-lease`; every frame it sends must be a lease frame. */
-class Core {
-  state: CoreState;
+class Core extends CoreDriver {
   constructor(config: Partial<CoreConfig> = {}) {
-    this.state = initialState({
+    super({
       heatMode: "drying-lease",
       leaseHours: 1,
       readbackIntervalMs: 0,
@@ -80,9 +67,8 @@ class Core {
       ...config,
     });
   }
-  at(now: number, event: CoreEvent): Decision {
-    const decision = decide(this.state, event, now);
-    this.state = decision.state;
+  override at(now: number, event: CoreEvent): Decision {
+    const decision = super.at(now, event);
     for (const frame of sends(decision)) {
       assert.ok(
         LEASE_FRAMES.has(frame) || /"filament_drying_mode":3,"isrunning":1/.test(frame),
@@ -93,7 +79,7 @@ class Core {
     return decision;
   }
   frame(now: number, settings: Record<string, unknown>, roots = false): Decision {
-    const { report, dropped } = parseDeviceFrame(settingsFrame(settings, roots));
+    const { report, dropped } = parseDeviceFrame(leaseSettingsFrame(settings, roots));
     return this.at(now, { type: "frame", report, dropped });
   }
   temperature(now: number, celsius: number): Decision {
@@ -107,7 +93,7 @@ class Core {
     return this.frame(now, settings, true);
   }
   readback(now: number, settings: Record<string, unknown> | null, error = "timeout"): Decision {
-    const report = settings === null ? null : parseDeviceFrame(settingsFrame(settings)).report;
+    const report = settings === null ? null : parseDeviceFrame(leaseSettingsFrame(settings)).report;
     return this.at(now, { type: "readback", report, error: settings === null ? error : null });
   }
   tick(now: number): Decision {
@@ -122,26 +108,6 @@ class Core {
   status(now: number) {
     return buildStatus(this.state, now, FACTS);
   }
-}
-
-function sends(decision: Decision): string[] {
-  return decision.effects.flatMap((e) => e.type === "send" ? [e.frame] : []);
-}
-
-function has(decision: Decision, type: Effect["type"]): boolean {
-  return decision.effects.some((e) => e.type === type);
-}
-
-function reply(decision: Decision): ReplyEffect {
-  const r = decision.effects.find((e): e is ReplyEffect => e.type === "reply");
-  assert.ok(r, "a reply");
-  return r;
-}
-
-function errorLogs(decision: Decision): string[] {
-  return decision.effects.flatMap((e) =>
-    e.type === "log" && e.level === "error" ? [e.message] : []
-  );
 }
 
 /** Connected at 0 (device off), Klipper beating, 45 °C requested at 1000: the start is sent. */
@@ -185,7 +151,7 @@ Deno.test("lease refusal: unknown firmware, V1.0.0, V1.0.4, or no drying fields 
     const core = new Core();
     if (connect) core.connect(0, connect);
     const d = core.set(10, 45);
-    const r = reply(d);
+    const r = replyOf(d);
     assert.equal(r.ok ? "ok" : r.code, "lease_unavailable", what);
     assert.match(!r.ok ? r.message : "", reason, what);
     assert.match(!r.ok ? r.message : "", /never falls back to always-on/, what);
@@ -193,7 +159,7 @@ Deno.test("lease refusal: unknown firmware, V1.0.0, V1.0.4, or no drying fields 
     assert.equal(core.state.target, 0, what);
     assert.match(core.status(10).lease?.unavailable ?? "", reason, what);
     const off = core.set(11, 0);
-    assert.equal(reply(off).ok, true, `${what}: off is never refused`);
+    assert.equal(replyOf(off).ok, true, `${what}: off is never refused`);
   }
 });
 
@@ -204,7 +170,7 @@ Deno.test("lease refusal: a reconnect whose connect frame shows unsupported firm
   assert.equal(core.state.target, 0);
   assert.deepEqual(sends(d), [DRYING_LEASE_OFF_FRAME]);
   assert.match(core.state.note ?? "", /V1\.0\.4 is not one of/);
-  assert.ok(errorLogs(d).length > 0);
+  assert.ok(logs(d, "error").length > 0);
 });
 
 // ---------------------------------------------------------------------------
@@ -262,9 +228,9 @@ Deno.test("lease verification: failure is retried once (stop, gap, start); a sec
   const giveUp = core.readback(again + 50, leaseRunning(1790));
   assert.deepEqual(sends(giveUp), [DRYING_LEASE_OFF_FRAME]);
   assert.equal(core.state.target, 0);
-  assert.ok(errorLogs(giveUp).length > 0);
+  assert.ok(logs(giveUp, "error").length > 0);
   assert.match(core.state.note ?? "", /drying lease unavailable: the device did not confirm/);
-  const refused = reply(core.set(again + 100, 45));
+  const refused = replyOf(core.set(again + 100, 45));
   assert.equal(refused.ok ? "ok" : refused.code, "lease_unavailable");
   assert.match(!refused.ok ? refused.message : "", /did not confirm the drying lease twice/);
   assert.match(core.status(again + 100).lease?.unavailable ?? "", /remaining_seconds 1790/);
@@ -373,7 +339,7 @@ Deno.test("lease ended before renewal while target > 0 -> adopt 0 with a loud no
   const d = push.frame(1000 + HOUR, ended);
   assert.equal(push.state.target, 0);
   assert.match(push.state.note ?? "", /drying lease ended at the device without a renewal/);
-  assert.ok(errorLogs(d).length > 0);
+  assert.ok(logs(d, "error").length > 0);
   assert.deepEqual(sends(d), [DRYING_LEASE_OFF_FRAME], "leaves drying with work_on false");
 
   const reconnect = heating();
@@ -440,7 +406,7 @@ Deno.test("lease OFF: target 0, failsafe, controller gone, adopted button off, f
   const f = faulted.frame(5000, { ...leaseRunning(3000), work_on: 0, ptc_sensor_status: 2 });
   assert.deepEqual(sends(f), [DRYING_LEASE_OFF_FRAME], "fault");
   assert.equal(faulted.state.target, 0);
-  const refused = reply(faulted.set(5100, 45));
+  const refused = replyOf(faulted.set(5100, 45));
   assert.equal(refused.ok ? "ok" : refused.code, "device_fault", "interlock unchanged");
 
   assert.deepEqual(
@@ -587,7 +553,7 @@ Deno.test("lease push table: every kind keeps, adopts or enforces as LEASE_PUSH_
     const rule = LEASE_PUSH_POLICY[c.kind];
     const logged = d.effects.some((e) =>
       e.type === "log" && (e.fields as { push?: string }).push === c.kind
-    ) || (c.kind === "lease_ended" && errorLogs(d).length > 0);
+    ) || (c.kind === "lease_ended" && logs(d, "error").length > 0);
     assert.ok(logged, `${c.kind}: classified as such`);
     assert.equal(core.state.target, c.target, `${c.kind}: target`);
     assert.deepEqual(sends(d), c.sent, `${c.kind}: ${rule.action}`);
@@ -616,7 +582,7 @@ Deno.test("lease push: an enforced always-on press restarts the lease after the 
 Deno.test("lease requests: the same target again is no rewrite; a new target restarts after the gap; off-then-on waits the gap", () => {
   const same = heating();
   const again = same.set(5000, 45);
-  assert.equal(reply(again).ok, true);
+  assert.equal(replyOf(again).ok, true);
   assert.deepEqual(sends(again), [], "no flash rewrite for the lease already running");
 
   const change = heating();
@@ -681,7 +647,7 @@ Deno.test("always-on mode is unchanged: no lease in status, always-on frames", (
   assert.equal(status.heat_mode, "always-on");
   assert.equal(status.lease, null);
   let s = decide(state, { type: "link_open" }, 0).state;
-  const { report } = parseDeviceFrame(settingsFrame({}));
+  const { report } = parseDeviceFrame(leaseSettingsFrame({}));
   s = decide(s, { type: "frame", report, dropped: [] }, 0).state;
   const d = decide(s, { type: "set_target", client: "cli", value: 45 }, 10);
   assert.deepEqual(sends(d), [buildDesiredStateFrame(45)]);
@@ -732,7 +698,7 @@ Deno.test("DragonBreath: the probe's answer is recorded once, shown in status, a
     found.effects.filter((e) => e.type === "link_retry"),
     [{ type: "link_retry", floorMs: 300_000 }],
   );
-  assert.deepEqual(errorLogs(found), [PROBLEM], "one clear error");
+  assert.deepEqual(logs(found, "error"), [PROBLEM], "one clear error");
   assert.ok(has(found, "notify"));
   assert.equal(buildStatus(s, 200, FACTS).firmware_problem, PROBLEM);
   assert.deepEqual(sends(found), [], "nothing actuated");
@@ -740,7 +706,7 @@ Deno.test("DragonBreath: the probe's answer is recorded once, shown in status, a
   s = decide(s, { type: "connect_failed", reason: "Invalid status code: 404" }, 60_100).state;
   const same = decide(s, { type: "firmware_probe", problem: PROBLEM }, 60_200);
   s = same.state;
-  assert.deepEqual(errorLogs(same), [], "not logged again");
+  assert.deepEqual(logs(same, "error"), [], "not logged again");
   assert.equal(has(same, "link_retry"), false);
 
   const back = decide(s, { type: "link_open" }, 400_000);
@@ -780,7 +746,7 @@ Deno.test("DragonBreath: heat is refused while detected, and a target set before
   assert.match(buildStatus(s, 30, FACTS).note ?? "", /firmware the bridge cannot drive/);
 
   const refused = decide(s, { type: "set_target", client: "cli", value: 40 }, 40);
-  assert.deepEqual(reply(refused), {
+  assert.deepEqual(replyOf(refused), {
     type: "reply",
     ok: false,
     code: "unsupported_firmware",
@@ -788,9 +754,9 @@ Deno.test("DragonBreath: heat is refused while detected, and a target set before
   });
   assert.equal(refused.state.target, 0);
   const off = decide(s, { type: "set_target", client: "cli", value: 0 }, 50);
-  assert.equal(reply(off).ok, true, "off is never refused");
+  assert.equal(replyOf(off).ok, true, "off is never refused");
 
   const back = decide(s, { type: "link_open" }, 400_000).state;
   const again = decide(back, { type: "set_target", client: "cli", value: 40 }, 400_010);
-  assert.equal(reply(again).ok, true, "stock firmware again: heat accepted");
+  assert.equal(replyOf(again).ok, true, "stock firmware again: heat accepted");
 });

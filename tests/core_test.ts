@@ -8,17 +8,14 @@ import {
   classifyPush,
   type CoreConfig,
   type CoreEvent,
-  type CoreState,
   decide,
   type Decision,
-  type Effect,
-  initialState,
   PUSH_POLICY,
   type PushKind,
-  type ReplyEffect,
 } from "../lib/core.ts";
 import { buildStatus } from "../lib/status.ts";
 import { buildOnFrame, FAULT_DESCRIPTIONS, OFF_FRAME, parseDeviceFrame } from "../lib/protocol.ts";
+import { assertOrdered, CoreDriver, logs, replyOf, sends, settingsFrame } from "./core_driver.ts";
 
 const TIMEOUT = 10_000;
 const CONFIG: CoreConfig = {
@@ -42,37 +39,17 @@ const FACTS = {
   firmwareProblem: null,
 };
 
-/** A settings block; `roots` adds the wifi/sta/ap roots of known connect frames. */
-function settingsFrame(settings: Record<string, unknown>, roots = false): string {
-  return JSON.stringify({
-    ...(roots
-      ? { wifi: { ssid: "w", password: "core-test-secret" }, sta: {}, ap: { password: "p" } }
-      : {}),
-    settings: {
-      fw_version: "V1.0.3",
-      work_on: 0,
-      work_mode: 2,
-      set_temp: 40,
-      isrunning: 0,
-      ...settings,
-    },
-  });
-}
+/** The wifi/sta/ap roots of known connect frames. */
+const CONNECT_ROOTS = {
+  wifi: { ssid: "w", password: "core-test-secret" },
+  sta: {},
+  ap: { password: "p" },
+};
 
 /** Drives the core through events, keeping every decision. */
-class Core {
-  state: CoreState;
-  readonly decisions: Decision[] = [];
-
+class Core extends CoreDriver {
   constructor(config: Partial<CoreConfig> = {}) {
-    this.state = initialState({ ...CONFIG, ...config });
-  }
-
-  at(now: number, event: CoreEvent): Decision {
-    const decision = decide(this.state, event, now);
-    this.state = decision.state;
-    this.decisions.push(decision);
-    return decision;
+    super({ ...CONFIG, ...config });
   }
 
   frame(now: number, text: string): Decision {
@@ -83,7 +60,7 @@ class Core {
   /** Link open and the connect frame (off at 40 °C unless given). */
   connect(now: number, settings: Record<string, unknown> = {}): Decision {
     this.at(now, { type: "link_open" });
-    return this.frame(now, settingsFrame(settings, true));
+    return this.frame(now, settingsFrame(settings, CONNECT_ROOTS));
   }
 
   set(now: number, value: unknown, client = "cli"): Decision {
@@ -100,37 +77,18 @@ class Core {
   }
 }
 
-function sends(decision: Decision): string[] {
-  return decision.effects.flatMap((e) => e.type === "send" ? [e.frame] : []);
-}
-
-function replyOf(decision: Decision): ReplyEffect {
-  const reply = decision.effects.find((e): e is ReplyEffect => e.type === "reply");
-  assert.ok(reply, "a reply");
-  return reply;
-}
-
-function logs(decision: Decision): string[] {
-  return decision.effects.flatMap((e) => e.type === "log" ? [e.message] : []);
-}
-
-function assertOrdered(decision: Decision, what: string): void {
-  const rank: Record<Effect["type"], number> = {
-    send: 0,
-    reply: 1,
-    notify: 2,
-    readback: 3,
-    probe: 3,
-    link_retry: 3,
-    log: 4,
-  };
-  const ranks = decision.effects.map((e) => rank[e.type]);
-  assert.deepEqual(ranks, [...ranks].sort((a, b) => a - b), what);
-}
-
 // ---------------------------------------------------------------------------
 // Purity
 // ---------------------------------------------------------------------------
+
+/** Connected at 0 with the device off, Klipper beating, Klipper asking 45 °C at 10. */
+function klipperHeating(): Core {
+  const core = new Core();
+  core.connect(0);
+  core.beat(0, true);
+  core.set(10, 45, "klipper");
+  return core;
+}
 
 Deno.test("decide is pure: the input state is untouched and equal inputs give equal outputs", () => {
   const core = new Core();
@@ -259,10 +217,7 @@ Deno.test("hazard 4: the push policy table: every push kind adopts or enforces a
   ];
   const covered = new Set<PushKind>();
   for (const [kind, settings, frames, targetAfter] of cases) {
-    const core = new Core();
-    core.connect(0);
-    core.beat(0, true);
-    core.set(10, 45, "klipper");
+    const core = klipperHeating();
     const push = core.frame(100, settingsFrame(settings));
     const pushLog = push.effects.find((e) => e.type === "log" && e.fields.push === kind);
     if (kind !== "fault") assert.ok(pushLog || frames.length === 0, kind);
@@ -322,10 +277,7 @@ Deno.test("hazard 5: heat is refused with device_fault while a fault is latched;
 });
 
 Deno.test("hazard 5: a reconnect whose connect frame reports a fault never asserts ON", () => {
-  const core = new Core();
-  core.connect(0);
-  core.beat(0, true);
-  core.set(10, 45, "klipper");
+  const core = klipperHeating();
   core.at(500, { type: "link_down", reason: "test" });
   const from = core.decisions.length;
   core.connect(1_000, { work_on: 1, set_temp: 45, warehouse_sensor_status: 2 });
@@ -336,10 +288,7 @@ Deno.test("hazard 5: a reconnect whose connect frame reports a fault never asser
 });
 
 Deno.test("hazard 5: a fault latched while heating drops the target and enforces OFF", () => {
-  const core = new Core();
-  core.connect(0);
-  core.beat(0, true);
-  core.set(10, 45, "klipper");
+  const core = klipperHeating();
   // A fault field outside a settings block (no known firmware): the same interlock.
   const fault = core.frame(100, '{"settings":{"ptc_heater_status":1}}');
   assert.deepEqual(sends(fault), [OFF_FRAME]);
@@ -353,7 +302,7 @@ Deno.test("hazard 6: a read-back showing heat the bridge did not ask for is corr
   const due = core.at(5_000, { type: "tick" });
   assert.ok(due.effects.some((e) => e.type === "readback"));
   // Another client (web page, phone app) switched it on; the device pushed nothing.
-  const { report } = parseDeviceFrame(settingsFrame({ work_on: 1, set_temp: 55 }, true));
+  const { report } = parseDeviceFrame(settingsFrame({ work_on: 1, set_temp: 55 }, CONNECT_ROOTS));
   const back = core.at(5_200, { type: "readback", report, error: null });
   assert.deepEqual(sends(back), [OFF_FRAME]);
   assert.equal(core.state.target, 0);
@@ -363,7 +312,7 @@ Deno.test("hazard 6: a read-back showing heat the bridge did not ask for is corr
   core.beat(5_300, true);
   core.set(5_400, 45, "klipper");
   core.at(10_200, { type: "tick" });
-  const other = parseDeviceFrame(settingsFrame({ work_on: 1, set_temp: 30 }, true)).report;
+  const other = parseDeviceFrame(settingsFrame({ work_on: 1, set_temp: 30 }, CONNECT_ROOTS)).report;
   assert.deepEqual(sends(core.at(10_300, { type: "readback", report: other, error: null })), [
     buildOnFrame(45),
   ]);
@@ -378,7 +327,7 @@ Deno.test("hazard 6: read-backs run with the link up only, one at a time, every 
   assert.equal(started.effects.filter((e) => e.type === "readback").length, 1);
   // In flight: no second one, however late.
   assert.ok(!core.at(20_000, { type: "tick" }).effects.some((e) => e.type === "readback"));
-  const match = parseDeviceFrame(settingsFrame({ work_on: 0 }, true)).report;
+  const match = parseDeviceFrame(settingsFrame({ work_on: 0 }, CONNECT_ROOTS)).report;
   const back = core.at(20_100, { type: "readback", report: match, error: null });
   assert.deepEqual(sends(back), [], "a matching read-back writes nothing");
   assert.equal(core.state.readback.last, "match");
@@ -397,7 +346,7 @@ Deno.test("hazard 6: a read-back older than a write is not acted on", () => {
   core.at(5_000, { type: "tick" });
   core.beat(5_010, true);
   core.set(5_020, 45, "klipper"); // written after the read-back connection opened
-  const old = parseDeviceFrame(settingsFrame({ work_on: 0 }, true)).report;
+  const old = parseDeviceFrame(settingsFrame({ work_on: 0 }, CONNECT_ROOTS)).report;
   const back = core.at(5_100, { type: "readback", report: old, error: null });
   assert.deepEqual(sends(back), []);
   assert.equal(core.state.readback.last, "stale");
@@ -436,7 +385,7 @@ Deno.test("hazard 7: the desired state is asserted within connectAssertMs if no 
   assert.deepEqual(sends(core.at(CONFIG.connectAssertMs - 1, { type: "tick" })), []);
   assert.deepEqual(sends(core.at(CONFIG.connectAssertMs, { type: "tick" })), [OFF_FRAME]);
   // A late connect frame that shows the pre-write state is not a reason to write again.
-  assert.deepEqual(sends(core.frame(2_500, settingsFrame({ work_on: 1 }, true))), []);
+  assert.deepEqual(sends(core.frame(2_500, settingsFrame({ work_on: 1 }, CONNECT_ROOTS))), []);
 });
 
 Deno.test("hazard 8: the last ready controller's connection closing while heating is OFF at once", () => {
@@ -598,10 +547,7 @@ Deno.test("failsafe: a heartbeat before heat-on gives no credit beyond heat-on +
 });
 
 Deno.test("stop sends OFF whatever the link state and refuses heat afterwards", () => {
-  const core = new Core();
-  core.connect(0);
-  core.beat(0, true);
-  core.set(10, 45, "klipper");
+  const core = klipperHeating();
   core.at(20, { type: "link_down", reason: "test" });
   const stop = core.at(30, { type: "stop", reason: "SIGTERM" });
   assert.deepEqual(sends(stop), [OFF_FRAME]);

@@ -111,13 +111,8 @@ Deno.test("doctor vs a DragonBreath device: names it, exit 1, never opens /ws", 
   const requests = server.requests;
   const { path, cleanup } = await tempSocketPath();
   try {
-    const result = await runCli([
-      "doctor",
-      "--host",
-      `127.0.0.1:${server.port}`,
-      "--socket",
-      path,
-    ]);
+    const host = `127.0.0.1:${server.port}`;
+    const result = await runCli(["doctor", "--host", host, "--socket", path]);
     assert.equal(result.code, 1, result.stdout);
     assert.match(
       result.stdout,

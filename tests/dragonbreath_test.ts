@@ -14,13 +14,7 @@ Deno.test("DragonBreath firmware: one clear error in status and the log, no retr
   const server = startDragonBreathDevice();
   const requests = server.requests;
   const { path, cleanup } = await tempSocketPath();
-  const bridge = new MainProcess([
-    "run",
-    "--host",
-    `127.0.0.1:${server.port}`,
-    "--socket",
-    path,
-  ]);
+  const bridge = new MainProcess(["run", "--host", `127.0.0.1:${server.port}`, "--socket", path]);
   try {
     await waitForSocket(path, 15_000);
     let problem: string | null = null;

@@ -7,7 +7,9 @@
 
 /** A frame the fake device received. */
 export interface Received {
+  /** `performance.now()` when it arrived. */
   at: number;
+  /** The frame's text. */
   text: string;
 }
 
@@ -17,6 +19,7 @@ export interface FakeDeviceOptions {
   connectFrame?: string | null;
   /** Telemetry interval in ms; 0 disables telemetry. */
   telemetryMs?: number;
+  /** The chamber temperature its telemetry reports, °C. */
   temperature?: number;
 }
 
@@ -36,10 +39,15 @@ export function connectFrame(workOn: 0 | 1 = 0, setTemp = 40): string {
 
 /** A controllable fake Panda Breath on 127.0.0.1. */
 export class FakeDevice {
+  /** Every frame received, oldest first. */
   readonly received: Received[] = [];
-  readonly sockets = new Set<WebSocket>();
+  /** The open client connections. */
+  readonly sockets: Set<WebSocket> = new Set<WebSocket>();
+  /** Connections accepted in all. */
   connections = 0;
+  /** The chamber temperature its telemetry reports, °C. */
   temperature: number;
+  /** While true, no telemetry is sent. */
   silent = false;
   /**
    * Sent to each new client first (null: none). A test may change it, e.g. to
@@ -147,9 +155,11 @@ export class FakeDevice {
 
 /** A device running DragonBreath firmware: `/api/v2/info` names it, every other path is a 404. */
 export interface DragonBreathDevice {
+  /** The port it listens on (127.0.0.1). */
   port: number;
   /** Paths requested, in order. */
   requests: string[];
+  /** Stops the server. */
   shutdown(): Promise<void>;
 }
 

@@ -20,6 +20,17 @@ function fakeDevice(handler: (request: Request) => Response | Promise<Response>)
   return { server, address, requests, close: () => server.shutdown() };
 }
 
+/** A fake device that answers nothing until `release()` is called. */
+function silentDevice() {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  const device = fakeDevice(async () => {
+    await held;
+    return new Response("late");
+  });
+  return { device, release };
+}
+
 const json = (value: unknown, status = 200) =>
   new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json" } });
 
@@ -156,12 +167,7 @@ Deno.test("probe: an endless body is cut at the limit and the probe returns at o
 });
 
 Deno.test("probe: a device that never answers is unreachable after the timeout", async () => {
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => release = resolve);
-  const device = fakeDevice(async () => {
-    await held;
-    return new Response("late");
-  });
+  const { device, release } = silentDevice();
   try {
     const started = performance.now();
     const probe = await probeFirmware(device.address, { timeoutMs: 300 });
@@ -234,12 +240,7 @@ Deno.test("probe: a closed port and a server that does not speak HTTP are unreac
 });
 
 Deno.test("probe: an abort signal (bridge stopping) ends it at once", async () => {
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => release = resolve);
-  const device = fakeDevice(async () => {
-    await held;
-    return new Response("late");
-  });
+  const { device, release } = silentDevice();
   try {
     const controller = new AbortController();
     setTimeout(() => controller.abort(), 50);

@@ -13,24 +13,29 @@
 import assert from "node:assert/strict";
 import { Simulator } from "../lib/simulator/mod.ts";
 import {
+  busyboxBin,
+  elfHeader,
+  fakeBinary,
   overlayBoot,
   persistent,
   piTree,
   printerCfg,
+  SCRATCH,
   seedExtended,
   snapshot,
   type Tree,
   type U1Options,
   u1Tree,
-  writeTree,
+  withRoot,
 } from "./fixtures/install/roots.ts";
-import { skipUnless } from "./tools.ts";
+import { type CliResult, runToEnd } from "./process.ts";
+import { alive } from "./procfs.ts";
+import { skipUnless, which } from "./tools.ts";
 import { until } from "./wait.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const INSTALL = `${REPO}/install.sh`;
 const CHECK_CONFIG = `${REPO}/tests/fixtures/install/klipper_config_check.py`;
-const decoder = new TextDecoder();
 
 const PD = "/home/lava/printer_data";
 const PAYLOAD = `${PD}/panda-breath`;
@@ -44,27 +49,14 @@ const HOOK = "/etc/hooks/klipper.d/panda-breath.sh";
 const LOG = `${PD}/logs/panda-breath.log`;
 const REPAIR = `sh ${PAYLOAD}/install.sh --repair`;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+type Result = CliResult;
 
 /** Runs a command to completion with a clean environment. */
-async function exec(
-  cmd: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<Result> {
-  const out = await new Deno.Command(cmd, {
-    args,
+function exec(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Result> {
+  return runToEnd(cmd, args, {
     clearEnv: true,
     env: { PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin", LC_ALL: "C", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+  });
 }
 
 function ok(r: Result, what = "install.sh"): Result {
@@ -72,49 +64,10 @@ function ok(r: Result, what = "install.sh"): Result {
   return r;
 }
 
-async function which(name: string): Promise<string | null> {
-  const r = await exec("/bin/sh", ["-c", `command -v ${name}`]);
-  return r.code === 0 ? r.stdout.trim() : null;
-}
-
 const ME = (await exec("id", ["-un"])).stdout.trim();
-const SHELLCHECK = await which("shellcheck");
-const BUSYBOX = await which("busybox");
-const PYTHON = await which("python3");
-
-/** Stand-in binaries, BusyBox's applet links: removed when the tests end. */
-const SCRATCH = Deno.makeTempDirSync({ prefix: "pb-install-test-" });
-globalThis.addEventListener("unload", () => Deno.removeSync(SCRATCH, { recursive: true }));
-
-/** A PATH whose first directory holds BusyBox's applets (as on the U1). */
-let busyboxPath: string | null = null;
-async function busyboxBin(): Promise<string> {
-  if (busyboxPath) return busyboxPath;
-  const dir = await Deno.makeTempDir({ dir: SCRATCH, prefix: "busybox-" });
-  const applets = (await exec(BUSYBOX!, ["--list"])).stdout.split("\n").filter(Boolean);
-  for (const applet of applets) await Deno.symlink(BUSYBOX!, `${dir}/${applet}`);
-  busyboxPath = dir;
-  return dir;
-}
-
-/** A non-ELF stand-in "binary" (installed with --force). */
-async function fakeBinary(body = 'echo "panda-breath (stand-in) $*"'): Promise<string> {
-  const path = await Deno.makeTempFile({ dir: SCRATCH, prefix: "bin-" });
-  await Deno.writeTextFile(path, `#!/bin/sh\n${body}\n`);
-  await Deno.chmod(path, 0o755);
-  return path;
-}
-
-/** A staged root with `tree` written; removed after `body`. */
-async function withRoot(tree: Tree, body: (root: string) => Promise<void>): Promise<void> {
-  const root = await Deno.makeTempDir({ prefix: "pb-root-" });
-  try {
-    await writeTree(root, tree);
-    await body(root);
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-}
+const SHELLCHECK = which("shellcheck");
+const BUSYBOX = which("busybox");
+const PYTHON = which("python3");
 
 /** install.sh staged under `root` (extra args after). */
 async function install(root: string, args: string[], shell = "/bin/sh", env = {}): Promise<Result> {
@@ -144,6 +97,22 @@ async function klipperConfig(
 ): Promise<ConfigCheck> {
   const r = ok(await exec(PYTHON!, [CHECK_CONFIG, root, printerCfgPath, klipper]), "config check");
   return JSON.parse(r.stdout);
+}
+
+/** The installed payload's `install.sh --repair` on a staged root. */
+async function repairStaged(root: string): Promise<Result> {
+  return await exec("/bin/sh", [
+    `${root}${PAYLOAD}/install.sh`,
+    "--repair",
+    "--destdir",
+    root,
+    "--force",
+  ]);
+}
+
+/** install.sh --force of `bin` for `user`, talking to `host`. */
+async function installAs(root: string, bin: string, user: string, host: string): Promise<Result> {
+  return await install(root, ["--binary", bin, "--force", "--user", user, "--host", host]);
 }
 
 /** Installs panda-breath on a staged U1 with a stand-in binary. */
@@ -519,16 +488,7 @@ Deno.test(
       await overlayBoot(root, lower, "firmware-update");
       assert.ok(!await present(root, "/oem/.debug"));
       assert.ok(!await present(root, EXTRA));
-      const r = ok(
-        await exec("/bin/sh", [
-          `${root}${PAYLOAD}/install.sh`,
-          "--repair",
-          "--destdir",
-          root,
-          "--force",
-        ]),
-        "repair",
-      );
+      const r = ok(await repairStaged(root), "repair");
       assert.match(r.stdout, /panda-breath repair/);
       assert.equal(await read(root, SETTINGS), edited, "settings kept byte for byte");
       const now = await snapshot(root);
@@ -540,15 +500,7 @@ Deno.test(
       assert.equal(config.error, null);
       assert.ok(config.sections.includes("heater_generic panda_breath"));
       // A second repair changes nothing.
-      ok(
-        await exec("/bin/sh", [
-          `${root}${PAYLOAD}/install.sh`,
-          "--repair",
-          "--destdir",
-          root,
-          "--force",
-        ]),
-      );
+      ok(await repairStaged(root));
       assert.deepEqual(await snapshot(root), now);
     });
   },
@@ -659,17 +611,7 @@ Deno.test(
   async () => {
     await withRoot(piTree({ systemd: true }), async (root) => {
       const bin = await fakeBinary('echo "bridge args: $*"');
-      ok(
-        await install(root, [
-          "--binary",
-          bin,
-          "--force",
-          "--user",
-          "pi",
-          "--host",
-          "pb.local:8080",
-        ]),
-      );
+      ok(await installAs(root, bin, "pi", "pb.local:8080"));
       const unit = await read(root, "/etc/systemd/system/panda-breath.service");
       for (
         const line of [
@@ -725,7 +667,7 @@ Deno.test(
 Deno.test("the launcher's log: one .old once past 1 MiB; an unwritable log never stops the bridge", async () => {
   await withRoot(piTree({ systemd: true }), async (root) => {
     const bin = await fakeBinary('echo "bridge ran: $*"');
-    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    ok(await installAs(root, bin, "pi", "192.168.1.50"));
     const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
     const log = "/home/pi/printer_data/logs/panda-breath.log";
     const launch = async () =>
@@ -757,7 +699,7 @@ Deno.test("the launcher's log stays bounded while the bridge runs, one .old, not
       `i=0; while [ $i -lt 60 ]; do j=0; while [ $j -lt 10 ]; do echo "$i.$j ${line}"; ` +
         `j=$((j+1)); done; i=$((i+1)); sleep 0.05; done; echo "last line"`,
     );
-    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    ok(await installAs(root, bin, "pi", "192.168.1.50"));
     const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
     const log = `${root}/home/pi/printer_data/logs/panda-breath.log`;
     const env = {
@@ -784,7 +726,7 @@ Deno.test("the launcher's log stays bounded while the bridge runs, one .old, not
 Deno.test("the launcher passes heat_mode and lease_hours from [panda_bridge]; bad values stop it", async () => {
   await withRoot(piTree({ systemd: true }), async (root) => {
     const bin = await fakeBinary('echo "bridge ran: $*"');
-    ok(await install(root, ["--binary", bin, "--force", "--user", "pi", "--host", "192.168.1.50"]));
+    ok(await installAs(root, bin, "pi", "192.168.1.50"));
     const launcher = `${root}/home/pi/printer_data/panda-breath/libexec/panda-breath-launch`;
     const settings = `${root}/home/pi/printer_data/config/panda_bridge.cfg`;
     const set = async (key: string, value: string) => {
@@ -816,15 +758,6 @@ Deno.test("the launcher passes heat_mode and lease_hours from [panda_bridge]; ba
 });
 
 // -------------------------------------------------------------- checks before writing
-
-/** An ELF header: class (1 = 32-bit, 2 = 64-bit) and machine (little-endian). */
-function elfHeader(elfClass: number, machine: number): Uint8Array {
-  const bytes = new Uint8Array(64);
-  bytes.set([0x7f, 0x45, 0x4c, 0x46, elfClass, 1, 1]);
-  bytes[18] = machine & 0xff;
-  bytes[19] = machine >> 8;
-  return bytes;
-}
 
 Deno.test("architecture: a 32-bit ARM userland and a wrong-arch binary are refused, nothing written", async () => {
   await withRoot(piTree(), async (root) => {
@@ -998,7 +931,7 @@ Deno.test(
     ignore: skipUnless("busybox"),
   },
   async () => {
-    const bb = await busyboxBin();
+    const bb = await busyboxBin(BUSYBOX!);
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
       const before = await snapshot(root);
       const bin = await fakeBinary();
@@ -1026,7 +959,7 @@ async function initScript(
   action: string,
   env: Record<string, string> = {},
 ): Promise<Result> {
-  const bb = BUSYBOX ? await busyboxBin() : null;
+  const bb = BUSYBOX ? await busyboxBin(BUSYBOX!) : null;
   return await exec(bb ? `${bb}/sh` : "/bin/sh", [`${root}${INIT}`, action], {
     PANDA_BREATH_ROOT: root,
     ...(bb ? { PATH: `${bb}:${Deno.env.get("PATH")}` } : {}),
@@ -1037,16 +970,6 @@ async function initScript(
 async function pidIn(root: string, path: string): Promise<number | null> {
   const text = await Deno.readTextFile(`${root}${path}`).catch(() => "");
   return /^\d+\s*$/.test(text) ? Number(text) : null;
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !/^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return false;
-  }
 }
 
 Deno.test(
@@ -1063,17 +986,7 @@ Deno.test(
         const bin = await fakeBinary(
           `exec ${Deno.execPath()} run -P=bridge --config ${REPO}/deno.json ${REPO}/main.ts "$@"`,
         );
-        ok(
-          await install(root, [
-            "--binary",
-            bin,
-            "--force",
-            "--user",
-            ME,
-            "--host",
-            `127.0.0.1:${sim.port}`,
-          ]),
-        );
+        ok(await installAs(root, bin, ME, `127.0.0.1:${sim.port}`));
         const start = ok(await initScript(root, "start"), "init start");
         assert.match(start.stdout, /Starting panda-breath: OK \(supervisor pid \d+\)/);
         const sock = `${root}/run/panda-breath/bridge.sock`;
@@ -1160,7 +1073,7 @@ Deno.test(
         `read up _ </proc/uptime; echo "$up" >>${runs}; n=$(wc -l <${runs}); ` +
           `[ "$n" -ne 5 ] || sleep 2.5; exit 1`,
       );
-      ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
+      ok(await installAs(root, bin, ME, "192.168.1.50"));
       try {
         ok(await initScript(root, "start", { PANDA_BREATH_RESET_AFTER: "2" }), "init start");
         const restarts = async () => (await read(root, LOG)).match(/restarting in \d+ s/g) ?? [];
@@ -1223,7 +1136,7 @@ Deno.test(
   async () => {
     await withRoot(u1Tree({ firmware: "extended-1.6.0" }), async (root) => {
       const bin = await fakeBinary(`trap 'kill $! 2>/dev/null; exit 0' TERM; sleep 600 & wait`);
-      ok(await install(root, ["--binary", bin, "--force", "--user", ME, "--host", "192.168.1.50"]));
+      ok(await installAs(root, bin, ME, "192.168.1.50"));
       try {
         // At boot S60klipper sources the hook (which starts us in the background), and rc
         // runs S99panda-breath start moments later: here all at once, three times over.

@@ -16,26 +16,10 @@ import {
   writeSums,
 } from "../lib/release.ts";
 import { VERSION } from "../lib/version.ts";
+import { runToEnd } from "./process.ts";
 import { skipUnless } from "./tools.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
-const decoder = new TextDecoder();
-
-async function run(
-  command: string,
-  args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
-) {
-  const out = await new Deno.Command(command, {
-    args,
-    ...options,
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
 /** Every path under `dir` (directories with a trailing /), sorted. */
 async function listTree(dir: string, prefix = ""): Promise<string[]> {
   const out: string[] = [];
@@ -76,7 +60,7 @@ Deno.test(
       assert.equal(output, `${dist}/${sourceBundleName()}`);
       assert.equal(sourceBundleName(), `panda-breath-${VERSION}-source.tar.gz`);
 
-      const listing = await run("tar", ["-tvzf", output]);
+      const listing = await runToEnd("tar", ["-tvzf", output]);
       assert.equal(listing.code, 0, listing.stderr);
       const top = `panda-breath-${VERSION}/`;
       const names = listing.stdout.trim().split("\n").map((line) =>
@@ -96,7 +80,7 @@ Deno.test(
 
       const extracted = await Deno.makeTempDir({ prefix: "pb-bundle-x-" });
       try {
-        const x = await run("tar", ["-xzf", output, "-C", extracted]);
+        const x = await runToEnd("tar", ["-xzf", output, "-C", extracted]);
         assert.equal(x.code, 0, x.stderr);
         for (const rel of await expectedFiles()) {
           if (rel.endsWith("/")) continue;
@@ -162,7 +146,7 @@ Deno.test("tar: long paths use the ustar prefix field and still extract", {
         mtime: 0,
       }]),
     );
-    const x = await run("tar", ["-xf", "t.tar"], { cwd: dir });
+    const x = await runToEnd("tar", ["-xf", "t.tar"], { cwd: dir });
     assert.equal(x.code, 0, x.stderr);
     assert.equal(await Deno.readTextFile(`${dir}/${long}`), "hello\n");
     assert.equal((await Deno.stat(`${dir}/empty`)).size, 0);
@@ -191,12 +175,12 @@ Deno.test("sums: SHA256SUMS verifies with sha256sum -c, and a missing binary is 
     const output = await writeSums(dist);
     const text = await Deno.readTextFile(output);
     assert.equal(text.split("\n").filter(Boolean).length, 3);
-    const check = await run("sha256sum", ["-c", "SHA256SUMS"], { cwd: dist });
+    const check = await runToEnd("sha256sum", ["-c", "SHA256SUMS"], { cwd: dist });
     assert.equal(check.code, 0, check.stdout + check.stderr);
     assert.equal(check.stdout.match(/: OK$/gm)?.length, 3);
     // A changed asset no longer verifies.
     await Deno.writeTextFile(`${dist}/${names[1]}`, "tampered\n");
-    const bad = await run("sha256sum", ["-c", "SHA256SUMS"], { cwd: dist });
+    const bad = await runToEnd("sha256sum", ["-c", "SHA256SUMS"], { cwd: dist });
     assert.notEqual(bad.code, 0);
     assert.match(bad.stdout, /panda-breath-aarch64-linux: FAILED/);
     await assert.rejects(writeSums(dist, ["../etc"]), /not a release asset name/);
@@ -224,7 +208,7 @@ Deno.test("check-tag: only v<version> with deno.json and lib/version.ts agreeing
   assert.match(tagProblem("1.2.3", "1.2.3", "1.2.3")!, /does not match/);
   assert.match(tagProblem("v1.2.3", "1.2.3", "1.2.2")!, /deno\.json says version "1\.2\.2"/);
   // The real tree agrees with itself, through the CLI the workflow calls.
-  const ok = await run(Deno.execPath(), [
+  const ok = await runToEnd(Deno.execPath(), [
     "run",
     "--allow-read",
     "lib/release.ts",
@@ -234,7 +218,7 @@ Deno.test("check-tag: only v<version> with deno.json and lib/version.ts agreeing
     cwd: ROOT,
   });
   assert.equal(ok.code, 0, ok.stderr);
-  const bad = await run(Deno.execPath(), [
+  const bad = await runToEnd(Deno.execPath(), [
     "run",
     "--allow-read",
     "lib/release.ts",

@@ -4,6 +4,7 @@
  * prints each reason, and always ends with the summary line.
  */
 import assert from "node:assert/strict";
+import { runToEnd } from "./process.ts";
 import { countUnittest, formatSummary, skipReasons } from "./run_all.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -19,22 +20,13 @@ interface Run {
 
 /** Runs `args` with Deno under exactly `env` (no inherited PATH), in the repository root. */
 async function deno(args: string[], env: Record<string, string>): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
+  const out = await runToEnd(Deno.execPath(), args, {
     cwd: ROOT,
     clearEnv: true,
     env: { HOME: Deno.env.get("HOME") ?? "/tmp", NO_COLOR: "1", ...env },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  const lines = stdout.trimEnd().split("\n");
-  return {
-    code: out.code,
-    stdout,
-    stderr: new TextDecoder().decode(out.stderr),
-    lastLine: lines[lines.length - 1],
-  };
+  });
+  const lines = out.stdout.trimEnd().split("\n");
+  return { ...out, lastLine: lines[lines.length - 1] };
 }
 
 /** DENO_DIR of this run, so the subprocess reuses the type-check cache. */

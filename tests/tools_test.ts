@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { runToEnd } from "./process.ts";
 import { missingTools, SKIP_PREFIX, which } from "./tools.ts";
 
 /** A PATH of two temp dirs: one with an executable `tool-x`, one with a non-executable `tool-y`. */
@@ -58,24 +59,20 @@ Deno.test("skipUnless prints one skip line with the test file's location, and ig
         `console.log("found:", which("sh"));\n`,
     );
     const run = (path: string) =>
-      new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-all", "--no-lock", probe],
+      runToEnd(Deno.execPath(), ["run", "--allow-all", "--no-lock", probe], {
         env: { PATH: path, NO_COLOR: "1" },
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
+      });
     const without = await run("/nonexistent");
-    const text = new TextDecoder().decode(without.stdout);
     assert.equal(
-      text,
+      without.stdout,
       `${SKIP_PREFIX}${probe}:2: shellcheck not found on PATH (Debian package: shellcheck); ` +
         `sh not found on PATH\nignore: true\nfound: null\n`,
-      new TextDecoder().decode(without.stderr),
+      without.stderr,
     );
     const shDir = await Deno.makeTempDir({ dir });
     await Deno.symlink("/bin/sh", `${shDir}/sh`);
     await Deno.writeTextFile(`${shDir}/shellcheck`, "#!/bin/sh\n", { mode: 0o755 });
-    const withTools = new TextDecoder().decode((await run(shDir)).stdout);
+    const withTools = (await run(shDir)).stdout;
     assert.equal(withTools, `ignore: false\nfound: ${shDir}/sh\n`);
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -37,7 +37,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { clockTicksPerSecond } from "./procfs.ts";
+import { clockTicksPerSecond } from "../procfs.ts";
 import { NATIVE, startBridge, warmCache } from "./proc.ts";
 import {
   type BenchConfig,

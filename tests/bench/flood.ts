@@ -10,7 +10,7 @@
  */
 
 import { NATIVE, Proc, sleep, startBridge } from "./proc.ts";
-import { ProcMonitor, sampleProc } from "./procfs.ts";
+import { ProcMonitor, sampleProc } from "../procfs.ts";
 import { type OwnRun, TARGET } from "./context.ts";
 import { handledFrom, telemetryFrame, temperatureOf, withSimulator } from "./frames.ts";
 import { fmt, latencyText, mib } from "./report.ts";

@@ -14,7 +14,7 @@ import {
   startIoFloor,
   warmCache,
 } from "./proc.ts";
-import { type ProcCost, ProcMonitor, type ProcSample, sampleProc } from "./procfs.ts";
+import { type ProcCost, ProcMonitor, type ProcSample, sampleProc } from "../procfs.ts";
 import { type BenchContext, captureStatus, type OwnRun, TARGET } from "./context.ts";
 import { telemetryFrame, TelemetryMatcher, temperatureOf, withSimulator } from "./frames.ts";
 import { fmt, latencyText, mib, type Report } from "./report.ts";
@@ -136,7 +136,7 @@ export async function measureFootprint(
         startIdle(runner),
         startIoFloor(runner, sim.port),
       ]);
-      started.push(bridge, { stop: () => idle.stop() }, floor);
+      started.push(bridge, { stop: async () => void await idle.stop() }, floor);
       await captureStatus(ctx, bridge.client);
       const bridgeMatcher = new TelemetryMatcher(bridge.client);
       const floorMatcher = new TelemetryMatcher(floor.client, '"warehouse_temper":');

@@ -3,7 +3,7 @@
  * permission set, natively or under qemu-aarch64) and the bare-Deno baseline.
  */
 
-import { mainArgs, waitForSocket } from "../process.ts";
+import { mainArgs, Subprocess, waitForSocket } from "../process.ts";
 import { BenchClient } from "./socket_client.ts";
 
 const IDLE = new URL("./idle.ts", import.meta.url).pathname;
@@ -31,71 +31,27 @@ export const NATIVE: DenoRunner = {
   startTimeoutMs: 15_000,
 };
 
-/** A child process whose output is kept (its tail) as it comes. */
-export class Proc {
-  readonly child: Deno.ChildProcess;
-  #output = "";
-  #pumps: Promise<void>;
-
+/**
+ * A bench child process: a {@link Subprocess} that keeps only the last 64 KiB
+ * of each stream and is stopped with SIGTERM, then SIGKILL after `graceMs`.
+ */
+export class Proc extends Subprocess {
   /** Starts `command args`. */
   constructor(command: string, args: string[], env?: Record<string, string>) {
-    this.child = new Deno.Command(command, {
-      args,
-      env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
-      const decoder = new TextDecoder();
-      for await (const chunk of stream) {
-        this.#output += decoder.decode(chunk, { stream: true });
-        if (this.#output.length > 2 * OUTPUT_TAIL_BYTES) {
-          this.#output = this.#output.slice(-OUTPUT_TAIL_BYTES);
-        }
-      }
-    };
-    this.#pumps = Promise.all([pump(this.child.stdout), pump(this.child.stderr)]).then(() => {});
+    super(command, args, { env, keepChars: OUTPUT_TAIL_BYTES });
   }
 
-  /** The process id. */
-  get pid(): number {
-    return this.child.pid;
-  }
-
-  /** The last lines of stdout and stderr. */
-  get output(): string {
-    return this.#output.slice(-4000);
-  }
-
-  /** Resolves when `pattern` appears in the output. */
+  /** Resolves when `pattern` appears in stdout or stderr. */
   async waitForOutput(pattern: RegExp, timeoutMs: number): Promise<void> {
-    const deadline = performance.now() + timeoutMs;
-    while (!pattern.test(this.#output)) {
-      if (performance.now() > deadline) {
-        throw new Error(`no ${pattern} within ${timeoutMs} ms; output:\n${this.output}`);
-      }
-      await sleep(20);
-    }
+    await this.waitFor(pattern, timeoutMs);
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves once it exited. */
-  async stop(graceMs = 5000): Promise<void> {
-    try {
-      this.child.kill("SIGTERM");
-    } catch {
-      // Already exited.
-    }
-    const timer = setTimeout(() => {
-      try {
-        this.child.kill("SIGKILL");
-      } catch {
-        // Exited meanwhile.
-      }
-    }, graceMs);
-    await this.child.status;
-    clearTimeout(timer);
-    await this.#pumps;
+  /** SIGTERM (or `signal`), then SIGKILL after `graceMs`; resolves once it exited. */
+  override async stop(
+    signal: Deno.Signal = "SIGTERM",
+    graceMs = 5000,
+  ): Promise<Deno.CommandStatus> {
+    return await super.stop(signal, graceMs);
   }
 }
 

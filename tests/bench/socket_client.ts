@@ -1,21 +1,16 @@
 /**
- * A minimal client of the bridge's socket API for the benchmarks: every
- * line is timestamped with `performance.now()` when its bytes were read, so
- * latencies are measured on the same clock as the bench's own sends.
+ * The benchmarks' client of the bridge's socket API: the tests' line-level
+ * {@link SocketClient} (every line timestamped with `performance.now()` when
+ * its bytes were read, notifications left unparsed), with requests that
+ * reject on an error reply, and a cheap reader of a notification's
+ * temperature.
  */
+import { SocketClient, type TimedReply } from "../socket_client.ts";
 
-/** A reply with the time its bytes were read. */
-export interface TimedReply {
-  at: number;
-  message: Record<string, unknown>;
-}
+export type { TimedReply };
 
-interface Pending {
-  resolve(reply: TimedReply): void;
-  reject(error: Error): void;
-}
-
-const encoder = new TextEncoder();
+/** Longer than any bench waits for a reply: a request never times out on its own. */
+const REQUEST_TIMEOUT_MS = 600_000;
 
 /**
  * The top-level `temperature` of a status notification line, read without
@@ -38,36 +33,43 @@ export function notificationTemperature(
 
 /** A connection to the bridge's Unix socket. */
 export class BenchClient {
-  /** Called with each notification line (unparsed) and the time it was read. */
-  onNotification: ((line: string, at: number) => void) | null = null;
-  /** Notification lines received. */
-  notifications = 0;
-  /** Set once the bridge closed the connection (or it failed). */
-  closedReason: string | null = null;
-  #conn: Deno.UnixConn;
-  #nextId = 1;
-  #pending = new Map<number, Pending>();
-  #readLoop: Promise<void>;
-  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  readonly #client: SocketClient;
 
-  private constructor(conn: Deno.UnixConn) {
-    this.#conn = conn;
-    this.#readLoop = this.#read();
+  private constructor(client: SocketClient) {
+    this.#client = client;
   }
 
   /** Connects to the socket at `path`. */
   static async connect(path: string): Promise<BenchClient> {
-    return new BenchClient(await Deno.connect({ transport: "unix", path }));
+    return new BenchClient(await SocketClient.connect(path, { keepNotifications: 0 }));
+  }
+
+  /** Called with each notification line (unparsed) and the time it was read. */
+  get onNotification(): ((line: string, at: number) => void) | null {
+    return this.#client.onNotification;
+  }
+
+  set onNotification(callback: ((line: string, at: number) => void) | null) {
+    this.#client.onNotification = callback;
+  }
+
+  /** Notification lines received. */
+  get notifications(): number {
+    return this.#client.notificationCount;
+  }
+
+  /** Set once the bridge closed the connection (or it failed). */
+  get closedReason(): string | null {
+    return this.#client.closed ? "closed by the bridge" : null;
   }
 
   /** Sends a request; resolves with its reply and the time the reply was read. */
-  request(method: string, params?: Record<string, unknown>): Promise<TimedReply> {
-    const id = this.#nextId++;
-    const line = JSON.stringify(params ? { id, method, params } : { id, method }) + "\n";
-    const reply = new Promise<TimedReply>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-    });
-    this.#write(encoder.encode(line));
+  async request(method: string, params?: Record<string, unknown>): Promise<TimedReply> {
+    const reply = await this.#client.timedRequest(method, params, REQUEST_TIMEOUT_MS);
+    if (reply.message.closed) throw new Error("closed by the bridge");
+    if (reply.message.error) {
+      throw new Error(`bridge error: ${JSON.stringify(reply.message.error)}`);
+    }
     return reply;
   }
 
@@ -79,79 +81,11 @@ export class BenchClient {
     await this.request("hello", { client: "bench", controller: true, ready: true });
     if (subscribe) await this.request("subscribe");
     await this.request("heartbeat", { ready: true });
-    this.#heartbeat = setInterval(() => {
-      this.request("heartbeat", { ready: true }).catch(() => {});
-    }, 1000);
+    this.#client.startHeartbeat(1000, false);
   }
 
   /** Closes the connection. */
   async close(): Promise<void> {
-    clearInterval(this.#heartbeat);
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed.
-    }
-    await this.#readLoop;
-  }
-
-  async #write(bytes: Uint8Array): Promise<void> {
-    try {
-      let written = 0;
-      while (written < bytes.byteLength) written += await this.#conn.write(bytes.subarray(written));
-    } catch (error) {
-      this.#fail(`write failed: ${(error as Error).message}`);
-    }
-  }
-
-  async #read(): Promise<void> {
-    const buffer = new Uint8Array(256 * 1024);
-    const decoder = new TextDecoder();
-    let partial = "";
-    try {
-      while (true) {
-        const n = await this.#conn.read(buffer);
-        if (n === null) break;
-        const at = performance.now();
-        const text = partial + decoder.decode(buffer.subarray(0, n), { stream: true });
-        let start = 0;
-        for (
-          let newline = text.indexOf("\n");
-          newline !== -1;
-          newline = text.indexOf("\n", start)
-        ) {
-          this.#line(text.slice(start, newline), at);
-          start = newline + 1;
-        }
-        partial = text.slice(start);
-      }
-      this.#fail("closed by the bridge");
-    } catch (error) {
-      this.#fail(`read failed: ${(error as Error).message}`);
-    }
-  }
-
-  #line(line: string, at: number): void {
-    if (line.startsWith('{"method"')) {
-      this.notifications++;
-      this.onNotification?.(line, at);
-      return;
-    }
-    const message = JSON.parse(line) as Record<string, unknown>;
-    const pending = this.#pending.get(message.id as number);
-    if (!pending) return;
-    this.#pending.delete(message.id as number);
-    if (message.error) {
-      pending.reject(new Error(`bridge error: ${JSON.stringify(message.error)}`));
-    } else {
-      pending.resolve({ at, message });
-    }
-  }
-
-  #fail(reason: string): void {
-    this.closedReason ??= reason;
-    clearInterval(this.#heartbeat);
-    for (const pending of this.#pending.values()) pending.reject(new Error(reason));
-    this.#pending.clear();
+    await this.#client.close();
   }
 }

@@ -5,7 +5,7 @@
  * nothing: no socket file, and the device (listening at --host) sees no
  * connection.
  */
-import { type CliResult, mainArgs } from "../process.ts";
+import { type CliResult, runCli } from "../process.ts";
 import { capture, scenarioTest } from "./harness.ts";
 import { RawDevice } from "./raw_device.ts";
 
@@ -13,20 +13,8 @@ import { RawDevice } from "./raw_device.ts";
 const OUTSIDE_SOCKET = "/var/tmp/pb-denied-bridge.sock";
 
 /** Like runCli, but a run that does start is killed after `timeoutMs` (and fails). */
-async function runBounded(args: string[], timeoutMs = 8000): Promise<CliResult> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: mainArgs(args),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(timeoutMs),
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+function runBounded(args: string[], timeoutMs = 8000): Promise<CliResult> {
+  return runCli(args, { timeoutMs });
 }
 
 /** [args after `run` defaults are applied, expected exit, message]. */

@@ -10,14 +10,13 @@ import { encodeCloseFrame, encodeFrame, encodeTextFrame, Opcode } from "./ws_fra
 import {
   BridgeProcess,
   delay,
-  fdCount,
   FLAT_TOLERANCE,
-  ResourceSampler,
   RstProxy,
   type Scenario,
   scenarioTest,
   until,
 } from "./harness.ts";
+import { fdCount, ResourceSampler } from "../procfs.ts";
 import {
   abortBehavior,
   type Behavior,
@@ -35,9 +34,9 @@ import {
   finalCheck,
   recover,
   settle,
-  simView,
   withBridge,
-  withSimulator,
+  withRawBridge,
+  withSimulatorRig,
 } from "./rig.ts";
 
 const encoder = new TextEncoder();
@@ -112,51 +111,42 @@ scenarioTest("device", "half-open link goes silent: the watchdog reconnects", as
 /** Raw device: the TCP link stays up but nothing flows either way. */
 async function halfOpenRaw(s: Scenario): Promise<void> {
   const device = new RawDevice({ behavior: deviceBehavior({ telemetryMs: 100 }) });
-  try {
-    await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-      await api.setTarget(45);
-      const view = rawView(device);
-      await until(() => device.model.work_on && device.model.set_temp === 45, 3000, "heat on");
-      const session = await waitForLink(device);
-      const acceptedBefore = device.accepted;
-      s.inject();
-      session.frozen = true;
-      const frozenAt = performance.now();
-      setModel(device, { work_on: false });
-      await until(() => device.accepted > acceptedBefore, 9000, "the watchdog's reconnect");
-      s.figures.raw_watchdog_reconnect_ms = Math.round(performance.now() - frozenAt);
-      await recover(s, { bridge }, view, 45, "after a half-open link");
-      s.expect(
-        (s.figures.raw_watchdog_reconnect_ms as number) <= 5000 + 500 + 1000,
-        "watchdog reconnect within 5 s + one tick + margin",
-      );
-      s.expect(/no frame for 5000 ms \(watchdog\)/.test(bridge.process.stderr), "watchdog logged");
-      await finalCheck(s, bridge, view, 45);
-    });
-  } finally {
-    await device.close();
-  }
+  await withRawBridge(device, async ({ bridge, api }) => {
+    await api.setTarget(45);
+    const view = rawView(device);
+    await until(() => device.model.work_on && device.model.set_temp === 45, 3000, "heat on");
+    const session = await waitForLink(device);
+    const acceptedBefore = device.accepted;
+    s.inject();
+    session.frozen = true;
+    const frozenAt = performance.now();
+    setModel(device, { work_on: false });
+    await until(() => device.accepted > acceptedBefore, 9000, "the watchdog's reconnect");
+    s.figures.raw_watchdog_reconnect_ms = Math.round(performance.now() - frozenAt);
+    await recover(s, { bridge }, view, 45, "after a half-open link");
+    s.expect(
+      (s.figures.raw_watchdog_reconnect_ms as number) <= 5000 + 500 + 1000,
+      "watchdog reconnect within 5 s + one tick + margin",
+    );
+    s.expect(/no frame for 5000 ms \(watchdog\)/.test(bridge.process.stderr), "watchdog logged");
+    await finalCheck(s, bridge, view, 45);
+  });
 }
 
 /** Simulator: telemetry silenced, socket open. */
 async function silencedSimulator(s: Scenario): Promise<void> {
-  await withSimulator({}, async (sim) => {
-    await withBridge(sim, { host: `127.0.0.1:${sim.port}` }, async ({ bridge, api }) => {
-      await api.setTarget(42);
-      const view = simView(sim);
-      await settle({ bridge }, view, 42, "initial target");
-      const before = (await api.status()).link.drops;
-      s.inject();
-      sim.silence(true);
-      const silencedAt = performance.now();
-      await until(async () => (await api.status()).link.drops > before, 9000, "watchdog drop", 100);
-      s.figures.sim_watchdog_drop_ms = Math.round(performance.now() - silencedAt);
-      sim.silence(false);
-      await until(async () => (await api.status()).connected === true, 5000, "reconnect", 50);
-      await recover(s, { bridge }, view, 42, "after silence");
-      s.expect((s.figures.sim_watchdog_drop_ms as number) <= 6500, "watchdog drop within 6.5 s");
-      await finalCheck(s, bridge, view, 42);
-    });
+  await withSimulatorRig({}, {}, 42, async ({ device: sim, bridge, api, view }) => {
+    const before = (await api.status()).link.drops;
+    s.inject();
+    sim.silence(true);
+    const silencedAt = performance.now();
+    await until(async () => (await api.status()).link.drops > before, 9000, "watchdog drop", 100);
+    s.figures.sim_watchdog_drop_ms = Math.round(performance.now() - silencedAt);
+    sim.silence(false);
+    await until(async () => (await api.status()).connected === true, 5000, "reconnect", 50);
+    await recover(s, { bridge }, view, 42, "after silence");
+    s.expect((s.figures.sim_watchdog_drop_ms as number) <= 6500, "watchdog drop within 6.5 s");
+    await finalCheck(s, bridge, view, 42);
   });
 }
 
@@ -164,46 +154,41 @@ scenarioTest(
   "device",
   "reboots refuse connections, come back with persisted heat; re-asserted",
   async (s) => {
-    await withSimulator({}, async (sim) => {
-      await withBridge(
-        sim,
-        { host: `127.0.0.1:${sim.port}`, failsafeTimeout: 2 },
-        async ({ bridge, api }) => {
-          const view = simView(sim);
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "initial target");
+    await withSimulatorRig(
+      {},
+      { failsafeTimeout: 2 },
+      45,
+      async ({ device: sim, bridge, api, view }) => {
+        // 1. Reboot mid-heat; the desired state is unchanged: heat resumes at 45.
+        s.inject();
+        await sim.reboot(1000);
+        await recover(s, { bridge }, view, 45, "reboot mid-heat");
 
-          // 1. Reboot mid-heat; the desired state is unchanged: heat resumes at 45.
-          s.inject();
-          await sim.reboot(1000);
-          await recover(s, { bridge }, view, 45, "reboot mid-heat");
+        // 2. Klipper turns it off while the device is down: OFF cannot be delivered,
+        //    the device comes back heating from flash, the bridge must assert OFF.
+        s.inject();
+        const reboot2 = sim.reboot(1500);
+        await until(() => sim.state.rebooting, 1000, "rebooting");
+        await api.request("off");
+        await reboot2;
+        s.expect(sim.state.work_on === true, "device came back heating from flash");
+        await recover(s, { bridge }, view, 0, "off requested while down");
 
-          // 2. Klipper turns it off while the device is down: OFF cannot be delivered,
-          //    the device comes back heating from flash, the bridge must assert OFF.
-          s.inject();
-          const reboot2 = sim.reboot(1500);
-          await until(() => sim.state.rebooting, 1000, "rebooting");
-          await api.request("off");
-          await reboot2;
-          s.expect(sim.state.work_on === true, "device came back heating from flash");
-          await recover(s, { bridge }, view, 0, "off requested while down");
-
-          // 3. The controller dies while the device is down: the failsafe trips unseen,
-          //    the device comes back heating, the bridge asserts OFF.
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "heat again");
-          s.inject();
-          const reboot3 = sim.reboot(3000);
-          await until(() => sim.state.rebooting, 1000, "rebooting");
-          api.stopHeartbeat();
-          await until(async () => (await api.status()).failsafe.tripped === true, 4000, "failsafe");
-          await reboot3;
-          s.expect(sim.state.work_on === true, "device came back heating from flash");
-          await recover(s, { bridge }, view, 0, "failsafe tripped while down");
-          await finalCheck(s, bridge, view, 0);
-        },
-      );
-    });
+        // 3. The controller dies while the device is down: the failsafe trips unseen,
+        //    the device comes back heating, the bridge asserts OFF.
+        await api.setTarget(45);
+        await settle({ bridge }, view, 45, "heat again");
+        s.inject();
+        const reboot3 = sim.reboot(3000);
+        await until(() => sim.state.rebooting, 1000, "rebooting");
+        api.stopHeartbeat();
+        await until(async () => (await api.status()).failsafe.tripped === true, 4000, "failsafe");
+        await reboot3;
+        s.expect(sim.state.work_on === true, "device came back heating from flash");
+        await recover(s, { bridge }, view, 0, "failsafe tripped while down");
+        await finalCheck(s, bridge, view, 0);
+      },
+    );
   },
 );
 
@@ -213,36 +198,32 @@ scenarioTest("device", "connection refused, then the device appears", async (s) 
     behavior: deviceBehavior({ telemetryMs: 100 }),
   });
   device.unlisten();
-  try {
-    await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-      // Desired: off (nobody asked for heat), but the device persisted "on at 50".
-      s.inject();
-      await delay(1500);
-      const status = await api.status();
-      s.expect(status.connected === false, "not connected while refused");
-      const fdsRefused = fdCount(bridge.pid);
-      device.listen();
-      await recover(s, { bridge }, rawView(device), 0, "device appears");
-      // Refused again mid-heat, the device loses its state meanwhile.
-      await api.setTarget(44);
-      await settle({ bridge }, rawView(device), 44, "heat");
-      s.inject();
-      device.unlisten();
-      setModel(device, { work_on: false });
-      await delay(1500);
-      device.listen();
-      await recover(s, { bridge }, rawView(device), 44, "refused mid-heat");
-      s.figures.fds_start = fdsRefused;
-      s.figures.fds_end = fdCount(bridge.pid);
-      s.expect(
-        (s.figures.fds_end as number) - fdsRefused <= FLAT_TOLERANCE.fds,
-        "no fds leaked by refused connects",
-      );
-      await finalCheck(s, bridge, rawView(device), 44);
-    });
-  } finally {
-    await device.close();
-  }
+  await withRawBridge(device, async ({ bridge, api }) => {
+    // Desired: off (nobody asked for heat), but the device persisted "on at 50".
+    s.inject();
+    await delay(1500);
+    const status = await api.status();
+    s.expect(status.connected === false, "not connected while refused");
+    const fdsRefused = fdCount(bridge.pid);
+    device.listen();
+    await recover(s, { bridge }, rawView(device), 0, "device appears");
+    // Refused again mid-heat, the device loses its state meanwhile.
+    await api.setTarget(44);
+    await settle({ bridge }, rawView(device), 44, "heat");
+    s.inject();
+    device.unlisten();
+    setModel(device, { work_on: false });
+    await delay(1500);
+    device.listen();
+    await recover(s, { bridge }, rawView(device), 44, "refused mid-heat");
+    s.figures.fds_start = fdsRefused;
+    s.figures.fds_end = fdCount(bridge.pid);
+    s.expect(
+      (s.figures.fds_end as number) - fdsRefused <= FLAT_TOLERANCE.fds,
+      "no fds leaked by refused connects",
+    );
+    await finalCheck(s, bridge, rawView(device), 44);
+  });
 });
 
 scenarioTest(
@@ -312,55 +293,51 @@ scenarioTest(
       }],
       ["accept and never answer", silentBehavior()],
     ];
-    try {
-      await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-        await api.setTarget(45);
-        const view = rawView(device);
-        await settle({ bridge }, view, 45, "initial target");
-        await delay(300);
-        const fdsStart = fdCount(bridge.pid);
-        for (const [name, behavior] of bad) {
-          s.inject();
-          const before = device.accepted;
-          device.behavior = behavior;
-          setModel(device, { work_on: false });
-          device.abortAll();
-          const silent = name === "accept and never answer";
-          await until(() => device.accepted > before, 6000, `${name}: a connection attempt`);
-          if (silent) {
-            // The bridge must give up the handshake itself (connect timeout 5 s).
-            await until(
-              () => device.sessions.size === 0,
-              8000,
-              "the bridge abandoning the handshake",
-            );
-          } else {
-            await until(() => device.sessions.size === 0, 3000, `${name}: attempt over`);
-          }
-          const notConnected = await until(
-            async () => (await api.status()).connected === false,
-            2000,
-            "not connected",
-            20,
-          ).then(() => true, () => false);
-          s.expect(notConnected, `${name}: not reported connected`);
-          s.expect(bridge.alive, `${name}: bridge alive`);
-          device.behavior = good;
-          await recover(s, { bridge }, view, 45, name, 12_000);
+    await withRawBridge(device, async ({ bridge, api }) => {
+      await api.setTarget(45);
+      const view = rawView(device);
+      await settle({ bridge }, view, 45, "initial target");
+      await delay(300);
+      const fdsStart = fdCount(bridge.pid);
+      for (const [name, behavior] of bad) {
+        s.inject();
+        const before = device.accepted;
+        device.behavior = behavior;
+        setModel(device, { work_on: false });
+        device.abortAll();
+        const silent = name === "accept and never answer";
+        await until(() => device.accepted > before, 6000, `${name}: a connection attempt`);
+        if (silent) {
+          // The bridge must give up the handshake itself (connect timeout 5 s).
+          await until(
+            () => device.sessions.size === 0,
+            8000,
+            "the bridge abandoning the handshake",
+          );
+        } else {
+          await until(() => device.sessions.size === 0, 3000, `${name}: attempt over`);
         }
-        await delay(300);
-        s.figures.fds_start = fdsStart;
-        s.figures.fds_end = fdCount(bridge.pid);
-        s.expect(
-          (s.figures.fds_end as number) - fdsStart <= FLAT_TOLERANCE.fds,
-          "no fds leaked by failed handshakes",
-        );
-        s.figures.connections_accepted = device.accepted;
-        await finalCheck(s, bridge, view, 45);
-      });
-    } finally {
-      await device.close();
-    }
+        const notConnected = await until(
+          async () => (await api.status()).connected === false,
+          2000,
+          "not connected",
+          20,
+        ).then(() => true, () => false);
+        s.expect(notConnected, `${name}: not reported connected`);
+        s.expect(bridge.alive, `${name}: bridge alive`);
+        device.behavior = good;
+        await recover(s, { bridge }, view, 45, name, 12_000);
+      }
+      await delay(300);
+      s.figures.fds_start = fdsStart;
+      s.figures.fds_end = fdCount(bridge.pid);
+      s.expect(
+        (s.figures.fds_end as number) - fdsStart <= FLAT_TOLERANCE.fds,
+        "no fds leaked by failed handshakes",
+      );
+      s.figures.connections_accepted = device.accepted;
+      await finalCheck(s, bridge, view, 45);
+    });
   },
 );
 
@@ -368,11 +345,11 @@ scenarioTest(
   "device",
   "the device's 7-socket limit evicts the bridge; it reconnects",
   async (s) => {
-    await withSimulator({ maxSockets: 7 }, async (sim) => {
-      await withBridge(sim, { host: `127.0.0.1:${sim.port}` }, async ({ bridge, api }) => {
-        const view = simView(sim);
-        await api.setTarget(45);
-        await settle({ bridge }, view, 45, "initial target");
+    await withSimulatorRig(
+      { maxSockets: 7 },
+      {},
+      45,
+      async ({ device: sim, bridge, api, view }) => {
         for (let round = 0; round < 3; round++) {
           const drops = (await api.status()).link.drops;
           const others: WebSocket[] = [];
@@ -398,8 +375,8 @@ scenarioTest(
           await until(() => sim.clientCount <= 1, 3000, "browsers gone");
         }
         await finalCheck(s, bridge, view, 45);
-      });
-    });
+      },
+    );
   },
 );
 
@@ -465,42 +442,38 @@ scenarioTest(
       await reading;
     };
     const device = new RawDevice({ behavior: wire });
-    try {
-      await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-        const watcher = await bridge.connect(2000);
-        received = () => watcher.notifications.length;
-        await watcher.request("subscribe");
-        await api.setTarget(45);
-        s.inject(3);
-        await until(() => sequences.length === 3, 8000, "three bursts sent");
-        await delay(500);
-        const readings = (from: number, to?: number) =>
-          watcher.notifications.slice(from, to).map((n) => n.params?.temperature)
-            .filter((t): t is number => typeof t === "number");
-        // Every frame arrived whole (none dropped) and in order: what each burst's
-        // notifications show is a subsequence of it that ends with its last frame.
-        sequences.forEach((expected, b) => {
-          const seen = readings(marks[b], marks[b + 1]);
-          const previous = b > 0 ? sequences[b - 1].at(-1) : undefined;
-          let at = 0;
-          const inOrder = seen.every((t, i) => {
-            if (i === 0 && t === previous) return true;
-            while (at < expected.length && expected[at] !== t) at++;
-            return at++ < expected.length;
-          });
-          const last = seen.at(-1) === expected.at(-1);
-          s.expect(inOrder && last, `burst ${b}: ${seen.join(",")} in order, ending with its last`);
-          if (inOrder && last) s.survive();
+    await withRawBridge(device, async ({ bridge, api }) => {
+      const watcher = await bridge.connect(2000);
+      received = () => watcher.notifications.length;
+      await watcher.request("subscribe");
+      await api.setTarget(45);
+      s.inject(3);
+      await until(() => sequences.length === 3, 8000, "three bursts sent");
+      await delay(500);
+      const readings = (from: number, to?: number) =>
+        watcher.notifications.slice(from, to).map((n) => n.params?.temperature)
+          .filter((t): t is number => typeof t === "number");
+      // Every frame arrived whole (none dropped) and in order: what each burst's
+      // notifications show is a subsequence of it that ends with its last frame.
+      sequences.forEach((expected, b) => {
+        const seen = readings(marks[b], marks[b + 1]);
+        const previous = b > 0 ? sequences[b - 1].at(-1) : undefined;
+        let at = 0;
+        const inOrder = seen.every((t, i) => {
+          if (i === 0 && t === previous) return true;
+          while (at < expected.length && expected[at] !== t) at++;
+          return at++ < expected.length;
         });
-        s.expect((await bridge.status()).link.dropped_frames === 0, "no frame dropped");
-        s.figures.notifications = watcher.notifications.length;
-        await watcher.close();
-        await finalCheck(s, bridge, rawView(device), 45);
-        s.expect((await bridge.status()).link.drops === 0, "the link never dropped");
+        const last = seen.at(-1) === expected.at(-1);
+        s.expect(inOrder && last, `burst ${b}: ${seen.join(",")} in order, ending with its last`);
+        if (inOrder && last) s.survive();
       });
-    } finally {
-      await device.close();
-    }
+      s.expect((await bridge.status()).link.dropped_frames === 0, "no frame dropped");
+      s.figures.notifications = watcher.notifications.length;
+      await watcher.close();
+      await finalCheck(s, bridge, rawView(device), 45);
+      s.expect((await bridge.status()).link.drops === 0, "the link never dropped");
+    });
   },
 );
 
@@ -607,64 +580,60 @@ function junkItems(): Junk[] {
 
 scenarioTest("device", "every kind of junk frame: survived, desired state untouched", async (s) => {
   const device = new RawDevice({ behavior: deviceBehavior({ telemetryMs: 0 }) });
-  try {
-    await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-      const view = rawView(device);
-      await api.setTarget(45);
-      await settle({ bridge }, view, 45, "initial target");
-      let probe = 20;
-      const dropsBefore = (await api.status()).link.drops;
-      let killers = 0;
-      // Measured, not asserted: Deno's WebSocket hands a message to the bridge only
-      // whole (up to 64 MiB), so the 1 MiB and 16 MiB frames cost memory before the
-      // 64 KiB cap drops them (see the report).
-      const sampler = new ResourceSampler(bridge.pid);
-      const rssStart = sampler.sample().rssKiB;
-      sampler.start(20);
-      for (const [name, payload] of junkItems()) {
-        const session = await waitForLink(device);
-        s.inject();
-        if (typeof payload === "string") await session.sendText(payload);
-        else await session.write(payload);
-        await delay(30);
-        // A fresh temperature must get through, on this link or a new one.
-        probe = probe >= 59 ? 20 : probe + 1;
-        const expected = probe;
-        const link = openSessions(device).find((x) => x.upgraded) ?? session;
-        if (name.startsWith("half a frame")) {
-          // The bridge waits for the rest; the device aborts: that is a drop too.
-          link.abort();
-        }
-        const reached = await until(
-          async () => {
-            for (const live of openSessions(device)) await live.sendText(telemetryFrame(expected));
-            return (await api.status()).temperature === expected;
-          },
-          8000,
-          `a frame after "${name}"`,
-          40,
-        ).then(() => true, () => false);
-        s.expect(reached, `link works after "${name}"`);
-        s.expect(bridge.alive, `bridge alive after "${name}"`);
-        const status = await api.status();
-        s.expect(status.target === 45, `target unchanged after "${name}" (${status.target})`);
-        if (reached && bridge.alive && status.target === 45) s.survive();
-        if (session.closed) killers++;
+  await withRawBridge(device, async ({ bridge, api }) => {
+    const view = rawView(device);
+    await api.setTarget(45);
+    await settle({ bridge }, view, 45, "initial target");
+    let probe = 20;
+    const dropsBefore = (await api.status()).link.drops;
+    let killers = 0;
+    // Measured, not asserted: Deno's WebSocket hands a message to the bridge only
+    // whole (up to 64 MiB), so the 1 MiB and 16 MiB frames cost memory before the
+    // 64 KiB cap drops them (see the report).
+    const sampler = new ResourceSampler(bridge.pid);
+    const rssStart = sampler.sample().rssKiB;
+    sampler.start(20);
+    for (const [name, payload] of junkItems()) {
+      const session = await waitForLink(device);
+      s.inject();
+      if (typeof payload === "string") await session.sendText(payload);
+      else await session.write(payload);
+      await delay(30);
+      // A fresh temperature must get through, on this link or a new one.
+      probe = probe >= 59 ? 20 : probe + 1;
+      const expected = probe;
+      const link = openSessions(device).find((x) => x.upgraded) ?? session;
+      if (name.startsWith("half a frame")) {
+        // The bridge waits for the rest; the device aborts: that is a drop too.
+        link.abort();
       }
-      s.wrongFor(await settle({ bridge }, view, 45, "after the junk"));
-      sampler.stop();
-      s.figures.rss_before_junk_kib = rssStart;
-      s.figures.rss_peak_during_junk_kib = sampler.peak().rssKiB;
-      s.figures.rss_after_junk_kib = sampler.sample().rssKiB;
+      const reached = await until(
+        async () => {
+          for (const live of openSessions(device)) await live.sendText(telemetryFrame(expected));
+          return (await api.status()).temperature === expected;
+        },
+        8000,
+        `a frame after "${name}"`,
+        40,
+      ).then(() => true, () => false);
+      s.expect(reached, `link works after "${name}"`);
+      s.expect(bridge.alive, `bridge alive after "${name}"`);
       const status = await api.status();
-      s.figures.junk_items = junkItems().length;
-      s.figures.junk_that_closed_the_link = killers;
-      s.figures.link_drops_from_junk = status.link.drops - dropsBefore;
-      await finalCheck(s, bridge, view, 45);
-    });
-  } finally {
-    await device.close();
-  }
+      s.expect(status.target === 45, `target unchanged after "${name}" (${status.target})`);
+      if (reached && bridge.alive && status.target === 45) s.survive();
+      if (session.closed) killers++;
+    }
+    s.wrongFor(await settle({ bridge }, view, 45, "after the junk"));
+    sampler.stop();
+    s.figures.rss_before_junk_kib = rssStart;
+    s.figures.rss_peak_during_junk_kib = sampler.peak().rssKiB;
+    s.figures.rss_after_junk_kib = sampler.sample().rssKiB;
+    const status = await api.status();
+    s.figures.junk_items = junkItems().length;
+    s.figures.junk_that_closed_the_link = killers;
+    s.figures.link_drops_from_junk = status.link.drops - dropsBefore;
+    await finalCheck(s, bridge, view, 45);
+  });
 });
 
 scenarioTest(
@@ -672,46 +641,42 @@ scenarioTest(
   "unknown fault codes mid-heat latch a fault: OFF, heat refused until cleared",
   async (s) => {
     const device = new RawDevice({ behavior: deviceBehavior({ telemetryMs: 100 }) });
-    try {
-      await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-        const view = rawView(device);
-        const cases: [string, string, string][] = [
-          ["unknown code 7", '{"settings":{"ptc_sensor_status":7}}', "ptc_sensor_unknown"],
-          [
-            "code as a string",
-            '{"settings":{"warehouse_sensor_status":"1"}}',
-            "chamber_sensor_unknown",
-          ],
-        ];
-        for (const [name, frame, fault] of cases) {
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, `heating before ${name}`);
-          s.inject();
-          await (await waitForLink(device)).sendText(frame);
-          await recover(s, { bridge }, view, 0, name);
-          const status = await api.status();
-          s.expect(status.faults.includes(fault), `${name}: ${fault} listed (${status.faults})`);
-          s.expect(status.target === 0, `${name}: bridge target 0 (${status.target})`);
-          const refused = await api.request("set_target", { target: 45 });
-          s.expect(refused.error?.code === "device_fault", `${name}: heat refused`);
-          await delay(300);
-          s.expect(!device.model.work_on, `${name}: the device stays off`);
-          // A settings block without the field (here: a new link's connect frame) clears it.
-          for (const session of openSessions(device)) session.abort();
-          await until(
-            async () => (await api.status()).faults.length === 0,
-            8000,
-            `${name}: fault cleared`,
-            50,
-          );
-        }
+    await withRawBridge(device, async ({ bridge, api }) => {
+      const view = rawView(device);
+      const cases: [string, string, string][] = [
+        ["unknown code 7", '{"settings":{"ptc_sensor_status":7}}', "ptc_sensor_unknown"],
+        [
+          "code as a string",
+          '{"settings":{"warehouse_sensor_status":"1"}}',
+          "chamber_sensor_unknown",
+        ],
+      ];
+      for (const [name, frame, fault] of cases) {
         await api.setTarget(45);
-        await settle({ bridge }, view, 45, "heat accepted after the faults cleared");
-        await finalCheck(s, bridge, view, 45);
-      });
-    } finally {
-      await device.close();
-    }
+        await settle({ bridge }, view, 45, `heating before ${name}`);
+        s.inject();
+        await (await waitForLink(device)).sendText(frame);
+        await recover(s, { bridge }, view, 0, name);
+        const status = await api.status();
+        s.expect(status.faults.includes(fault), `${name}: ${fault} listed (${status.faults})`);
+        s.expect(status.target === 0, `${name}: bridge target 0 (${status.target})`);
+        const refused = await api.request("set_target", { target: 45 });
+        s.expect(refused.error?.code === "device_fault", `${name}: heat refused`);
+        await delay(300);
+        s.expect(!device.model.work_on, `${name}: the device stays off`);
+        // A settings block without the field (here: a new link's connect frame) clears it.
+        for (const session of openSessions(device)) session.abort();
+        await until(
+          async () => (await api.status()).faults.length === 0,
+          8000,
+          `${name}: fault cleared`,
+          50,
+        );
+      }
+      await api.setTarget(45);
+      await settle({ bridge }, view, 45, "heat accepted after the faults cleared");
+      await finalCheck(s, bridge, view, 45);
+    });
   },
 );
 
@@ -719,57 +684,52 @@ scenarioTest(
   "device",
   "button press and fault report mid-heat are followed; failsafe applies",
   async (s) => {
-    await withSimulator({}, async (sim) => {
-      await withBridge(
-        sim,
-        { host: `127.0.0.1:${sim.port}`, failsafeTimeout: 2 },
-        async ({ bridge, api }) => {
-          const view = simView(sim);
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "initial target");
+    await withSimulatorRig(
+      {},
+      { failsafeTimeout: 2 },
+      45,
+      async ({ device: sim, bridge, api, view }) => {
+        // Power button mid-heat: the user's choice wins, the bridge follows (target 0).
+        s.inject();
+        sim.pressButton("power");
+        await recover(s, { bridge }, view, 0, "power button");
+        const afterButton = await api.status();
+        s.expect(afterButton.target === 0, "bridge target follows the button");
+        s.expect(/button/.test(afterButton.note ?? ""), "note names the button");
 
-          // Power button mid-heat: the user's choice wins, the bridge follows (target 0).
-          s.inject();
-          sim.pressButton("power");
-          await recover(s, { bridge }, view, 0, "power button");
-          const afterButton = await api.status();
-          s.expect(afterButton.target === 0, "bridge target follows the button");
-          s.expect(/button/.test(afterButton.note ?? ""), "note names the button");
+        // Fault mid-heat: the device forces off; the bridge lists the fault, target 0.
+        await api.setTarget(45);
+        await settle({ bridge }, view, 45, "heat again");
+        s.inject();
+        sim.injectFault("ptc_sensor_short");
+        await recover(s, { bridge }, view, 0, "fault");
+        const afterFault = await api.status();
+        s.expect(afterFault.faults.includes("ptc_sensor_short"), "fault listed");
+        s.expect(afterFault.target === 0, "bridge target 0 after the fault");
+        sim.clearFaults();
 
-          // Fault mid-heat: the device forces off; the bridge lists the fault, target 0.
-          await api.setTarget(45);
-          await settle({ bridge }, view, 45, "heat again");
-          s.inject();
-          sim.injectFault("ptc_sensor_short");
-          await recover(s, { bridge }, view, 0, "fault");
-          const afterFault = await api.status();
-          s.expect(afterFault.faults.includes("ptc_sensor_short"), "fault listed");
-          s.expect(afterFault.target === 0, "bridge target 0 after the fault");
-          sim.clearFaults();
-
-          // Always-on button while off and no controller: the failsafe turns it off again.
-          api.stopHeartbeat();
-          await delay(2100);
-          s.inject();
-          const pressedAt = performance.now();
-          sim.pressButton("always_on");
-          await until(
-            async () => (await api.status()).target > 0,
-            2000,
-            "bridge adopts the button",
-          );
-          await until(() => !sim.state.work_on, 4000, "failsafe turns the button's heat off");
-          s.figures.unattended_heat_ms = Math.round(performance.now() - pressedAt);
-          s.expect(
-            (s.figures.unattended_heat_ms as number) <= 2000 + 1000,
-            "within failsafe + 1 s",
-          );
-          await recover(s, { bridge }, view, 0, "failsafe after the button");
-          const tripped = await api.status();
-          s.expect(tripped.failsafe.tripped === true, "failsafe reports tripped");
-          await finalCheck(s, bridge, view, 0);
-        },
-      );
-    });
+        // Always-on button while off and no controller: the failsafe turns it off again.
+        api.stopHeartbeat();
+        await delay(2100);
+        s.inject();
+        const pressedAt = performance.now();
+        sim.pressButton("always_on");
+        await until(
+          async () => (await api.status()).target > 0,
+          2000,
+          "bridge adopts the button",
+        );
+        await until(() => !sim.state.work_on, 4000, "failsafe turns the button's heat off");
+        s.figures.unattended_heat_ms = Math.round(performance.now() - pressedAt);
+        s.expect(
+          (s.figures.unattended_heat_ms as number) <= 2000 + 1000,
+          "within failsafe + 1 s",
+        );
+        await recover(s, { bridge }, view, 0, "failsafe after the button");
+        const tripped = await api.status();
+        s.expect(tripped.failsafe.tripped === true, "failsafe reports tripped");
+        await finalCheck(s, bridge, view, 0);
+      },
+    );
   },
 );

@@ -1,6 +1,7 @@
 /**
  * Shared machinery of the fault-injection suite: the bridge as a real
- * subprocess (`-P=bridge`), a socket-API client, /proc measurements, a
+ * subprocess (`-P=bridge`) with a socket-API client whose lines are
+ * scanned for secrets, leak bounds, a
  * wrong-state clock, and the per-run ledger that `zz_summary_test.ts` turns
  * into the summary table and `results.latest.json`.
  *
@@ -10,7 +11,9 @@
  */
 import { FAKE_SECRETS } from "../fake_device.ts";
 import { SIMULATOR_SECRETS } from "../../lib/simulator/mod.ts";
-import { MainProcess, tempSocketPath, waitForSocket } from "../process.ts";
+import { MainProcess, Subprocess, tempSocketPath, waitForSocket } from "../process.ts";
+import { alive } from "../procfs.ts";
+import { type ApiMessage, SocketClient } from "../socket_client.ts";
 
 /** Soak mode: longer loops and more frames (env PANDA_BRIDGE_SOAK=1). */
 export const SOAK = Deno.env.get("PANDA_BRIDGE_SOAK") === "1";
@@ -64,33 +67,48 @@ function scanSocketLine(line: string): void {
 
 /** One scenario's outcome, as in the summary table. */
 export interface ScenarioRecord {
+  /** The scenario's name. */
   scenario: string;
+  /** Its group (device, socket, process, security...). */
   group: string;
+  /** Faults injected. */
   faults_injected: number;
+  /** Faults the system came through. */
   faults_survived: number;
   /** Desired-state checks that failed at the end of the scenario (must be 0). */
   mismatches: number;
   /** Longest time the device stayed in a wrong state after a recovery, ms (null: n/a). */
   max_wrong_state_ms: number | null;
+  /** How long the scenario ran, ms. */
   duration_ms: number;
   /** Measured figures (fd/RSS start/end, counts), free-form. */
   figures: Record<string, number | string | boolean | null>;
+  /** Whether the scenario passed. */
   passed: boolean;
+  /** Why it failed (first 500 characters). */
   error?: string;
 }
 
 /** Counts one scenario: faults in, faults survived, mismatches, wrong-state time. */
 export class Scenario {
+  /** The scenario's name. */
   readonly name: string;
+  /** Its group. */
   readonly group: string;
+  /** Faults injected so far. */
   injected = 0;
+  /** Faults survived so far. */
   survived = 0;
+  /** Failed end-of-scenario checks so far. */
   mismatches = 0;
+  /** Longest wrong-state time after a recovery, ms (null: none measured). */
   maxWrongMs: number | null = null;
+  /** Measured figures for the summary. */
   readonly figures: ScenarioRecord["figures"] = {};
   readonly #started = performance.now();
   readonly #mismatchNotes: string[] = [];
 
+  /** A scenario `name` in `group`, nothing counted yet. */
   constructor(group: string, name: string) {
     this.group = group;
     this.name = name;
@@ -203,130 +221,8 @@ export function scenarioTest(
 }
 
 // ---------------------------------------------------------------------------
-// /proc measurements
+// Leak bounds
 // ---------------------------------------------------------------------------
-
-/** Open file descriptors of `pid`. */
-export function fdCount(pid: number): number {
-  let n = 0;
-  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
-  return n;
-}
-
-/** Resident set size of `pid` in KiB. */
-export function rssKiB(pid: number): number {
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
-  if (!match) throw new Error(`no VmRSS for ${pid}`);
-  return Number(match[1]);
-}
-
-/** Whether `pid` is alive (and not a zombie). */
-export function alive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
-
-/** Socket inodes held by `pid`. */
-export function socketInodes(pid: number): Set<string> {
-  const inodes = new Set<string>();
-  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    try {
-      const target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
-      const match = /^socket:\[(\d+)\]$/.exec(target);
-      if (match) inodes.add(match[1]);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return inodes;
-}
-
-/** One row of /proc/net/{tcp,tcp6,udp,udp6} that belongs to a given process. */
-export interface InetSocket {
-  table: string;
-  /** Hex address:port as in /proc/net (e.g. 0100007F:1F90). */
-  local: string;
-  remote: string;
-  /** TCP state in hex: 0A = LISTEN, 01 = ESTABLISHED; UDP 07 = unconnected. */
-  state: string;
-  inode: string;
-}
-
-/** The TCP/UDP sockets of `pid`, from /proc/<pid>/net/* matched by inode. */
-export function inetSockets(pid: number): InetSocket[] {
-  const inodes = socketInodes(pid);
-  const found: InetSocket[] = [];
-  for (const table of ["tcp", "tcp6", "udp", "udp6"]) {
-    let text = "";
-    try {
-      text = Deno.readTextFileSync(`/proc/${pid}/net/${table}`);
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols.length < 10) continue;
-      if (inodes.has(cols[9])) {
-        found.push({ table, local: cols[1], remote: cols[2], state: cols[3], inode: cols[9] });
-      }
-    }
-  }
-  return found;
-}
-
-/** A series of fd/RSS samples of one process. */
-export class ResourceSampler {
-  readonly pid: number;
-  readonly samples: { at: number; fds: number; rssKiB: number }[] = [];
-  #timer: ReturnType<typeof setInterval> | undefined;
-
-  constructor(pid: number) {
-    this.pid = pid;
-  }
-
-  /** Takes one sample now. */
-  sample(): { fds: number; rssKiB: number } {
-    const sample = { at: performance.now(), fds: fdCount(this.pid), rssKiB: rssKiB(this.pid) };
-    this.samples.push(sample);
-    return sample;
-  }
-
-  /** Samples every `intervalMs` until {@link stop}. */
-  start(intervalMs: number): void {
-    this.#timer = setInterval(() => {
-      try {
-        this.sample();
-      } catch {
-        // the process ended; the scenario notices
-      }
-    }, intervalMs);
-  }
-
-  stop(): void {
-    clearInterval(this.#timer);
-  }
-
-  /** RSS in MiB at 0, 25, 50, 75 and 100 % of the samples, e.g. "49.1/50.2/51.0/51.3/51.4". */
-  rssTrend(): string {
-    if (this.samples.length === 0) return "";
-    const at = (q: number) => this.samples[Math.round(q * (this.samples.length - 1))].rssKiB;
-    return [0, 0.25, 0.5, 0.75, 1].map((q) => (at(q) / 1024).toFixed(1)).join("/");
-  }
-
-  /** Peak values over all samples. */
-  peak(): { fds: number; rssKiB: number } {
-    return {
-      fds: Math.max(...this.samples.map((s) => s.fds)),
-      rssKiB: Math.max(...this.samples.map((s) => s.rssKiB)),
-    };
-  }
-}
 
 /**
  * "Flat": end minus start (both taken after a warm-up and a quiet second)
@@ -347,150 +243,6 @@ export class ResourceSampler {
 export const FLAT_TOLERANCE = { fds: 3, rssKiB: 40 * 1024, heapBytes: 512 * 1024 } as const;
 
 // ---------------------------------------------------------------------------
-// The socket API, as a client
-// ---------------------------------------------------------------------------
-
-/** A reply or notification on the socket API. */
-// deno-lint-ignore no-explicit-any
-export type ApiMessage = Record<string, any>;
-
-/** A newline-delimited JSON client of the bridge's socket (a Klipper-like controller). */
-export class ApiConn {
-  readonly conn: Deno.UnixConn;
-  readonly notifications: ApiMessage[] = [];
-  readonly replies: ApiMessage[] = [];
-  /** Notifications received in all (the array keeps only the last few). */
-  notificationCount = 0;
-  closed = false;
-  #pending = new Map<unknown, (message: ApiMessage) => void>();
-  #nextId = 1;
-  #heartbeat: ReturnType<typeof setInterval> | undefined;
-  #reader: Promise<void>;
-  #keepNotifications: number;
-
-  private constructor(conn: Deno.UnixConn, keepNotifications: number) {
-    this.conn = conn;
-    this.#keepNotifications = keepNotifications;
-    this.#reader = this.#read();
-  }
-
-  /** Connects to the bridge's socket at `path`. */
-  static async connect(path: string, keepNotifications = 50): Promise<ApiConn> {
-    const conn = await Deno.connect({ transport: "unix", path });
-    return new ApiConn(conn, keepNotifications);
-  }
-
-  async #read(): Promise<void> {
-    const buffer = new Uint8Array(64 * 1024);
-    let pending = "";
-    const textDecoder = new TextDecoder();
-    try {
-      while (true) {
-        const n = await this.conn.read(buffer);
-        if (n === null) break;
-        pending += textDecoder.decode(buffer.subarray(0, n), { stream: true });
-        let newline: number;
-        while ((newline = pending.indexOf("\n")) >= 0) {
-          const line = pending.slice(0, newline);
-          pending = pending.slice(newline + 1);
-          if (line.trim() === "") continue;
-          scanSocketLine(line);
-          const message = JSON.parse(line) as ApiMessage;
-          if ("id" in message) {
-            this.replies.push(message);
-            if (this.replies.length > 5000) this.replies.shift();
-            const resolve = this.#pending.get(message.id);
-            this.#pending.delete(message.id);
-            resolve?.(message);
-          } else {
-            this.notificationCount++;
-            this.notifications.push(message);
-            if (this.notifications.length > this.#keepNotifications) this.notifications.shift();
-          }
-        }
-      }
-    } catch {
-      // reset by the bridge
-    } finally {
-      this.closed = true;
-      for (const resolve of this.#pending.values()) resolve({ id: null, closed: true });
-      this.#pending.clear();
-    }
-  }
-
-  /** Writes raw bytes. */
-  async write(bytes: Uint8Array | string): Promise<void> {
-    const data = typeof bytes === "string" ? encoder.encode(bytes) : bytes;
-    let written = 0;
-    while (written < data.length) written += await this.conn.write(data.subarray(written));
-  }
-
-  /** Sends a request and resolves with its reply (`{closed: true}` if the link dies). */
-  async request(
-    method: string,
-    params?: Record<string, unknown>,
-    timeoutMs = 5000,
-  ): Promise<ApiMessage> {
-    const id = this.#nextId++;
-    const reply = new Promise<ApiMessage>((resolve) => this.#pending.set(id, resolve));
-    await this.write(JSON.stringify({ id, method, ...(params ? { params } : {}) }) + "\n");
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`no reply to ${method} in ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([reply, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** Sends `set_target` and throws unless it was accepted. */
-  async setTarget(target: number): Promise<void> {
-    const reply = await this.request("set_target", { target });
-    if (!reply.result || reply.result.target !== target) {
-      throw new Error(`set_target ${target} failed: ${JSON.stringify(reply)}`);
-    }
-  }
-
-  /** The bridge's status (every line read is scanned for secrets). */
-  async status(): Promise<ApiMessage> {
-    const reply = await this.request("status");
-    if (!reply.result) throw new Error(`status failed: ${JSON.stringify(reply)}`);
-    return reply.result;
-  }
-
-  /**
-   * Heartbeats every `intervalMs` like a ready Klipper extra (socket API v2:
-   * `{ready: true}`), making this a controller whose heartbeats count.
-   */
-  startHeartbeat(intervalMs = 500): void {
-    this.request("heartbeat", { ready: true }).catch(() => {});
-    this.#heartbeat = setInterval(() => {
-      if (!this.closed) this.request("heartbeat", { ready: true }).catch(() => {});
-    }, intervalMs);
-  }
-
-  stopHeartbeat(): void {
-    clearInterval(this.#heartbeat);
-  }
-
-  /** Closes the connection and waits for the reader. */
-  async close(): Promise<void> {
-    this.stopHeartbeat();
-    try {
-      this.conn.close();
-    } catch {
-      // already closed
-    }
-    await this.#reader;
-  }
-}
-
-// ---------------------------------------------------------------------------
 // The bridge under test
 // ---------------------------------------------------------------------------
 
@@ -503,8 +255,11 @@ export interface BridgeStartOptions {
   host: string;
   /** Socket path (default: a fresh one under /tmp). */
   socket?: string;
+  /** `--failsafe-timeout` in seconds (default 600). */
   failsafeTimeout?: number;
+  /** `--log-level` (default debug). */
   logLevel?: string;
+  /** More `run` arguments. */
   extraArgs?: string[];
   /** Do not wait for the socket (for runs expected to fail). */
   noWait?: boolean;
@@ -514,8 +269,11 @@ export interface BridgeStartOptions {
 
 /** `panda-breath run` as a subprocess with the shipped permission set. */
 export class BridgeProcess {
+  /** The `main.ts` subprocess. */
   readonly process: RunningMain;
+  /** Its socket path. */
   readonly socket: string;
+  /** Names it in the capture. */
   readonly label: string;
   #cleanup: (() => Promise<void>) | null;
   #captured = false;
@@ -570,6 +328,7 @@ export class BridgeProcess {
     return bridge;
   }
 
+  /** The process id. */
   get pid(): number {
     return this.process.child.pid;
   }
@@ -579,9 +338,9 @@ export class BridgeProcess {
     return alive(this.pid);
   }
 
-  /** A new socket-API connection. */
-  connect(keepNotifications?: number): Promise<ApiConn> {
-    return ApiConn.connect(this.socket, keepNotifications);
+  /** A new socket-API connection; every line it reads is scanned for secrets. */
+  connect(keepNotifications?: number): Promise<SocketClient> {
+    return SocketClient.connect(this.socket, { keepNotifications, onLine: scanSocketLine });
   }
 
   /** One-shot status over a fresh connection. */
@@ -701,8 +460,11 @@ export async function timeToDesired(
 
 /** A device's heating state as the invariant sees it. */
 export interface HeatState {
+  /** The device's work_on flag. */
   work_on: boolean;
+  /** Its target, °C. */
   set_temp: number;
+  /** Its mode (2: always-on), when known. */
   work_mode?: number;
 }
 
@@ -718,87 +480,29 @@ export function isDesired(state: HeatState, target: number): boolean {
 // ---------------------------------------------------------------------------
 
 /** Python 3 for the helpers and the Klipper side (env PYTHON overrides). */
-export const PYTHON = Deno.env.get("PYTHON") ?? "python3";
+export const PYTHON: string = Deno.env.get("PYTHON") ?? "python3";
 
-/** A line-oriented subprocess: stdin commands, stdout lines collected. */
-export class LineProcess {
-  readonly child: Deno.ChildProcess;
-  readonly lines: string[] = [];
-  stderr = "";
+/**
+ * A helper subprocess (stdin piped, stdout lines collected) whose output
+ * goes to this run's capture for the secret scan when it is stopped.
+ */
+export class LineProcess extends Subprocess {
+  /** Names the process in the capture. */
   readonly label: string;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
-  #pumps: Promise<void>;
 
+  /** Starts `command args`. */
   constructor(command: string, args: string[], label: string, env?: Record<string, string>) {
+    super(command, args, { env, stdin: true });
     this.label = label;
-    this.child = new Deno.Command(command, {
-      args,
-      env,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#writer = this.child.stdin.getWriter();
-    const lines = async () => {
-      let pending = "";
-      for await (const chunk of this.child.stdout.pipeThrough(new TextDecoderStream())) {
-        pending += chunk;
-        let newline: number;
-        while ((newline = pending.indexOf("\n")) >= 0) {
-          this.lines.push(pending.slice(0, newline));
-          pending = pending.slice(newline + 1);
-        }
-      }
-    };
-    const errors = async () => {
-      for await (const chunk of this.child.stderr.pipeThrough(new TextDecoderStream())) {
-        this.stderr += chunk;
-      }
-    };
-    this.#pumps = Promise.all([lines(), errors()]).then(() => {});
   }
 
-  get pid(): number {
-    return this.child.pid;
-  }
-
-  /** Sends one command line. */
-  async send(line: string): Promise<void> {
-    await this.#writer.write(encoder.encode(line + "\n"));
-  }
-
-  /** Waits for a stdout line matching `pattern` at index `from` or later. */
-  async waitLine(pattern: RegExp, timeoutMs = 10_000, from = 0): Promise<RegExpMatchArray> {
-    let match: RegExpMatchArray | null = null;
-    await until(
-      () => {
-        for (let i = from; i < this.lines.length; i++) {
-          match = this.lines[i].match(pattern);
-          if (match) return true;
-        }
-        return false;
-      },
-      timeoutMs,
-      `${this.label}: ${pattern}\nstderr:\n${this.stderr}`,
-    );
-    return match!;
-  }
-
-  /** Kills (if running), waits, and captures the output for the secret scan. */
-  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
-    try {
-      await this.#writer.close();
-    } catch {
-      // already closed
-    }
-    try {
-      this.child.kill(signal);
-    } catch {
-      // already exited
-    }
-    const status = await this.child.status;
-    await this.#pumps;
-    capture(`${this.label} pid ${this.pid} stdout`, this.lines.join("\n"));
+  /** Stops like {@link Subprocess.stop}, then captures the output. */
+  override async stop(
+    signal: Deno.Signal = "SIGTERM",
+    graceMs?: number,
+  ): Promise<Deno.CommandStatus> {
+    const status = await super.stop(signal, graceMs);
+    capture(`${this.label} pid ${this.pid} stdout`, this.stdout);
     capture(`${this.label} pid ${this.pid} stderr`, this.stderr);
     return status;
   }
@@ -806,7 +510,9 @@ export class LineProcess {
 
 /** tests/faults/rst_proxy.py: a proxy whose client connections end with a bare RST. */
 export class RstProxy {
+  /** The proxy subprocess. */
   readonly process: LineProcess;
+  /** The port it listens on. */
   readonly port: number;
 
   private constructor(process: LineProcess, port: number) {
@@ -814,6 +520,7 @@ export class RstProxy {
     this.port = port;
   }
 
+  /** Starts a proxy in front of 127.0.0.1:`upstreamPort`. */
   static async start(upstreamPort: number): Promise<RstProxy> {
     const script = new URL("./rst_proxy.py", import.meta.url).pathname;
     const process = new LineProcess(PYTHON, [script, String(upstreamPort)], "rst_proxy");
@@ -821,6 +528,7 @@ export class RstProxy {
     return new RstProxy(process, Number(match[1]));
   }
 
+  /** Its `host:port`, for `--host`. */
   get address(): string {
     return `127.0.0.1:${this.port}`;
   }
@@ -833,6 +541,7 @@ export class RstProxy {
     return Number(match[1]);
   }
 
+  /** Stops the proxy. */
   async close(): Promise<void> {
     await this.process.stop("SIGTERM");
   }

@@ -14,17 +14,17 @@
  */
 import { encodeFrame, Opcode } from "./ws_frames.ts";
 import {
-  type ApiConn,
   BridgeProcess,
   delay,
   FLAT_TOLERANCE,
   isDesired,
-  ResourceSampler,
   scenarioTest,
   SOAK,
   timeToDesired,
   until,
 } from "./harness.ts";
+import type { SocketClient } from "../socket_client.ts";
+import { ResourceSampler } from "../procfs.ts";
 import {
   type Behavior,
   connectFrameFor,
@@ -162,7 +162,7 @@ function flapBehavior(stats: FlapStats, target: number, stop: () => boolean): Be
 interface Flapper {
   device: RawDevice;
   bridge: BridgeProcess;
-  api: ApiConn;
+  api: SocketClient;
   stats: FlapStats;
   target: number;
   sampler: ResourceSampler;

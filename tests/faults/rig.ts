@@ -4,8 +4,8 @@
  * on its socket; plus the end-of-scenario invariant check.
  */
 import { Simulator, type SimulatorOptions } from "../../lib/simulator/mod.ts";
+import type { RawDevice } from "./raw_device.ts";
 import {
-  type ApiConn,
   BridgeProcess,
   type BridgeStartOptions,
   capture,
@@ -15,6 +15,7 @@ import {
   socketScan,
   timeToDesired,
 } from "./harness.ts";
+import type { SocketClient } from "../socket_client.ts";
 
 /** What the end-of-scenario check needs to know about the device. */
 export interface DeviceView {
@@ -34,9 +35,12 @@ export function simView(sim: Simulator): DeviceView {
 
 /** A device, a bridge, a controller. */
 export interface Rig<D> {
+  /** The device stand-in. */
   device: D;
+  /** The bridge subprocess. */
   bridge: BridgeProcess;
-  api: ApiConn;
+  /** A controller connection that heartbeats every 500 ms. */
+  api: SocketClient;
 }
 
 /**
@@ -49,7 +53,7 @@ export async function withBridge<D>(
   body: (rig: Rig<D>) => Promise<void>,
 ): Promise<void> {
   const bridge = await BridgeProcess.start(options);
-  let api: ApiConn | undefined;
+  let api: SocketClient | undefined;
   try {
     api = await bridge.connect();
     api.startHeartbeat(500);
@@ -57,6 +61,18 @@ export async function withBridge<D>(
   } finally {
     await api?.close();
     await bridge.dispose();
+  }
+}
+
+/** {@link withBridge} on a raw-TCP device at its address; the device is closed afterwards. */
+export async function withRawBridge(
+  device: RawDevice,
+  body: (rig: Rig<RawDevice>) => Promise<void>,
+): Promise<void> {
+  try {
+    await withBridge(device, { host: device.address }, body);
+  } finally {
+    await device.close();
   }
 }
 
@@ -75,19 +91,35 @@ export async function withSimulator(
 }
 
 /**
+ * A simulator (fast telemetry), a bridge on it and a heartbeating controller;
+ * the device is made to hold `target` before `body` runs. Always torn down.
+ */
+export async function withSimulatorRig(
+  simOptions: SimulatorOptions,
+  bridgeOptions: Omit<BridgeStartOptions, "host">,
+  target: number,
+  body: (rig: Rig<Simulator> & { view: DeviceView }) => Promise<void>,
+): Promise<void> {
+  await withSimulator(simOptions, async (sim) => {
+    await withBridge(sim, { host: `127.0.0.1:${sim.port}`, ...bridgeOptions }, async (rig) => {
+      const view = simView(sim);
+      await rig.api.setTarget(target);
+      await settle(rig, view, target, "initial target");
+      await body({ ...rig, view });
+    });
+  });
+}
+
+/**
  * After a fault ends: waits until the device holds `target` (the bridge must
  * re-assert it), records the wrong-state time, checks the bridge is alive,
  * and counts the fault as survived.
  */
 export async function recover(
   s: Scenario,
-  rig: { bridge: BridgeProcess },
-  view: DeviceView,
-  target: number,
-  what: string,
-  timeoutMs = 10_000,
+  ...settleArgs: Parameters<typeof settle>
 ): Promise<number> {
-  const wrongMs = await settle(rig, view, target, what, timeoutMs);
+  const wrongMs = await settle(...settleArgs);
   s.wrongFor(wrongMs);
   s.survive();
   return wrongMs;

@@ -8,17 +8,17 @@ import { API_LIMITS } from "../../lib/api_server.ts";
 import { MAX_FRAME_BYTES } from "../../lib/protocol.ts";
 import { Simulator } from "../../lib/simulator/mod.ts";
 import { connectFrame, FakeDevice } from "../fake_device.ts";
-import { mainArgs, runCli } from "../process.ts";
+import { mainArgs, runCli, runToEnd } from "../process.ts";
 import {
   BridgeProcess,
   capture,
   delay,
-  inetSockets,
   LineProcess,
   scenarioTest,
   secretsIn,
   until,
 } from "./harness.ts";
+import { inetSockets } from "../procfs.ts";
 import { deviceBehavior, RawDevice, type RawSession, telemetryFrame } from "./raw_device.ts";
 
 const encoder = new TextEncoder();
@@ -112,14 +112,8 @@ scenarioTest(
       const probe = new URL("./permission_probe.ts", import.meta.url).pathname;
       const args = mainArgs([outside, dir, String(listener.addr.port)]);
       args[args.indexOf(new URL("../../main.ts", import.meta.url).pathname)] = probe;
-      const output = await new Deno.Command(Deno.execPath(), {
-        args,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const stdout = new TextDecoder().decode(output.stdout);
-      capture("permission probe", stdout + new TextDecoder().decode(output.stderr));
+      const { stdout, stderr } = await runToEnd(Deno.execPath(), args);
+      capture("permission probe", stdout + stderr);
       const results = JSON.parse(stdout.trim().split("\n").pop()!) as Record<string, string>;
       const mustDeny = [
         "read /etc/passwd",

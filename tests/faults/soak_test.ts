@@ -13,12 +13,12 @@ import {
   BridgeProcess,
   delay,
   FLAT_TOLERANCE,
-  ResourceSampler,
   type Scenario,
   scenarioTest,
   SOAK,
   until,
 } from "./harness.ts";
+import { ResourceSampler } from "../procfs.ts";
 import { type Behavior, RawDevice, telemetryFrame } from "./raw_device.ts";
 import { finalCheck, settle, simView, withSimulator } from "./rig.ts";
 import { measureReconnectMemory } from "../bench/reconnect_memory.ts";

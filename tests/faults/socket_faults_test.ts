@@ -7,21 +7,19 @@
 import { API_LIMITS } from "../../lib/api_server.ts";
 import { runCli } from "../process.ts";
 import {
-  type ApiConn,
-  type ApiMessage,
   BridgeProcess,
   capture,
   delay,
-  fdCount,
   FLAT_TOLERANCE,
   isDesired,
-  ResourceSampler,
   type Scenario,
   scenarioTest,
   until,
 } from "./harness.ts";
+import type { ApiMessage, SocketClient } from "../socket_client.ts";
+import { fdCount, ResourceSampler, rssKiB } from "../procfs.ts";
 import { deviceBehavior, RawDevice } from "./raw_device.ts";
-import { finalCheck, recover, settle, withBridge } from "./rig.ts";
+import { finalCheck, recover, settle, withRawBridge } from "./rig.ts";
 
 const encoder = new TextEncoder();
 
@@ -30,7 +28,7 @@ function view(device: RawDevice) {
 }
 
 /** Waits for reply number `index` (0-based) on `conn`. */
-async function replyAt(conn: ApiConn, index: number, timeoutMs = 3000): Promise<ApiMessage> {
+async function replyAt(conn: SocketClient, index: number, timeoutMs = 3000): Promise<ApiMessage> {
   await until(() => conn.replies.length > index || conn.closed, timeoutMs, `reply #${index}`, 5);
   const reply = conn.replies[index];
   if (!reply) throw new Error(`connection closed before reply #${index}`);
@@ -38,7 +36,7 @@ async function replyAt(conn: ApiConn, index: number, timeoutMs = 3000): Promise<
 }
 
 /** Sends one raw line and returns the reply to it. */
-async function ask(conn: ApiConn, line: string | Uint8Array): Promise<ApiMessage> {
+async function ask(conn: SocketClient, line: string | Uint8Array): Promise<ApiMessage> {
   const index = conn.replies.length;
   const bytes = typeof line === "string" ? encoder.encode(line + "\n") : line;
   await conn.write(bytes);
@@ -46,7 +44,7 @@ async function ask(conn: ApiConn, line: string | Uint8Array): Promise<ApiMessage
 }
 
 /** Reads a connection until EOF/reset; true when the bridge closed it. */
-async function closedByBridge(conn: ApiConn, timeoutMs = 3000): Promise<boolean> {
+async function closedByBridge(conn: SocketClient, timeoutMs = 3000): Promise<boolean> {
   return await until(() => conn.closed, timeoutMs, "the bridge closing the connection", 5)
     .then(() => true, () => false);
 }
@@ -54,20 +52,16 @@ async function closedByBridge(conn: ApiConn, timeoutMs = 3000): Promise<boolean>
 async function withRawDevice(
   s: Scenario,
   telemetryMs: number,
-  body: (device: RawDevice, bridge: BridgeProcess, api: ApiConn) => Promise<void>,
+  body: (device: RawDevice, bridge: BridgeProcess, api: SocketClient) => Promise<void>,
   burst = 1,
 ): Promise<void> {
   const device = new RawDevice({ behavior: deviceBehavior({ telemetryMs, burst }) });
-  try {
-    await withBridge(device, { host: device.address }, async ({ bridge, api }) => {
-      await api.setTarget(45);
-      await settle({ bridge }, view(device), 45, "initial target");
-      await body(device, bridge, api);
-      await finalCheck(s, bridge, view(device), 45);
-    });
-  } finally {
-    await device.close();
-  }
+  await withRawBridge(device, async ({ bridge, api }) => {
+    await api.setTarget(45);
+    await settle({ bridge }, view(device), 45, "initial target");
+    await body(device, bridge, api);
+    await finalCheck(s, bridge, view(device), 45);
+  });
 }
 
 scenarioTest(
@@ -141,7 +135,7 @@ scenarioTest(
 
       // The cap: the controller plus 63 idle clients fill it; the next one is told so.
       s.inject();
-      const idle: ApiConn[] = [];
+      const idle: SocketClient[] = [];
       for (let i = 0; i < API_LIMITS.maxClients - 1; i++) idle.push(await bridge.connect());
       await delay(100);
       const extra = await bridge.connect();
@@ -282,9 +276,7 @@ scenarioTest("socket", "oversized, partial and merged lines", async (s) => {
     await over.close();
     // An endless line (16 MiB, no newline): cut at the cap, never buffered whole.
     s.inject();
-    const rssBefore = (await Deno.readTextFile(`/proc/${bridge.pid}/status`)).match(
-      /VmRSS:\s+(\d+)/,
-    )![1];
+    const rssBefore = rssKiB(bridge.pid);
     const endless = await Deno.connect({ transport: "unix", path: bridge.socket });
     const chunk = encoder.encode("x".repeat(1 << 20));
     let sent = 0;
@@ -294,11 +286,9 @@ scenarioTest("socket", "oversized, partial and merged lines", async (s) => {
       // closed by the bridge
     }
     endless.close();
-    const rssAfter = (await Deno.readTextFile(`/proc/${bridge.pid}/status`)).match(
-      /VmRSS:\s+(\d+)/,
-    )![1];
+    const rssAfter = rssKiB(bridge.pid);
     s.figures.endless_line_bytes_accepted = sent;
-    s.figures.endless_line_rss_delta_kib = Number(rssAfter) - Number(rssBefore);
+    s.figures.endless_line_rss_delta_kib = rssAfter - rssBefore;
     s.expect(sent < 16 << 20, "the bridge stopped reading an endless line");
     if (bridge.alive) s.survive();
     // One byte per write: answered.
@@ -341,6 +331,8 @@ scenarioTest("socket", "invalid UTF-8 and junk requests get errors; state untouc
   await withRawDevice(s, 100, async (device, bridge, api) => {
     const conn = await bridge.connect();
     const bytes = (...values: number[]) => new Uint8Array([...values, 10]);
+    /** A set_target request line with `params` (JSON text). */
+    const setTargetLine = (params: string) => `{"id":1,"method":"set_target","params":${params}}`;
     const cases: [string, string | Uint8Array, string | null][] = [
       ["invalid UTF-8", bytes(0x7b, 0xff, 0xfe, 0x7d), "parse_error"],
       ["overlong encoding", bytes(0xc0, 0xaf), "parse_error"],
@@ -365,36 +357,20 @@ scenarioTest("socket", "invalid UTF-8 and junk requests get errors; state untouc
       ["constructor method", '{"id":1,"method":"constructor"}', "unknown_method"],
       ["toString method", '{"id":1,"method":"toString"}', "unknown_method"],
       ["long method name", `{"id":1,"method":"${"m".repeat(60_000)}"}`, "unknown_method"],
-      ["params array", '{"id":1,"method":"set_target","params":[45]}', "invalid_params"],
-      ["params null", '{"id":1,"method":"set_target","params":null}', "invalid_params"],
-      ["target missing", '{"id":1,"method":"set_target","params":{}}', "invalid_params"],
-      [
-        "target string",
-        '{"id":1,"method":"set_target","params":{"target":"50"}}',
-        "invalid_params",
-      ],
-      ["target bool", '{"id":1,"method":"set_target","params":{"target":true}}', "invalid_params"],
-      ["target null", '{"id":1,"method":"set_target","params":{"target":null}}', "invalid_params"],
-      [
-        "target 1e400",
-        '{"id":1,"method":"set_target","params":{"target":1e400}}',
-        "invalid_params",
-      ],
-      ["target -1", '{"id":1,"method":"set_target","params":{"target":-1}}', "out_of_range"],
-      ["target -0.4", '{"id":1,"method":"set_target","params":{"target":-0.4}}', "out_of_range"],
-      ["target 61", '{"id":1,"method":"set_target","params":{"target":61}}', "out_of_range"],
-      ["target 60.6", '{"id":1,"method":"set_target","params":{"target":60.6}}', "out_of_range"],
-      [
-        "target 300 (would wrap to 44)",
-        '{"id":1,"method":"set_target","params":{"target":300}}',
-        "out_of_range",
-      ],
-      ["target 256", '{"id":1,"method":"set_target","params":{"target":256}}', "out_of_range"],
-      [
-        "__proto__ params",
-        '{"id":1,"method":"set_target","params":{"__proto__":{"target":50}}}',
-        "invalid_params",
-      ],
+      ["params array", setTargetLine("[45]"), "invalid_params"],
+      ["params null", setTargetLine("null"), "invalid_params"],
+      ["target missing", setTargetLine("{}"), "invalid_params"],
+      ["target string", setTargetLine('{"target":"50"}'), "invalid_params"],
+      ["target bool", setTargetLine('{"target":true}'), "invalid_params"],
+      ["target null", setTargetLine('{"target":null}'), "invalid_params"],
+      ["target 1e400", setTargetLine('{"target":1e400}'), "invalid_params"],
+      ["target -1", setTargetLine('{"target":-1}'), "out_of_range"],
+      ["target -0.4", setTargetLine('{"target":-0.4}'), "out_of_range"],
+      ["target 61", setTargetLine('{"target":61}'), "out_of_range"],
+      ["target 60.6", setTargetLine('{"target":60.6}'), "out_of_range"],
+      ["target 300 (would wrap to 44)", setTargetLine('{"target":300}'), "out_of_range"],
+      ["target 256", setTargetLine('{"target":256}'), "out_of_range"],
+      ["__proto__ params", setTargetLine('{"__proto__":{"target":50}}'), "invalid_params"],
       ["duplicate keys", '{"id":1,"method":"off","method":"hello"}', null],
     ];
     for (const [name, line, code] of cases) {

@@ -1,6 +1,7 @@
 /**
- * Per-process figures from Linux procfs: CPU time, resident memory and
- * context switches of a whole process (every thread).
+ * Per-process figures from Linux procfs for the tests and the benchmarks:
+ * resident memory, CPU time and context switches of a whole process (every
+ * thread), open file descriptors and sockets, liveness.
  *
  * /proc/PID/status counts context switches per thread, and a thread that
  * exits takes its counts with it (Deno's blocking-pool threads come and go),
@@ -85,12 +86,15 @@ export interface ProcCost {
   cpuPercentTicks: number;
   /** Context switches (voluntary + involuntary) per second, all threads. */
   wakeupsPerS: number;
+  /** Voluntary context switches (waits) per second, all threads. */
   voluntaryPerS: number;
+  /** Involuntary context switches (preemptions) per second, all threads. */
   nonvoluntaryPerS: number;
 }
 
 /** Accumulates a process's CPU time and context switches over every thread. */
 export class ProcMonitor {
+  /** The process watched. */
   readonly pid: number;
   #ticksPerS: number;
   #last = new Map<string, ThreadCounts>();
@@ -158,5 +162,134 @@ export async function clockTicksPerSecond(): Promise<number> {
     return value > 0 ? value : 100;
   } catch {
     return 100;
+  }
+}
+
+/** Open file descriptors of `pid`. */
+export function fdCount(pid: number): number {
+  let n = 0;
+  for (const _ of Deno.readDirSync(`/proc/${pid}/fd`)) n++;
+  return n;
+}
+
+/** Resident set size of `pid` in KiB. */
+export function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const match = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  if (!match) throw new Error(`no VmRSS for ${pid}`);
+  return Number(match[1]);
+}
+
+/** Whether `pid` is alive (and not a zombie). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/** Socket inodes held by `pid`. */
+export function socketInodes(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  for (const entry of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    try {
+      const target = Deno.readLinkSync(`/proc/${pid}/fd/${entry.name}`);
+      const match = /^socket:\[(\d+)\]$/.exec(target);
+      if (match) inodes.add(match[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return inodes;
+}
+
+/** One row of /proc/net/{tcp,tcp6,udp,udp6} that belongs to a given process. */
+export interface InetSocket {
+  /** The /proc/net table it was found in: tcp, tcp6, udp or udp6. */
+  table: string;
+  /** Hex address:port as in /proc/net (e.g. 0100007F:1F90). */
+  local: string;
+  /** Hex address:port of the peer (zeros when not connected). */
+  remote: string;
+  /** TCP state in hex: 0A = LISTEN, 01 = ESTABLISHED; UDP 07 = unconnected. */
+  state: string;
+  /** The socket's inode, as in /proc/PID/fd links. */
+  inode: string;
+}
+
+/** The TCP/UDP sockets of `pid`, from /proc/<pid>/net/* matched by inode. */
+export function inetSockets(pid: number): InetSocket[] {
+  const inodes = socketInodes(pid);
+  const found: InetSocket[] = [];
+  for (const table of ["tcp", "tcp6", "udp", "udp6"]) {
+    let text = "";
+    try {
+      text = Deno.readTextFileSync(`/proc/${pid}/net/${table}`);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10) continue;
+      if (inodes.has(cols[9])) {
+        found.push({ table, local: cols[1], remote: cols[2], state: cols[3], inode: cols[9] });
+      }
+    }
+  }
+  return found;
+}
+
+/** A series of fd/RSS samples of one process. */
+export class ResourceSampler {
+  /** The process sampled. */
+  readonly pid: number;
+  /** Every sample: `performance.now()`, open fds, RSS in KiB. */
+  readonly samples: { at: number; fds: number; rssKiB: number }[] = [];
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /** A sampler of `pid` (no samples yet). */
+  constructor(pid: number) {
+    this.pid = pid;
+  }
+
+  /** Takes one sample now. */
+  sample(): { fds: number; rssKiB: number } {
+    const sample = { at: performance.now(), fds: fdCount(this.pid), rssKiB: rssKiB(this.pid) };
+    this.samples.push(sample);
+    return sample;
+  }
+
+  /** Samples every `intervalMs` until {@link stop}. */
+  start(intervalMs: number): void {
+    this.#timer = setInterval(() => {
+      try {
+        this.sample();
+      } catch {
+        // the process ended; the scenario notices
+      }
+    }, intervalMs);
+  }
+
+  /** Stops the periodic sampling. */
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** RSS in MiB at 0, 25, 50, 75 and 100 % of the samples, e.g. "49.1/50.2/51.0/51.3/51.4". */
+  rssTrend(): string {
+    if (this.samples.length === 0) return "";
+    const at = (q: number) => this.samples[Math.round(q * (this.samples.length - 1))].rssKiB;
+    return [0, 0.25, 0.5, 0.75, 1].map((q) => (at(q) / 1024).toFixed(1)).join("/");
+  }
+
+  /** Peak values over all samples. */
+  peak(): { fds: number; rssKiB: number } {
+    return {
+      fds: Math.max(...this.samples.map((s) => s.fds)),
+      rssKiB: Math.max(...this.samples.map((s) => s.rssKiB)),
+    };
   }
 }
