@@ -410,6 +410,7 @@ scenarioTest(
     // Notifications received when each burst began (they are coalesced: not one per frame).
     const marks: number[] = [];
     let received = () => 0;
+    let lastTemperature = (): unknown => undefined;
     const wire: Behavior = async (session) => {
       if ((await session.readHead()) === null) return;
       const head = await session.handshake();
@@ -437,7 +438,9 @@ scenarioTest(
           offset += frame.length;
         }
         for (const piece of chunks(all, 1500)) await session.write(piece);
-        await delay(400);
+        // The next burst waits for this one's last frame (coalesced: up to 100 ms late).
+        await until(() => lastTemperature() === temps.at(-1), 3000).catch(() => {});
+        await delay(250);
       }
       await reading;
     };
@@ -445,6 +448,7 @@ scenarioTest(
     await withRawBridge(device, async ({ bridge, api }) => {
       const watcher = await bridge.connect(2000);
       received = () => watcher.notifications.length;
+      lastTemperature = () => watcher.notifications.at(-1)?.params?.temperature;
       await watcher.request("subscribe");
       await api.setTarget(45);
       s.inject(3);
