@@ -915,35 +915,28 @@ export function decide(state: CoreState, event: CoreEvent, now: number): Decisio
   return { state: step.s, effects: step.finish(), wakeAt: nextWake(step.s) };
 }
 
+/** One kind of {@link CoreEvent}. */
+type EventOf<T extends CoreEvent["type"]> = Extract<CoreEvent, { type: T }>;
+
+/** What the core does with each kind of event. */
+const HANDLERS: { [T in CoreEvent["type"]]: (step: Step, event: EventOf<T>) => void } = {
+  link_open: onLinkOpen,
+  frame: onFrame,
+  link_down: onLinkDown,
+  hello: onHello,
+  set_target: onSetTarget,
+  off: (step, { client }) => onSetTarget(step, { client, value: 0 }),
+  heartbeat: onHeartbeat,
+  controller_gone: onControllerGone,
+  readback: onReadback,
+  tick: () => {},
+  stop: onStop,
+  connect_failed: onConnectFailed,
+  firmware_probe: onFirmwareProbe,
+};
+
 function handle(step: Step, event: CoreEvent): void {
-  switch (event.type) {
-    case "link_open":
-      return onLinkOpen(step);
-    case "frame":
-      return onFrame(step, event.report, event.dropped);
-    case "link_down":
-      return onLinkDown(step, event.reason);
-    case "hello":
-      return onHello(step, event.client, event.params);
-    case "set_target":
-      return onSetTarget(step, event.client, event.value);
-    case "off":
-      return onSetTarget(step, event.client, 0);
-    case "heartbeat":
-      return onHeartbeat(step, event.client, event.ready);
-    case "controller_gone":
-      return onControllerGone(step, event.client);
-    case "readback":
-      return onReadback(step, event.report, event.error);
-    case "tick":
-      return;
-    case "stop":
-      return onStop(step, event.reason);
-    case "connect_failed":
-      return onConnectFailed(step, event.reason);
-    case "firmware_probe":
-      return onFirmwareProbe(step, event.problem);
-  }
+  (HANDLERS[event.type] as (step: Step, event: CoreEvent) => void)(step, event);
 }
 
 function checkFailsafe(step: Step): void {
@@ -1248,7 +1241,7 @@ function onLinkOpen(step: Step): void {
  * that is not an upgrade (or several failures in a row) asks the shell to
  * probe which firmware answers — at most once per probe interval.
  */
-function onConnectFailed(step: Step, reason: string): void {
+function onConnectFailed(step: Step, { reason }: EventOf<"connect_failed">): void {
   const s = step.s;
   const probe = s.probe;
   probe.connectFailures++;
@@ -1265,7 +1258,7 @@ function onConnectFailed(step: Step, reason: string): void {
  * bridge cannot drive (lib/firmware_probe.ts, firmwareProblem), or null. It
  * is logged once, shown in status, and the link retries only slowly.
  */
-function onFirmwareProbe(step: Step, problem: string | null): void {
+function onFirmwareProbe(step: Step, { problem }: EventOf<"firmware_probe">): void {
   const s = step.s;
   s.probe.inFlight = false;
   if (!s.running || s.link.open || problem === null || problem === s.firmwareProblem) return;
@@ -1277,7 +1270,7 @@ function onFirmwareProbe(step: Step, problem: string | null): void {
   step.notify();
 }
 
-function onLinkDown(step: Step, reason: string): void {
+function onLinkDown(step: Step, { reason }: EventOf<"link_down">): void {
   const s = step.s;
   if (!s.link.open) return;
   s.link.open = false;
@@ -1335,7 +1328,7 @@ function applyFaults(step: Step, report: DeviceReport, wholeBlock: boolean): boo
   return true;
 }
 
-function onFrame(step: Step, report: DeviceReport | null, dropped: string[]): void {
+function onFrame(step: Step, { report, dropped }: EventOf<"frame">): void {
   const s = step.s;
   if (dropped.length > 0) {
     s.link.droppedFrames++;
@@ -1393,19 +1386,23 @@ function onConnectFrame(step: Step, interlocked: boolean): void {
   }
 }
 
+/** The log fields of a push: what it was, what the policy did, what the device said. */
+function pushFields(
+  push: string,
+  policy: string,
+  d: DeviceState,
+  more: Record<string, unknown>,
+): Record<string, unknown> {
+  return { push, policy, device_work_on: d.workOn, device_work_mode: d.workMode, ...more };
+}
+
 function onPush(step: Step): void {
   const s = step.s;
   const d = s.device;
   if (s.config.heatMode === "drying-lease") return onLeasePush(step);
   const kind = classifyPush(d, s.faults, s.config.maxTarget);
   const rule = PUSH_POLICY[kind];
-  const fields = {
-    push: kind,
-    policy: rule.action,
-    device_work_on: d.workOn,
-    device_work_mode: d.workMode,
-    device_set_temp: d.setTemp,
-  };
+  const fields = pushFields(kind, rule.action, d, { device_set_temp: d.setTemp });
   if (rule.action === "adopt") {
     const adopted = rule.target === "off" ? 0 : d.setTemp!;
     if (adopted !== s.target) {
@@ -1457,13 +1454,7 @@ function onLeasePush(step: Step): void {
   const d = s.device;
   const kind = classifyLeasePush(s, step.now);
   const rule = LEASE_PUSH_POLICY[kind];
-  const fields = {
-    push: kind,
-    policy: rule.action,
-    device_work_on: d.workOn,
-    device_work_mode: d.workMode,
-    device_running: d.dryingRunning,
-  };
+  const fields = pushFields(kind, rule.action, d, { device_running: d.dryingRunning });
   if (rule.action === "keep") {
     step.log("debug", `device push: ${rule.why}`, fields);
     return;
@@ -1557,7 +1548,7 @@ function clientName(s: CoreState, client: string): string {
   return name ? `${client} (${name})` : client;
 }
 
-function onHello(step: Step, client: string, params: Record<string, unknown>): void {
+function onHello(step: Step, { client, params }: EventOf<"hello">): void {
   const s = step.s;
   const { client: name, controller, ready } = params;
   if (
@@ -1596,7 +1587,7 @@ function onHello(step: Step, client: string, params: Record<string, unknown>): v
   });
 }
 
-function onSetTarget(step: Step, client: string, value: unknown): void {
+function onSetTarget(step: Step, { client, value }: { client: string; value: unknown }): void {
   const s = step.s;
   const check = validateTarget(value, s.config.maxTarget);
   if (!check.ok) {
@@ -1670,7 +1661,7 @@ function enforceNotReady(step: Step, client: string): void {
   }
 }
 
-function onHeartbeat(step: Step, client: string, ready: unknown): void {
+function onHeartbeat(step: Step, { client, ready }: EventOf<"heartbeat">): void {
   const s = step.s;
   if (typeof ready !== "boolean") {
     step.refuse("invalid_params", "heartbeat needs params {ready: true|false} (socket API v2)");
@@ -1692,7 +1683,7 @@ function onHeartbeat(step: Step, client: string, ready: unknown): void {
   step.reply({ failsafe_timeout: seconds(s.config.failsafeTimeoutMs) });
 }
 
-function onControllerGone(step: Step, client: string): void {
+function onControllerGone(step: Step, { client }: EventOf<"controller_gone">): void {
   const s = step.s;
   const gone = s.controllers[client];
   if (!gone) return;
@@ -1707,7 +1698,7 @@ function onControllerGone(step: Step, client: string): void {
 
 // --- read-back ------------------------------------------------------------
 
-function onReadback(step: Step, report: DeviceReport | null, error: string | null): void {
+function onReadback(step: Step, { report, error }: EventOf<"readback">): void {
   const s = step.s;
   const rb = s.readback;
   const startedAt = rb.startedAt ?? step.now;
@@ -1845,7 +1836,7 @@ function onLeaseReadback(step: Step, verifying: boolean): boolean {
 
 // --- stop -----------------------------------------------------------------
 
-function onStop(step: Step, reason: string): void {
+function onStop(step: Step, { reason }: EventOf<"stop">): void {
   const s = step.s;
   if (!s.running) return;
   const was = s.target;
