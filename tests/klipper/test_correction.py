@@ -465,22 +465,19 @@ class TestEndToEnd(test_e2e.SimulatorBridge, unittest.TestCase):
             objects={'temperature_sensor chamber': self.sensor},
             wait=self.follow)
 
-    def follow(self, predicate, timeout, step=.25):
+    def follow(self, predicate, timeout):
         """Runs klippy, feeding the second sensor from the simulator."""
-        end = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > end:
-                self.fail("timed out\n%s\n--- console ---\n%s"
-                          % (self.logs(), '\n'.join(self.gcode.output)))
-            self.reactor.pause(self.reactor.monotonic() + step)
-            state = self.sim_call('state')
-            if not self.frozen:
-                self.sensor.step = (self.sensor.step + 1) % 5
-                self.sensor.temp = (state['temperature']
-                                    + .01 * (self.sensor.step - 2))
-            self.samples.append((time.monotonic(), state['temperature'],
-                                 state['set_temp'] if state['work_on']
-                                 else 0, self.heater.last_temp))
+        self.wait(predicate, timeout, step=.25, each_step=self.feed_sensor)
+
+    def feed_sensor(self):
+        state = self.sim_call('state')
+        if not self.frozen:
+            self.sensor.step = (self.sensor.step + 1) % 5
+            self.sensor.temp = (state['temperature']
+                                + .01 * (self.sensor.step - 2))
+        self.samples.append((time.monotonic(), state['temperature'],
+                             state['set_temp'] if state['work_on']
+                             else 0, self.heater.last_temp))
 
     def run_for_s(self, seconds):
         end = time.monotonic() + seconds

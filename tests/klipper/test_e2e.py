@@ -141,13 +141,17 @@ class SimulatorBridge:
         (wait or self.wait)(lambda: self.pb.get_status(0)['device_connected']
                             and self.heater.last_temp_time, 15.)
 
-    def wait(self, predicate, timeout, step=.05):
+    def wait(self, predicate, timeout, step=.05, each_step=None):
+        """Runs klippy until predicate() holds (each_step() after every
+        step), or fails after timeout seconds."""
         end = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > end:
                 self.fail("timed out\n%s\n--- console ---\n%s"
                           % (self.logs(), '\n'.join(self.gcode.output)))
             self.reactor.pause(self.reactor.monotonic() + step)
+            if each_step is not None:
+                each_step()
 
     def console(self, pattern):
         return [m for m in self.gcode.output if re.search(pattern, m)]
