@@ -8,7 +8,11 @@
  */
 
 import { type OwnRun, TARGET } from "./context.ts";
-import { measureReconnectMemory, type MemorySample } from "./reconnect_memory.ts";
+import {
+  growthBeyondRuntimeKiB,
+  measureReconnectMemory,
+  type MemorySample,
+} from "./reconnect_memory.ts";
 
 /** Memory through reconnects, beside a bare Deno. */
 export const benchMemory: OwnRun = async (ctx): Promise<void> => {
@@ -34,6 +38,7 @@ export const benchMemory: OwnRun = async (ctx): Promise<void> => {
   const rssRatio = b2.rssKiB / b1.rssKiB;
   const floorRssRatio = f2.rssKiB / f1.rssKiB;
   const heapRatio = b2.heapBytes / b1.heapBytes;
+  const beyondKiB = growthBeyondRuntimeKiB(b1, b2, f1, f2);
   report.check(section, `RSS after ${last} / after ${first}`, rssRatio.toFixed(3), {
     name: "reconnect_rss_ratio",
     value: rssRatio,
@@ -45,7 +50,7 @@ export const benchMemory: OwnRun = async (ctx): Promise<void> => {
     section,
     `bare Deno RSS after ${last} / after ${first}`,
     `${floorRssRatio.toFixed(3)} (the runtime's own; bridge beyond it: ${
-      ((b2.rssKiB - b1.rssKiB - (f2.rssKiB - f1.rssKiB)) / (last - first) * 1024).toFixed(0)
+      (beyondKiB * 1024 / (last - first)).toFixed(0)
     } B per reconnect)`,
   );
   const bridgeAll = m.all.bridge;
@@ -73,7 +78,7 @@ export const benchMemory: OwnRun = async (ctx): Promise<void> => {
       },
     );
   }
-  const beyondRuntime = (b2.rssKiB - b1.rssKiB - (f2.rssKiB - f1.rssKiB)) / b1.rssKiB;
+  const beyondRuntime = beyondKiB / b1.rssKiB;
   report.check(
     section,
     `bridge's RSS growth ${first}→${last} beyond bare Deno's`,

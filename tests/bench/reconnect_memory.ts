@@ -42,6 +42,20 @@ export interface ReconnectMemory {
 export const GROWTH_LIMIT = 1.02;
 
 /**
+ * How much more RSS the bridge gained from sample `from` to `to` than the
+ * bare runtime did over the same reconnects (`floorFrom`, `floorTo`), KiB:
+ * what the bridge itself left behind.
+ */
+export function growthBeyondRuntimeKiB(
+  from: MemorySample,
+  to: MemorySample,
+  floorFrom: MemorySample,
+  floorTo: MemorySample,
+): number {
+  return (to.rssKiB - from.rssKiB) - (floorTo.rssKiB - floorFrom.rssKiB);
+}
+
+/**
  * Whether the growth over the last marks is the runtime's own and levels
  * off, as lines with met / not met: RSS at each point for both processes,
  * the ratios last/first and last/halfway, and the bridge's growth beyond the
@@ -56,9 +70,9 @@ export function plateauLines(m: ReconnectMemory): string[] {
   const mib = (s: MemorySample) => (s.rssKiB / 1024).toFixed(1);
   const ratio = (a: MemorySample, b: MemorySample) => a.rssKiB / b.rssKiB;
   const met = (ok: boolean) => ok ? "met" : "NOT MET";
-  const beyond = (b: MemorySample, a: MemorySample, f: MemorySample, e: MemorySample) =>
-    ((b.rssKiB - a.rssKiB) - (f.rssKiB - e.rssKiB)) * 1024 / (b.reconnects - a.reconnects);
-  const own = (b2.rssKiB - b1.rssKiB - (f2.rssKiB - f1.rssKiB)) / b1.rssKiB;
+  const beyond = (a: MemorySample, b: MemorySample, e: MemorySample, f: MemorySample) =>
+    growthBeyondRuntimeKiB(a, b, e, f) * 1024 / (b.reconnects - a.reconnects);
+  const own = growthBeyondRuntimeKiB(b1, b2, f1, f2) / b1.rssKiB;
   const [n1, nm, n2] = [b1.reconnects, bm.reconnects, b2.reconnects];
   return [
     `RSS at ${points.map((p) => p.reconnects).join(" / ")} reconnects: bridge ${
@@ -71,8 +85,8 @@ export function plateauLines(m: ReconnectMemory): string[] {
       ratio(f2, fm).toFixed(3)
     }× (≤ ${GROWTH_LIMIT}×: ${met(ratio(b2, bm) <= GROWTH_LIMIT)})`,
     `bridge's growth beyond bare Deno's, ${n1}→${n2}: ${(own * 100).toFixed(1)} % of its RSS ` +
-    `(${beyond(b2, b1, f2, f1).toFixed(0)} B per reconnect; ${nm}→${n2}: ${
-      beyond(b2, bm, f2, fm).toFixed(0)
+    `(${beyond(b1, b2, f1, f2).toFixed(0)} B per reconnect; ${nm}→${n2}: ${
+      beyond(bm, b2, fm, f2).toFixed(0)
     } B) (≤ ${((GROWTH_LIMIT - 1) * 100).toFixed(0)} %: ${met(own <= GROWTH_LIMIT - 1)})`,
   ];
 }
