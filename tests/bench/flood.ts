@@ -312,8 +312,8 @@ export function stateAges(
   until: number,
 ): Summary {
   const ages: number[] = [];
+  let batches = 0; // batches begun before the arrival; deliveries come in arrival order
   for (const [arrivedAt, temperature] of deliveries) {
-    let batches = 0;
     while (batches < batchSentAt.length && batchSentAt[batches] <= arrivedAt) batches++;
     if (batches === 0 || arrivedAt > until) continue;
     const handled = handledFrom(temperature, Math.min(sent, batches * batch));

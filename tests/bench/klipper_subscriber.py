@@ -29,15 +29,15 @@ def main():
     extra = printer.lookup_object('panda_bridge')
     counts = {'statuses': 0, 'readings': 0}
     drops = []
+    # (monotonic s, wall clock ms, temperature): the wall clock dates each
+    # state against the bench's send times
     arrivals = []
-    deliveries = []  # (wall clock ms, temperature), to date each state
     handle_status = extra._handle_status
 
     def counting_status(st, eventtime):
         counts['statuses'] += 1
-        arrivals.append(time.monotonic())
-        deliveries.append((round(1000. * time.time(), 2),
-                           st.get('temperature')))
+        arrivals.append((time.monotonic(), round(1000. * time.time(), 2),
+                         st.get('temperature')))
         handle_status(st, eventtime)
     extra._handle_status = counting_status
     link = extra.link
@@ -61,15 +61,15 @@ def main():
     extra.callback = counting_reading
     counts['statuses'] = 0
     del arrivals[:]
-    del deliveries[:]
     print('ready', flush=True)
     cpu0, wall0 = cpu_seconds(), time.monotonic()
     reactor.pause(wall0 + seconds)
     cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
-    gaps = sorted(1000. * (b - a) for a, b in zip(arrivals, arrivals[1:]))
+    gaps = sorted(1000. * (b[0] - a[0])
+                  for a, b in zip(arrivals, arrivals[1:]))
     # Statuses in the busiest whole second of the run
     per_second = {}
-    for at in arrivals:
+    for at, _, _ in arrivals:
         second = int(at - wall0)
         per_second[second] = per_second.get(second, 0) + 1
     busiest = max(per_second.values()) if per_second else 0
@@ -79,7 +79,7 @@ def main():
             'p99': round(gaps[int(len(gaps) * .99)], 1) if gaps else None,
             'max': round(gaps[-1], 1) if gaps else None},
         'statuses_busiest_second': busiest,
-        'deliveries': deliveries,
+        'deliveries': [(ms, temp) for _, ms, temp in arrivals],
         'seconds': round(wall, 3),
         'statuses': counts['statuses'],
         'readings': counts['readings'],
