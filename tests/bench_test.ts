@@ -14,6 +14,7 @@ import {
   temperatureOf,
 } from "./bench/frames.ts";
 import { formatTable, Report } from "./bench/report.ts";
+import { stateAges, trailingDelivery } from "./bench/flood.ts";
 
 const BENCH = new URL("./bench/bench.ts", import.meta.url).pathname;
 
@@ -31,6 +32,26 @@ Deno.test("bench frames: the last frame handled is read back from its temperatur
   assert.ok(!isDesiredStateFrame({ settings: { work_on: true, set_temp: 41 } }, 40));
   assert.ok(isDesiredStateFrame({ settings: { work_on: false } }, 0));
   assert.ok(!isDesiredStateFrame({ warehouse_temper: 30 }, 0));
+});
+
+Deno.test("bench flood: a notification's age is from its frame's batch; the one after the drain is apart", () => {
+  // Frames 0–7 in batches of 4 sent at 1000 and 1010 (wall clock, ms); every frame handled at 1030.
+  const batchSentAt = [1000, 1010];
+  const deliveries: [number, number | null][] = [
+    [990, temperatureOf(0)], // before the flood: left out
+    [1005, temperatureOf(2)], // frame 2 (batch 0): 5 ms old
+    [1025, temperatureOf(6)], // frame 6 (batch 1): 15 ms old
+    [1110, temperatureOf(7)], // the last frame, after the drain: apart
+  ];
+  const ages = stateAges(deliveries, batchSentAt, 4, 8, 1030);
+  assert.deepEqual([ages.n, ages.p50, ages.max], [2, 5, 15]);
+  assert.deepEqual(trailingDelivery(deliveries, batchSentAt, 4, 8, 1030), {
+    age_ms: 100,
+    after_drain_ms: 80,
+  });
+  // The last state delivered before the drain was seen is counted with the rest.
+  assert.equal(trailingDelivery(deliveries.slice(0, 3), batchSentAt, 4, 8, 1030), null);
+  assert.equal(stateAges(deliveries, batchSentAt, 4, 8, 1200).max, 100);
 });
 
 Deno.test("bench options: --only must name sections; --quick counts ignore the environment", () => {

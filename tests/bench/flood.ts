@@ -14,6 +14,7 @@ import { ProcMonitor, sampleProc } from "../procfs.ts";
 import { type OwnRun, TARGET } from "./context.ts";
 import { handledFrom, telemetryFrame, temperatureOf, withSimulator } from "./frames.ts";
 import { fmt, latencyText, mib } from "./report.ts";
+import { STATUS_MIN_GAP_MS } from "../../lib/coalesce.ts";
 import { rounded, summarize, type Summary } from "./stats.ts";
 
 const KLIPPER_SUBSCRIBER = new URL("./klipper_subscriber.py", import.meta.url).pathname;
@@ -82,6 +83,9 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       const pollMs: number[] = [];
       const samples: FloodSample[] = [];
       let polling = true;
+      // Resolved when the flood stops, so that the drain is seen at once, not after a sleep.
+      let stopPolling!: () => void;
+      const pollingStopped = new Promise<void>((resolve) => stopPolling = resolve);
       const poll = async () => {
         const askedAt = performance.now();
         const { at, message } = await poller.request("status");
@@ -98,7 +102,7 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
           await poll();
           const s = sampleProc(bridge.proc.pid);
           samples.push({ t: (s.at - startedAt) / 1000, rssKb: s.rssKb, sent, handled });
-          await sleep(250);
+          await Promise.race([sleep(250), pollingStopped]);
         }
       })();
       const endAt = startedAt + floodS * 1000;
@@ -123,6 +127,7 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       const duringFlood = bridgeCpu.cost();
       const benchCost = benchCpu.stop();
       polling = false;
+      stopPolling();
       await pollLoop;
       await poll();
       const backlogAtStop = sent - handled;
@@ -137,6 +142,7 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       const k = await klipperSubscriberResult(klipper);
       const drainedAt = performance.timeOrigin + stoppedAt + drainMs;
       const ages = stateAges(k.deliveries, batchSentAt, BATCH, sent, drainedAt);
+      const trailing = trailingDelivery(k.deliveries, batchSentAt, BATCH, sent, drainedAt);
       await sleep(2000);
       const after = sampleProc(bridge.proc.pid);
       const wallS = (stoppedAt - startedAt) / 1000;
@@ -172,6 +178,7 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
         },
         klipper_subscriber: { ...k, deliveries: k.deliveries.length },
         status_age_ms_at_delivery: rounded(ages),
+        trailing_status: trailing,
         status_request_ms_under_flood: rounded(poll99),
         bridge_cpu_percent_of_one_core: Math.round(duringFlood.cpuPercent * 10) / 10,
         bridge_cpu_us_per_frame: Math.round(cpuPerFrameUs * 10) / 10,
@@ -280,6 +287,15 @@ export const benchFlood: OwnRun = async (ctx): Promise<void> => {
       );
       report.row(
         section,
+        "  the last state, after the flood (waits out its gap)",
+        trailing === null
+          ? "none after the drain: the last state went out with the flood (counted above)"
+          : `${fmt(trailing.age_ms, 1)} ms after its frame was sent, ${
+            fmt(trailing.after_drain_ms, 1)
+          } ms after the bench saw every frame handled (gap ${STATUS_MIN_GAP_MS} ms)`,
+      );
+      report.row(
+        section,
         "time between notifications to Klipper",
         `p50 ${fmt(k.status_gap_ms.p50 ?? NaN, 1)} / p99 ${fmt(k.status_gap_ms.p99 ?? NaN, 1)} / ` +
           `max ${fmt(k.status_gap_ms.max ?? NaN, 1)} ms`,
@@ -321,4 +337,28 @@ export function stateAges(
     ages.push(arrivedAt - batchSentAt[Math.floor((handled - 1) / batch)]);
   }
   return summarize(ages);
+}
+
+/**
+ * The notification that carried the flood's last frame, when it came after
+ * the bridge had handled every frame (`until`): the coalesced status that
+ * waited out the rest of its gap. Its age (arrival minus the send of its
+ * frame's batch) and its arrival after `until`, in ms; null if none.
+ */
+export function trailingDelivery(
+  deliveries: readonly [number, number | null][],
+  batchSentAt: readonly number[],
+  batch: number,
+  sent: number,
+  until: number,
+): { age_ms: number; after_drain_ms: number } | null {
+  const last = deliveries.find(([arrivedAt, temperature]) =>
+    arrivedAt > until && handledFrom(temperature, sent) === sent
+  );
+  if (last === undefined || sent === 0) return null;
+  const round = (x: number) => Math.round(x * 10) / 10;
+  return {
+    age_ms: round(last[0] - batchSentAt[Math.floor((sent - 1) / batch)]),
+    after_drain_ms: round(last[0] - until),
+  };
 }
