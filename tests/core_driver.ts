@@ -15,6 +15,15 @@ import {
   type ReplyEffect,
 } from "../lib/core.ts";
 
+/** `value` with every object in it frozen (returned for chaining). */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const inner of Object.values(value)) deepFreeze(inner);
+  }
+  return value;
+}
+
 /** The core's state, threaded through events; every decision is kept. */
 export class CoreDriver {
   /** The state after the last event. */
@@ -27,9 +36,13 @@ export class CoreDriver {
     this.state = initialState(config);
   }
 
-  /** Feeds `event` at `now`; returns the decision. */
+  /**
+   * Feeds `event` at `now`; returns the decision. The state given to the
+   * core is frozen all the way down: a core that changed it in place (one
+   * sharing an object with its input) throws here, in every core test.
+   */
   at(now: number, event: CoreEvent): Decision {
-    const decision = decide(this.state, event, now);
+    const decision = decide(deepFreeze(this.state), event, now);
     this.state = decision.state;
     this.decisions.push(decision);
     return decision;

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import {
   classifyPush,
+  copyState,
   type CoreConfig,
   type CoreEvent,
   decide,
@@ -102,6 +103,31 @@ Deno.test("decide is pure: the input state is untouched and equal inputs give eq
   assert.deepEqual(a, b);
   assert.equal(a.state.target, 45);
   assert.equal(core.state.target, 0);
+});
+
+Deno.test("copyState shares no object with the state it copies, in every part", () => {
+  const core = new Core();
+  core.connect(0);
+  core.beat(100, true);
+  core.set(200, 45, "klipper");
+  const state = core.state;
+  const copy = copyState(state);
+  assert.deepEqual(copy, state);
+  // Walks both side by side: an object added to CoreState later that the
+  // copy does not spread is shared, and fails here.
+  const walk = (a: unknown, b: unknown, path: string) => {
+    if (typeof a !== "object" || a === null) return;
+    assert.notEqual(a, b, `${path} is shared between the state and its copy`);
+    for (const key of Object.keys(a)) {
+      walk(
+        (a as Record<string, unknown>)[key],
+        (b as Record<string, unknown>)[key],
+        `${path}.${key}`,
+      );
+    }
+  };
+  walk(copy, state, "state");
+  assert.ok(Object.keys(state.controllers).length > 0 && state.faults !== undefined);
 });
 
 // ---------------------------------------------------------------------------
