@@ -48,16 +48,6 @@ export interface DeviceLinkOptions {
   backoff?: BackoffOptions;
 }
 
-/** Counters of a link's life, for status and tests. */
-export interface LinkStats {
-  /** Times the WebSocket opened. */
-  connects: number;
-  /** Times an open WebSocket went down. */
-  drops: number;
-  /** Keepalive frames sent. */
-  keepalives: number;
-}
-
 /**
  * One persistent WebSocket to the device: reconnects forever with backoff
  * and jitter, declares the link dead when frames stop (the device sends no
@@ -67,8 +57,6 @@ export interface LinkStats {
 export class DeviceLink {
   /** The device's WebSocket URL. */
   readonly url: string;
-  /** The link's counters. */
-  readonly stats: LinkStats = { connects: 0, drops: 0, keepalives: 0 };
   #logger: Logger;
   #handlers: LinkHandlers;
   #timings: LinkTimings;
@@ -173,7 +161,6 @@ export class DeviceLink {
       this.#open = true;
       this.#lastFrameAt = this.#lastSendAt = performance.now();
       this.#armTick();
-      this.stats.connects++;
       this.#handlers.onOpen();
     };
     ws.onmessage = (event: MessageEvent) => {
@@ -206,7 +193,6 @@ export class DeviceLink {
     this.#open = false;
     this.#closeQuietly(ws);
     if (wasOpen && reconnect) {
-      this.stats.drops++;
       this.#handlers.onDown(reason);
     } else if (!wasOpen && reconnect) {
       this.#logger.limited("connect-failed", 30000, "warn", "cannot reach device", {
@@ -276,8 +262,6 @@ export class DeviceLink {
       this.#drop(`no frame for ${this.#timings.watchdogMs} ms (watchdog)`);
       return;
     }
-    if (now - this.#lastSendAt >= this.#timings.keepaliveMs && this.send(KEEPALIVE_FRAME)) {
-      this.stats.keepalives++;
-    }
+    if (now - this.#lastSendAt >= this.#timings.keepaliveMs) this.send(KEEPALIVE_FRAME);
   }
 }
