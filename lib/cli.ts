@@ -11,6 +11,7 @@ import {
   parseReadbackInterval,
   parseSocketMode,
   parseWholeNumber,
+  READBACK_MAX_S,
   UsageError,
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
@@ -48,6 +49,24 @@ const SOCKET_OPTION = {
 
 // Each command's options. A `default` here is the one definition of it: the
 // parse fills it in and the help text prints it.
+
+/** Each numeric option's accepted [min, max]: the parse checks it and the help prints it. */
+const RANGES = {
+  failsafeTimeout: [1, 600],
+  maxTarget: [1, DEVICE_MAX_TARGET],
+  leaseHours: [1, DRYING_LEASE_MAX_HOURS],
+  leaseSpeed: [1, 1000],
+  doctorTimeout: [0.5, 60],
+  port: [0, 65535],
+  simulateSpeed: [0.1, 1000],
+  sensorBias: [-20, 20],
+  demoTarget: [25, 60],
+  demoSpeed: [1, 1000],
+} as const;
+
+function span([min, max]: readonly [number, number]): string {
+  return `${min}-${max}`;
+}
 
 const RUN_OPTIONS = {
   host: { type: "string" },
@@ -104,23 +123,29 @@ Options:
 ${SOCKET_HELP}
   --socket-mode MODE        ${RUN_OPTIONS["socket-mode"].default} (default: owner and group) or 0600
   --failsafe-timeout S      Turn heat off when no controller heartbeated for S seconds
-                            (default ${RUN_OPTIONS["failsafe-timeout"].default}, 1-600)
+                            (default ${RUN_OPTIONS["failsafe-timeout"].default}, ${
+    span(RANGES.failsafeTimeout)
+  })
   --max-target C            Highest accepted target in °C (default ${
     RUN_OPTIONS["max-target"].default
-  }, 1-${DEVICE_MAX_TARGET})
+  }, ${span(RANGES.maxTarget)})
   --readback-interval S     Read the device's real state back every S seconds over a
                             short extra connection, correcting changes made by other
                             clients (default ${
     RUN_OPTIONS["readback-interval"].default
-  }; 0 disables; 1-3600)
+  }; 0 disables; 1-${READBACK_MAX_S})
   --heat-mode MODE          always-on (default) or drying-lease: heat through a drying run
                             the bridge renews at half-time, so the device stops by itself
                             at most one lease after the bridge is gone (firmware
                             V1.0.1-V1.0.3 only; otherwise heat is refused, never switched
                             to always-on)
-  --lease-hours N           Drying lease length in whole hours (default ${CORE_DEFAULTS.leaseHours}, 1-${DRYING_LEASE_MAX_HOURS})
+  --lease-hours N           Drying lease length in whole hours (default ${CORE_DEFAULTS.leaseHours}, ${
+    span(RANGES.leaseHours)
+  })
   --lease-speed X           Testing only: the lease clock runs X times faster, to match
-                            'panda-breath simulate --speed X' (default ${CORE_DEFAULTS.leaseTimeScale}, 1-1000)
+                            'panda-breath simulate --speed X' (default ${CORE_DEFAULTS.leaseTimeScale}, ${
+    span(RANGES.leaseSpeed)
+  })
   --log-level LEVEL         ${LOG_LEVELS.join(", ")} (default ${DEFAULT_LOG_LEVEL})
   -h, --help                Show this help`,
   status: `Usage: panda-breath status [--socket PATH] [--json]
@@ -145,7 +170,9 @@ was found (warnings alone exit 0), 2 on bad usage.
 Options:
   --host HOST[:PORT]  Device address, e.g. PandaBreath.local or 192.168.1.50 (port 80)
 ${SOCKET_HELP}
-  --timeout S         Bound of each step in seconds (default ${DOCTOR_OPTIONS.timeout.default}, 0.5-60)
+  --timeout S         Bound of each step in seconds (default ${DOCTOR_OPTIONS.timeout.default}, ${
+    span(RANGES.doctorTimeout)
+  })
   --json              Print the observations and checks as JSON
   -h, --help          Show this help`,
   set: `Usage: panda-breath set CELSIUS [--socket PATH]
@@ -173,11 +200,13 @@ under http://H:N/sim/). Prints "listening on ws://HOST:PORT/ws" on stdout.
 Options:
   --port N        TCP port (default ${SIMULATE_OPTIONS.port.default}; 0 picks a free one)
   --hostname H    Address to listen on (default ${SIMULATE_OPTIONS.hostname.default})
-  --speed X       Thermal model speed-up factor (default ${SIMULATE_OPTIONS.speed.default}, 0.1-1000)
+  --speed X       Thermal model speed-up factor (default ${SIMULATE_OPTIONS.speed.default}, ${
+    span(RANGES.simulateSpeed)
+  })
   --sensor-bias C The device's sensor reads C degrees below the chamber
-                  (default ${
-    SIMULATE_OPTIONS["sensor-bias"].default
-  }, -20 to 20; /sim/state temperature is the chamber's)
+                  (default ${SIMULATE_OPTIONS["sensor-bias"].default}, ${RANGES.sensorBias[0]} to ${
+    RANGES.sensorBias[1]
+  }; /sim/state temperature is the chamber's)
   -h, --help      Show this help`,
   demo: `Usage: panda-breath demo [--target C] [--speed X]
 
@@ -185,8 +214,12 @@ Runs the simulator and the bridge in one process and shows the chamber
 heating live, then the failsafe switching it off when the controller stops.
 
 Options:
-  --target C      Chamber target in °C (default ${DEMO_OPTIONS.target.default})
-  --speed X       Thermal model speed-up factor (default ${DEMO_OPTIONS.speed.default})
+  --target C      Chamber target in °C (default ${DEMO_OPTIONS.target.default}, ${
+    span(RANGES.demoTarget)
+  })
+  --speed X       Thermal model speed-up factor (default ${DEMO_OPTIONS.speed.default}, ${
+    span(RANGES.demoSpeed)
+  })
   -h, --help      Show this help`,
 };
 
@@ -230,15 +263,13 @@ async function commandRun(args: string[]): Promise<number> {
   const failsafeS = parseNumber(
     "failsafe-timeout",
     values["failsafe-timeout"] as string,
-    1,
-    600,
+    ...RANGES.failsafeTimeout,
     "seconds",
   );
   const maxTarget = parseWholeNumber(
     "max-target",
     values["max-target"] as string,
-    1,
-    DEVICE_MAX_TARGET,
+    ...RANGES.maxTarget,
   );
   const readbackS = parseReadbackInterval(values["readback-interval"] as string);
   const level = values["log-level"] as string;
@@ -257,14 +288,12 @@ async function commandRun(args: string[]): Promise<number> {
   const leaseHours = parseWholeNumber(
     "lease-hours",
     (values["lease-hours"] as string | undefined) ?? String(CORE_DEFAULTS.leaseHours),
-    1,
-    DRYING_LEASE_MAX_HOURS,
+    ...RANGES.leaseHours,
   );
   const leaseSpeed = parseNumber(
     "lease-speed",
     (values["lease-speed"] as string | undefined) ?? String(CORE_DEFAULTS.leaseTimeScale),
-    1,
-    1000,
+    ...RANGES.leaseSpeed,
     "",
   );
   return await runBridge({
@@ -552,7 +581,12 @@ async function commandDoctor(args: string[]): Promise<number> {
     throw new UsageError("doctor needs --host HOST[:PORT] (the device)");
   }
   deviceUrl(values.host as string); // Validates: bad input is a usage error.
-  const timeoutS = parseNumber("timeout", values.timeout as string, 0.5, 60, "seconds");
+  const timeoutS = parseNumber(
+    "timeout",
+    values.timeout as string,
+    ...RANGES.doctorTimeout,
+    "seconds",
+  );
   const { observe, diagnose, formatReport } = await import("./doctor.ts");
   const observations = await observe({
     host: (values.host as string).trim(),
@@ -608,13 +642,17 @@ async function commandOff(args: string[]): Promise<number> {
 async function commandSimulate(args: string[]): Promise<number> {
   const { values } = parse("simulate", args, SIMULATE_OPTIONS);
   if (values.help) return printHelp("simulate");
-  const port = parseWholeNumber("port", values.port as string, 0, 65535);
-  const speed = parseNumber("speed", values.speed as string, 0.1, 1000);
+  const port = parseWholeNumber("port", values.port as string, ...RANGES.port);
+  const speed = parseNumber("speed", values.speed as string, ...RANGES.simulateSpeed);
   const hostname = values.hostname as string;
   if (!/^[A-Za-z0-9.:-]+$/.test(hostname)) {
     throw new UsageError(`--hostname '${hostname}' is not an address to listen on`);
   }
-  const sensorBiasC = parseNumber("sensor-bias", values["sensor-bias"] as string, -20, 20);
+  const sensorBiasC = parseNumber(
+    "sensor-bias",
+    values["sensor-bias"] as string,
+    ...RANGES.sensorBias,
+  );
   // Loaded on demand: `run` should not carry the simulator's code and memory.
   const { runSimulatorCli } = await import("./simulator/cli.ts");
   await runSimulatorCli({ port, hostname, speed, sensorBiasC });
@@ -624,8 +662,8 @@ async function commandSimulate(args: string[]): Promise<number> {
 async function commandDemo(args: string[]): Promise<number> {
   const { values } = parse("demo", args, DEMO_OPTIONS);
   if (values.help) return printHelp("demo");
-  const target = parseWholeNumber("target", values.target as string, 25, 60);
-  const speed = parseNumber("speed", values.speed as string, 1, 1000);
+  const target = parseWholeNumber("target", values.target as string, ...RANGES.demoTarget);
+  const speed = parseNumber("speed", values.speed as string, ...RANGES.demoSpeed);
   const { runDemo } = await import("./demo.ts");
   await runDemo({ target, speed });
   return 0;

@@ -104,15 +104,19 @@ export function checkSocketPath(path: string): string {
   return path;
 }
 
-/** Parses `--readback-interval`: 0 (off) or 1 to 3600 seconds. */
+/** The longest `--readback-interval`, in seconds. */
+export const READBACK_MAX_S = 3600;
+
+/** Parses `--readback-interval`: 0 (off) or 1 to {@link READBACK_MAX_S} seconds. */
 export function parseReadbackInterval(value: string): number {
   const number = Number(value);
   if (
     !DECIMAL.test(value) || !Number.isFinite(number) ||
-    (number !== 0 && (number < 1 || number > 3600))
+    (number !== 0 && (number < 1 || number > READBACK_MAX_S))
   ) {
     throw new UsageError(
-      `--readback-interval must be 0 (off) or a number from 1 to 3600 seconds, got '${value}'`,
+      `--readback-interval must be 0 (off) or a number from 1 to ${READBACK_MAX_S} seconds, ` +
+        `got '${value}'`,
     );
   }
   return number;
