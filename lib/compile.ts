@@ -3,11 +3,11 @@
  * the bridge's permission set embedded. `deno compile` downloads the Deno
  * runtime (`denort`) of this Deno version for each target; offline, point
  * DENORT_BIN (or DENORT_BIN_AARCH64 / DENORT_BIN_X86_64) at an unpacked
- * `denort`. A failed build leaves no binary behind, and a built one is
+ * `denort`. The bridge's V8 flags are embedded too. A failed build leaves no binary behind, and a built one is
  * checked to be an ELF executable for its target's CPU.
  */
 import { parseArgs } from "node:util";
-import { permissionFlags, permissionSetFromConfig } from "./permissions.ts";
+import { permissionFlags, permissionSetFromConfig, V8_FLAGS_ARG } from "./permissions.ts";
 import { VERSION } from "./version.ts";
 
 /** Where the release assets are built unless `--dist` says otherwise. */
@@ -110,6 +110,11 @@ async function checkBinary(path: string, target: Target): Promise<string | null>
   }
 }
 
+/** The flags embedded in the binary: the bridge permission set of `configText` and the V8 flags. */
+export function compileFlags(configText: string): string[] {
+  return [...permissionFlags(permissionSetFromConfig(configText)), V8_FLAGS_ARG];
+}
+
 /** Builds one target into `dist`; prints what happened; true on success. */
 export async function compileTarget(
   name: string,
@@ -156,7 +161,7 @@ if (import.meta.main) {
     console.error(`unknown --target ${unknown[0]}; use one of ${Object.keys(TARGETS).join(", ")}`);
     Deno.exit(2);
   }
-  const flags = permissionFlags(permissionSetFromConfig(await Deno.readTextFile("deno.json")));
+  const flags = compileFlags(await Deno.readTextFile("deno.json"));
   let ok = true;
   for (const name of names) ok = await compileTarget(name, flags, values.dist) && ok;
   Deno.exit(ok ? 0 : 1);

@@ -1,8 +1,25 @@
 /**
- * The bridge's Deno permissions, defined once as the `bridge` permission set
- * in deno.json and used by `deno task start` (`-P=bridge`), the tests, and
- * the compiled binary (whose flags are derived here from the same set).
+ * How the bridge's Deno runs: its permissions, defined once as the `bridge`
+ * permission set in deno.json and used by `deno task start` (`-P=bridge`),
+ * the tests, and the compiled binary (whose flags are derived here from the
+ * same set); and its V8 flags.
  */
+
+/**
+ * The V8 flags the bridge runs with: `deno task start`, the tests' and the
+ * benchmarks' bridges, and the compiled binary (embedded by `deno compile`).
+ * `--max-opt=1` stops the JIT at Sparkplug, V8's baseline compiler. The
+ * optimising tiers (Maglev, TurboFan) page in megabytes of the runtime's
+ * own code and keep what they compile: with them the bridge's RSS grew
+ * 1.07× from 500 to 5000 reconnects and stood 1.32× the I/O floor; without
+ * them 1.003× and 1.21×. The price is CPU under a flood (10.7 instead of
+ * 5.1 µs per frame, still over 90 000 frames/s); at the device's 2 Hz it is
+ * none (README, "Performance").
+ */
+export const BRIDGE_V8_FLAGS: readonly string[] = ["--max-opt=1"];
+
+/** {@link BRIDGE_V8_FLAGS} as one `deno run` / `deno compile` argument. */
+export const V8_FLAGS_ARG = `--v8-flags=${BRIDGE_V8_FLAGS.join(",")}`;
 
 /** A Deno permission set as written in deno.json. */
 export interface PermissionSet {

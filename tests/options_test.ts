@@ -9,7 +9,9 @@ import {
   SOCKET_DIRECTORIES,
   UsageError,
 } from "../lib/options.ts";
-import { permissionFlags, permissionSetFromConfig } from "../lib/permissions.ts";
+import { permissionFlags, permissionSetFromConfig, V8_FLAGS_ARG } from "../lib/permissions.ts";
+import { compileFlags } from "../lib/compile.ts";
+import { mainArgs } from "./process.ts";
 import { VERSION } from "../lib/version.ts";
 
 Deno.test("device addresses become the device's WebSocket URL", () => {
@@ -106,6 +108,20 @@ Deno.test("the bridge permission set grants network and socket directories only"
   ]);
   assert.throws(() => permissionFlags({ hrtime: true }), /unknown permission/);
   assert.throws(() => permissionSetFromConfig("{}"), /no "bridge" permission set/);
+});
+
+Deno.test("the bridge runs with its V8 flags from a checkout, in the tests and compiled", async () => {
+  const text = await Deno.readTextFile(new URL("../deno.json", import.meta.url));
+  const tasks = JSON.parse(text).tasks as Record<string, string>;
+  for (const name of ["start", "demo", "simulate"]) {
+    assert.ok(
+      tasks[name].includes(` -P=bridge ${V8_FLAGS_ARG} main.ts `),
+      `${name}: ${tasks[name]}`,
+    );
+  }
+  assert.equal(V8_FLAGS_ARG, "--v8-flags=--max-opt=1");
+  assert.equal(compileFlags(text).at(-1), V8_FLAGS_ARG);
+  assert.ok(mainArgs(["run"]).includes(V8_FLAGS_ARG));
 });
 
 Deno.test("the version in deno.json is the one the binary reports", async () => {

@@ -2,9 +2,10 @@
  * Subprocesses for the tests and the benchmarks: one wrapper
  * ({@link Subprocess}) that keeps a process's output as it comes, waits for a
  * line, writes to its stdin, and stops it with a signal; and `main.ts` run the
- * way `deno task start` does, with the shipped permission set (`-P=bridge`),
- * so the tests prove that set suffices.
+ * way `deno task start` does, with the shipped permission set (`-P=bridge`)
+ * and V8 flags, so the tests prove that set suffices and run what ships.
  */
+import { V8_FLAGS_ARG } from "../lib/permissions.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../deno.json", import.meta.url).pathname;
@@ -14,7 +15,7 @@ const OUTPUT_CHARS = 4000;
 
 /** Arguments that run `main.ts` the way `deno task start` does (plus `denoFlags`). */
 export function mainArgs(args: string[], denoFlags: string[] = []): string[] {
-  return ["run", ...denoFlags, "-P=bridge", "--config", CONFIG, MAIN, ...args];
+  return ["run", ...denoFlags, "-P=bridge", V8_FLAGS_ARG, "--config", CONFIG, MAIN, ...args];
 }
 
 /** The result of a short run. */

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { ApiClient } from "../../lib/api_client.ts";
-import { permissionFlags, permissionSetFromConfig } from "../../lib/permissions.ts";
+import { compileFlags } from "../../lib/compile.ts";
 import { buildOnFrame, OFF_FRAME } from "../../lib/protocol.ts";
 import { tempSocketPath, waitForSocket } from "../process.ts";
 import { missingTools, reportSkip, which } from "../tools.ts";
@@ -46,9 +46,8 @@ async function aarch64Process(args: string[]): Promise<{
   child: Deno.ChildProcess;
   output: () => string;
 }> {
-  const flags = permissionFlags(
-    permissionSetFromConfig(await Deno.readTextFile(`${ROOT}deno.json`)),
-  );
+  // The binary's flags: permission set and V8 flags.
+  const flags = compileFlags(await Deno.readTextFile(`${ROOT}deno.json`));
   const child = new Deno.Command("qemu-aarch64", {
     args: ["-L", QEMU_ROOT, DENO_ARM64!, "run", ...flags, `${ROOT}main.ts`, ...args],
     env: { DENO_DIR: Deno.env.get("DENO_DIR") ?? `${ROOT}.cache/deno-dir-aarch64` },

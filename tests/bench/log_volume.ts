@@ -8,6 +8,7 @@
  */
 import { Simulator } from "../../lib/simulator/mod.ts";
 import { REPEAT_WINDOW_MS } from "../../lib/log.ts";
+import { mainArgs } from "../process.ts";
 import { type DenoRunner, sleep } from "./proc.ts";
 
 /** What {@link measureLogVolume} found. */
@@ -34,14 +35,7 @@ export async function measureLogVolume(runner: DenoRunner, seconds: number): Pro
   const child = new Deno.Command(runner.command, {
     args: [
       ...runner.prefix,
-      "run",
-      "-P=bridge",
-      new URL("../../main.ts", import.meta.url).pathname,
-      "run",
-      "--host",
-      `127.0.0.1:${sim.port}`,
-      "--socket",
-      `${dir}/bridge.sock`,
+      ...mainArgs(["run", "--host", `127.0.0.1:${sim.port}`, "--socket", `${dir}/bridge.sock`]),
     ],
     env: runner.env,
     cwd: new URL("../../", import.meta.url).pathname,

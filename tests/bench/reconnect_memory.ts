@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { V8_FLAGS_ARG } from "../../lib/permissions.ts";
 import { connectFrame } from "../fake_device.ts";
 
 const HERE = new URL(".", import.meta.url).pathname;
@@ -135,7 +136,8 @@ class Subject {
   #pending = new Map<number, (message: { result?: Record<string, unknown> }) => void>();
   #socketDir: string;
 
-  constructor(script: string, socketDir: string) {
+  /** `v8Flags`: the bridge runs with its own ({@link V8_FLAGS_ARG}), bare Deno with none. */
+  constructor(script: string, socketDir: string, v8Flags: string[] = []) {
     this.#socketDir = socketDir;
     this.child = new Deno.Command(Deno.execPath(), {
       args: [
@@ -144,6 +146,7 @@ class Subject {
         "--allow-read=/tmp",
         "--allow-write=/tmp",
         "--inspect=127.0.0.1:0",
+        ...v8Flags,
         `${HERE}${script}`,
         "--host",
         this.device.address,
@@ -245,7 +248,9 @@ export async function measureReconnectMemory(
   progress: (line: string) => void = () => {},
 ): Promise<ReconnectMemory> {
   const subjects = [
-    new Subject("reconnect_bridge.ts", await Deno.makeTempDir({ prefix: "pb-mem-" })),
+    new Subject("reconnect_bridge.ts", await Deno.makeTempDir({ prefix: "pb-mem-" }), [
+      V8_FLAGS_ARG,
+    ]),
     new Subject("reconnect_floor.ts", await Deno.makeTempDir({ prefix: "pb-mem-" })),
   ];
   const series: MemorySample[][] = [[], []];
