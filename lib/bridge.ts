@@ -24,6 +24,7 @@ import {
 } from "./core.ts";
 import { DeviceLink, type LinkTimings } from "./device_link.ts";
 import { type FirmwareProbe, firmwareProblem, probeFirmware } from "./firmware_probe.ts";
+import { isoTime } from "./iso_time.ts";
 import type { Logger } from "./log.ts";
 import { KEEPALIVE_FRAME, parseDeviceFrame } from "./protocol.ts";
 import { readBack, READBACK_TIMEOUT_MS, type ReadbackResult } from "./readback.ts";
@@ -92,8 +93,8 @@ export class Bridge {
   #link: DeviceLink;
   #state: CoreState;
   #readbackTimeoutMs: number;
-  #startedAt = new Date();
-  #connectedSince: Date | null = null;
+  #startedIso = isoTime(Date.now());
+  #connectedIso: string | null = null;
   #listeners = new Set<(status: BridgeStatus) => void>();
   #wake: ReturnType<typeof setTimeout> | undefined;
   /** When the armed {@link #wake} timer fires. */
@@ -131,7 +132,7 @@ export class Bridge {
       backoff: options.backoff,
       handlers: {
         onOpen: () => {
-          this.#connectedSince = new Date();
+          this.#connectedIso = isoTime(Date.now());
           this.#dispatch({ type: "link_open" });
         },
         onFrame: (data) => {
@@ -274,8 +275,8 @@ export class Bridge {
   status(): BridgeStatus {
     return buildStatus(this.#state, performance.now(), {
       url: this.#link.url,
-      startedIso: this.#startedAt.toISOString(),
-      connectedIso: this.#connectedSince?.toISOString() ?? null,
+      startedIso: this.#startedIso,
+      connectedIso: this.#connectedIso,
       logWriteFailures: this.#logger.writeFailures,
     });
   }

@@ -16,6 +16,7 @@ import {
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
 import { CORE_DEFAULTS, HEAT_MODES, type HeatMode, modeMeaning } from "./core.ts";
+import { isoTime } from "./iso_time.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -461,7 +462,7 @@ function since(iso: string | null, now: number): string {
   if (iso === null) return "";
   const at = Date.parse(iso);
   if (!Number.isFinite(at)) return ` since ${iso}`;
-  const clock = new Date(at).toISOString().slice(11, 19);
+  const clock = isoTime(at).slice(11, 19);
   return ` since ${clock} UTC (${duration(Math.max(0, (now - at) / 1000))})`;
 }
 

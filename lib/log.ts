@@ -1,3 +1,5 @@
+import { isoTime } from "./iso_time.ts";
+
 /** Log levels in increasing verbosity. */
 export const LOG_LEVELS = ["error", "warn", "info", "debug"] as const;
 
@@ -185,7 +187,7 @@ export class Logger {
 
   #write(level: LogLevel, message: string, fields: Record<string, unknown>): void {
     try {
-      const parts = [new Date().toISOString(), level.toUpperCase(), message];
+      const parts = [isoTime(Date.now()), level.toUpperCase(), message];
       for (const [key, value] of Object.entries(fields)) {
         if (value !== undefined) parts.push(`${key}=${formatValue(value)}`);
       }
