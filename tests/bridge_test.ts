@@ -89,6 +89,26 @@ Deno.test("desired state is re-sent after the device drops the link", async () =
   assert.equal(r.bridge.status().link.drops, 1);
 });
 
+Deno.test("status gives the start and the connect time in UTC ISO 8601, the connect time anew on reconnect", async () => {
+  const before = Date.now();
+  await using r = rig();
+  await until(() => r.bridge.status().connected);
+  const iso = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+  const first = r.bridge.status().since;
+  assert.match(first.started, iso);
+  assert.match(first.connected!, iso);
+  const started = Date.parse(first.started);
+  assert.ok(before <= started && started <= Date.parse(first.connected!), JSON.stringify(first));
+  assert.ok(Date.parse(first.connected!) <= Date.now());
+  await delay(5);
+  r.device.dropAll();
+  await until(() => r.bridge.status().since.connected === null);
+  await until(() => r.bridge.status().connected);
+  const second = r.bridge.status().since;
+  assert.equal(second.started, first.started);
+  assert.ok(Date.parse(second.connected!) > Date.parse(first.connected!), JSON.stringify(second));
+});
+
 Deno.test("the watchdog reconnects a link that goes silent", async () => {
   await using r = rig();
   await until(() => r.bridge.status().connected);
