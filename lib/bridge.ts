@@ -93,7 +93,7 @@ export class Bridge {
   #link: DeviceLink;
   #state: CoreState;
   #readbackTimeoutMs: number;
-  #startedIso = isoTime(Date.now());
+  #startedIso = isoTime();
   #connectedIso: string | null = null;
   #listeners = new Set<(status: BridgeStatus) => void>();
   #wake: ReturnType<typeof setTimeout> | undefined;
@@ -132,7 +132,7 @@ export class Bridge {
       backoff: options.backoff,
       handlers: {
         onOpen: () => {
-          this.#connectedIso = isoTime(Date.now());
+          this.#connectedIso = isoTime();
           this.#dispatch({ type: "link_open" });
         },
         onFrame: (data) => {

@@ -10,11 +10,12 @@ function pad(value: number, width: number): string {
 }
 
 /**
- * `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`, the same text as
- * `new Date(ms).toISOString()` for the years 0000–9999; a RangeError for a
- * time that is not finite or falls outside them.
+ * `ms` since the epoch (the wall clock now if absent) as
+ * `YYYY-MM-DDTHH:MM:SS.mmmZ`, the same text as `new Date(ms).toISOString()`
+ * for the years 0000–9999; a RangeError for a time that is not finite or
+ * falls outside them. For display only: deadlines use `performance.now()`.
  */
-export function isoTime(ms: number): string {
+export function isoTime(ms: number = Date.now()): string {
   const date = new Date(ms);
   const year = date.getUTCFullYear();
   if (!Number.isFinite(year) || year < 0 || year > 9999) {

@@ -187,7 +187,7 @@ export class Logger {
 
   #write(level: LogLevel, message: string, fields: Record<string, unknown>): void {
     try {
-      const parts = [isoTime(Date.now()), level.toUpperCase(), message];
+      const parts = [isoTime(), level.toUpperCase(), message];
       for (const [key, value] of Object.entries(fields)) {
         if (value !== undefined) parts.push(`${key}=${formatValue(value)}`);
       }
