@@ -457,11 +457,16 @@ function heatModeText(status: BridgeStatus): string {
   }
 }
 
+const [MIN_ISO_MS, MAX_ISO_MS] = [
+  Date.parse("0000-01-01T00:00:00Z"),
+  Date.UTC(9999, 11, 31, 23, 59, 59, 999),
+];
+
 /** "since 14:02:11 (5 min)", from an ISO time and the current time. */
 function since(iso: string | null, now: number): string {
   if (iso === null) return "";
   const at = Date.parse(iso);
-  if (!Number.isFinite(at)) return ` since ${iso}`;
+  if (!(at >= MIN_ISO_MS && at <= MAX_ISO_MS)) return ` since ${iso}`;
   const clock = isoTime(at).slice(11, 19);
   return ` since ${clock} UTC (${duration(Math.max(0, (now - at) / 1000))})`;
 }

@@ -3,8 +3,9 @@
  * the bridge's permission set embedded. `deno compile` downloads the Deno
  * runtime (`denort`) of this Deno version for each target; offline, point
  * DENORT_BIN (or DENORT_BIN_AARCH64 / DENORT_BIN_X86_64) at an unpacked
- * `denort`. The bridge's V8 flags are embedded too. A failed build leaves no binary behind, and a built one is
- * checked to be an ELF executable for its target's CPU.
+ * `denort`. The bridge's V8 flags are embedded too. A failed build leaves
+ * no binary behind, and a built one is checked to be an ELF executable for
+ * its target's CPU.
  */
 import { parseArgs } from "node:util";
 import { permissionFlags, permissionSetFromConfig, V8_FLAGS_ARG } from "./permissions.ts";

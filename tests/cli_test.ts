@@ -221,6 +221,11 @@ Deno.test("status table: every reading with its age, device target vs the bridge
     table,
     /^device link +connected \(ws:\/\/192\.168\.1\.50:80\/ws\) since 12:05:00 UTC \(5 min\)$/m,
   );
+  // A time the bridge would never send (another program on the socket) is shown as it came.
+  for (const odd of ["+010000-01-01T00:00:00.000Z", "yesterday"]) {
+    const shown = formatStatus({ ...status, since: { started: odd, connected: null } }, now);
+    assert.ok(shown.includes(`up since ${odd}`), shown);
+  }
   assert.match(table, /^temperature +38 °C \(0\.4 s ago\)$/m);
   assert.match(table, /^target +45 °C$/m);
   assert.match(table, /^device target +45 °C, heater on \(reported 12\.5 s ago\)$/m);
