@@ -6,8 +6,9 @@
  */
 
 /**
- * The V8 flags the bridge runs with: `deno task start`, the tests' and the
- * benchmarks' bridges, and the compiled binary (embedded by `deno compile`).
+ * The V8 flags the bridge runs with, as one `deno run` / `deno compile`
+ * argument: in `deno task start`, the tests' and the benchmarks' bridges,
+ * and the compiled binary (embedded by `deno compile`).
  * `--max-opt=1` stops the JIT at Sparkplug, V8's baseline compiler. The
  * optimising tiers (Maglev, TurboFan) page in megabytes of the runtime's
  * own code and keep what they compile: with them the bridge's RSS grew
@@ -16,10 +17,7 @@
  * 5.1 µs per frame, still over 90 000 frames/s); at the device's 2 Hz it is
  * none (README, "Performance").
  */
-export const BRIDGE_V8_FLAGS: readonly string[] = ["--max-opt=1"];
-
-/** {@link BRIDGE_V8_FLAGS} as one `deno run` / `deno compile` argument. */
-export const V8_FLAGS_ARG = `--v8-flags=${BRIDGE_V8_FLAGS.join(",")}`;
+export const V8_FLAGS_ARG = "--v8-flags=--max-opt=1";
 
 /** A Deno permission set as written in deno.json. */
 export interface PermissionSet {
