@@ -16,7 +16,7 @@ import {
 } from "./options.ts";
 import { DEVICE_MAX_TARGET, DRYING_LEASE_MAX_HOURS, FAULT_DESCRIPTIONS } from "./protocol.ts";
 import { CORE_DEFAULTS, HEAT_MODES, type HeatMode, modeMeaning } from "./core.ts";
-import { isoTime } from "./iso_time.ts";
+import { isIsoTimeMs, isoTime } from "./iso_time.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `panda-breath ${VERSION} — BIQU Panda Breath chamber heater bridge for Klipper
@@ -457,16 +457,11 @@ function heatModeText(status: BridgeStatus): string {
   }
 }
 
-const [MIN_ISO_MS, MAX_ISO_MS] = [
-  Date.parse("0000-01-01T00:00:00Z"),
-  Date.UTC(9999, 11, 31, 23, 59, 59, 999),
-];
-
 /** "since 14:02:11 (5 min)", from an ISO time and the current time. */
 function since(iso: string | null, now: number): string {
   if (iso === null) return "";
   const at = Date.parse(iso);
-  if (!(at >= MIN_ISO_MS && at <= MAX_ISO_MS)) return ` since ${iso}`;
+  if (!isIsoTimeMs(at)) return ` since ${iso}`;
   const clock = isoTime(at).slice(11, 19);
   return ` since ${clock} UTC (${duration(Math.max(0, (now - at) / 1000))})`;
 }

@@ -25,7 +25,15 @@ Deno.test("isoTime writes what toISOString writes, across the years 0000–9999"
 
 Deno.test("isoTime refuses what toISOString refuses, and years it would write with a sign", () => {
   for (
-    const bad of [NaN, Infinity, -Infinity, 8.64e15 + 1, Date.UTC(10000, 0, 1), Date.UTC(-1, 0)]
+    const bad of [
+      NaN,
+      Infinity,
+      -Infinity,
+      8.64e15 + 1,
+      Date.UTC(10000, 0, 1),
+      Date.UTC(-1, 0),
+      Date.parse("0000-01-01T00:00:00.000Z") - 1,
+    ]
   ) {
     assert.throws(() => isoTime(bad), RangeError, String(bad));
   }
