@@ -15,6 +15,7 @@ import {
 } from "./bench/frames.ts";
 import { formatTable, Report } from "./bench/report.ts";
 import { stateAges, trailingDelivery } from "./bench/flood.ts";
+import { measureColdCache } from "./bench/cold_cache.ts";
 
 const BENCH = new URL("./bench/bench.ts", import.meta.url).pathname;
 
@@ -52,6 +53,16 @@ Deno.test("bench flood: a notification's age is from its frame's batch; the one 
   // The last state delivered before the drain was seen is counted with the rest.
   assert.equal(trailingDelivery(deliveries.slice(0, 3), batchSentAt, 4, 8, 1030), null);
   assert.equal(stateAges(deliveries, batchSentAt, 4, 8, 1200).max, 100);
+});
+
+Deno.test("bench cold cache: medians of the work back to back and after each idle gap", async () => {
+  const startedAt = performance.now();
+  const c = await measureColdCache(5, 20, 50);
+  // Five gaps of 20 ms were slept, each before one timed run.
+  assert.ok(performance.now() - startedAt >= 5 * 20, "it slept before each cold run");
+  assert.equal(c.gap_ms, 20);
+  assert.ok(c.warm_us > 0 && c.cold_us > 0, JSON.stringify(c));
+  assert.ok(Math.abs(c.ratio - c.cold_us / c.warm_us) <= 0.02 * c.ratio + 0.01, JSON.stringify(c));
 });
 
 Deno.test("bench options: --only must name sections; --quick counts ignore the environment", () => {
