@@ -317,7 +317,7 @@ export function footprintRows(
   const perEventUs = (p: ProcFigures) => (p.cpu_percent / 100) * 1e6 / f.events_per_s;
   report.row(
     section,
-    `CPU per event (${fmt(f.events_per_s, 0)} frames + heartbeats a second)`,
+    `CPU per event (${fmt(f.events_per_s, 0)} a second: device frames and heartbeats)`,
     `bridge ${fmt(perEventUs(b), 0)} µs, I/O floor ${fmt(perEventUs(fl), 0)} µs`,
   );
   report.row(
