@@ -23,6 +23,7 @@ import { type ProcCost, ProcMonitor, type ProcSample, sampleProc } from "../proc
 import { type BenchContext, captureStatus, type OwnRun, TARGET } from "./context.ts";
 import { telemetryFrame, TelemetryMatcher, temperatureOf, withSimulator } from "./frames.ts";
 import { fmt, latencyText, mib, type Report } from "./report.ts";
+import { HEARTBEAT_MS } from "./socket_client.ts";
 import { rounded, summarize, type Summary } from "./stats.ts";
 
 /** One process's footprint over the run (results.json). */
@@ -86,9 +87,6 @@ export interface FootprintResult {
     io_floor: number;
   }[];
 }
-
-/** The bench controller's heartbeat period (tests/bench/socket_client.ts). */
-const HEARTBEAT_MS = 1000;
 
 function figures(start: ProcSample, end: ProcSample, cost: ProcCost): ProcFigures {
   const r = (x: number, digits = 4) => Math.round(x * 10 ** digits) / 10 ** digits;

@@ -32,6 +32,9 @@ export function notificationTemperature(
 }
 
 /** A connection to the bridge's Unix socket. */
+/** How often {@link BenchClient.actAsController} heartbeats, ms. */
+export const HEARTBEAT_MS = 1000;
+
 export class BenchClient {
   readonly #client: SocketClient;
 
@@ -81,7 +84,7 @@ export class BenchClient {
     await this.request("hello", { client: "bench", controller: true, ready: true });
     if (subscribe) await this.request("subscribe");
     await this.request("heartbeat", { ready: true });
-    this.#client.startHeartbeat(1000, false);
+    this.#client.startHeartbeat(HEARTBEAT_MS, false);
   }
 
   /** Closes the connection. */
