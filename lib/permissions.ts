@@ -13,9 +13,9 @@
  * optimising tiers (Maglev, TurboFan) page in megabytes of the runtime's
  * own code and keep what they compile: with them the bridge's RSS grew
  * 1.07× from 500 to 5000 reconnects and stood 1.32× the I/O floor; without
- * them 1.003× and 1.21×. The price is CPU under a flood (10.7 instead of
- * 5.1 µs per frame, still over 90 000 frames/s); at the device's 2 Hz it is
- * none (README, "Performance").
+ * them 1.003× and 1.21×. The price is CPU under a flood: twice the time per
+ * frame (10.7 instead of 5.1 µs on the VM where this was measured), still
+ * far above the device's rate; at its 2 Hz it is none (README, "Performance").
  */
 export const V8_FLAGS_ARG = "--v8-flags=--max-opt=1";
 

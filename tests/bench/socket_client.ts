@@ -31,10 +31,10 @@ export function notificationTemperature(
   return text === "null" ? null : Number(text);
 }
 
-/** A connection to the bridge's Unix socket. */
 /** How often {@link BenchClient.actAsController} heartbeats, ms. */
 export const HEARTBEAT_MS = 1000;
 
+/** A connection to the bridge's Unix socket. */
 export class BenchClient {
   readonly #client: SocketClient;
 
