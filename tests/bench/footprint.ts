@@ -3,10 +3,12 @@
  * floor (io_floor.ts) side by side while the device sends telemetry at 2 Hz
  * and a controller heartbeats every second. Targets: RSS ≤ 1.25× bare Deno,
  * CPU ≤ 0.2 % of a core, RSS and CPU ≤ 1.25× the I/O floor (issue 12). The
- * aarch64 section runs the same under qemu. Natively, the section also
- * prints what an idle gap costs on this machine (tests/bench/cold_cache.ts):
- * at 2 Hz every event runs with cold caches, which is what the CPU rows
- * mostly measure.
+ * aarch64 section runs the same under qemu. Beside them runs the floor with
+ * the device link's watchdog timer (`io_floor.ts --watchdog`), which tells
+ * what that one timer costs from what the bridge's work per event costs.
+ * Natively, the section also prints what an idle gap costs on this machine
+ * (tests/bench/cold_cache.ts): at 2 Hz every event runs with cold caches,
+ * which is what the CPU rows mostly measure.
  */
 
 import {
@@ -24,6 +26,7 @@ import { type BenchContext, captureStatus, type OwnRun, TARGET } from "./context
 import { telemetryFrame, TelemetryMatcher, temperatureOf, withSimulator } from "./frames.ts";
 import { fmt, latencyText, mib, type Report } from "./report.ts";
 import { HEARTBEAT_MS } from "./socket_client.ts";
+import { DEFAULT_LINK_TIMINGS } from "../../lib/device_link.ts";
 import { rounded, summarize, type Summary } from "./stats.ts";
 
 /** One process's footprint over the run (results.json). */
@@ -66,6 +69,8 @@ export interface FootprintResult {
   bare_deno: ProcFigures;
   /** A minimal Deno doing the same WebSocket and socket I/O. */
   io_floor: ProcFigures;
+  /** The same with the device link's watchdog timer. */
+  io_floor_watchdog: ProcFigures;
   /** The bridge over bare Deno. */
   ratio_to_bare_deno: { rss_start: number; rss_end: number; cpu: number; wakeups: number };
   /** Events each server handled per second: device frames and controller heartbeats. */
@@ -85,6 +90,7 @@ export interface FootprintResult {
     bridge_anon: number;
     bare_deno: number;
     io_floor: number;
+    io_floor_watchdog: number;
   }[];
 }
 
@@ -108,7 +114,8 @@ function figures(start: ProcSample, end: ProcSample, cost: ProcCost): ProcFigure
 
 /**
  * The bridge, a bare Deno (tests/bench/idle.ts) and the I/O floor
- * (tests/bench/io_floor.ts) started by `runner`, side by side for `seconds`
+ * (tests/bench/io_floor.ts), plain and with the watchdog timer, started by
+ * `runner`, side by side for `seconds`
  * after `settleS`, while the device sends telemetry at the configured rate
  * and a controller heartbeats each of the two servers every second, as the
  * Klipper extra does.
@@ -139,27 +146,39 @@ export async function measureFootprint(
     }, 1000 / ctx.config.telemetryHz);
     const started: { stop(): Promise<void> }[] = [];
     try {
-      const [bridge, idle, floor] = await Promise.all([
+      const [bridge, idle, floor, watchdogFloor] = await Promise.all([
         startBridge(runner, sim.port),
         startIdle(runner),
         startIoFloor(runner, sim.port),
+        startIoFloor(runner, sim.port, true),
       ]);
-      started.push(bridge, { stop: async () => void await idle.stop() }, floor);
+      started.push(bridge, { stop: async () => void await idle.stop() }, floor, watchdogFloor);
       await captureStatus(ctx, bridge.client);
       const bridgeMatcher = new TelemetryMatcher(bridge.client);
       const floorMatcher = new TelemetryMatcher(floor.client, '"warehouse_temper":');
-      matchers = [bridgeMatcher, floorMatcher];
+      const watchdogFloorMatcher = new TelemetryMatcher(
+        watchdogFloor.client,
+        '"warehouse_temper":',
+      );
+      matchers = [bridgeMatcher, floorMatcher, watchdogFloorMatcher];
       await sleep(settleS * 1000);
-      const pids = { bridge: bridge.proc.pid, bare_deno: idle.pid, io_floor: floor.proc.pid };
+      const pids = {
+        bridge: bridge.proc.pid,
+        bare_deno: idle.pid,
+        io_floor: floor.proc.pid,
+        io_floor_watchdog: watchdogFloor.proc.pid,
+      };
       const first = {
         bridge: sampleProc(pids.bridge),
         bare_deno: sampleProc(pids.bare_deno),
         io_floor: sampleProc(pids.io_floor),
+        io_floor_watchdog: sampleProc(pids.io_floor_watchdog),
       };
       const monitors = {
         bridge: new ProcMonitor(pids.bridge, ticksPerS),
         bare_deno: new ProcMonitor(pids.bare_deno, ticksPerS),
         io_floor: new ProcMonitor(pids.io_floor, ticksPerS),
+        io_floor_watchdog: new ProcMonitor(pids.io_floor_watchdog, ticksPerS),
       };
       const trend: FootprintResult["rss_trend_kb"] = [];
       const startedAt = performance.now();
@@ -173,11 +192,17 @@ export async function measureFootprint(
           bridge_anon: now.rssAnonKb,
           bare_deno: sampleProc(pids.bare_deno).rssKb,
           io_floor: sampleProc(pids.io_floor).rssKb,
+          io_floor_watchdog: sampleProc(pids.io_floor_watchdog).rssKb,
         });
       }
       const b = figures(first.bridge, sampleProc(pids.bridge), monitors.bridge.stop());
       const i = figures(first.bare_deno, sampleProc(pids.bare_deno), monitors.bare_deno.stop());
       const f = figures(first.io_floor, sampleProc(pids.io_floor), monitors.io_floor.stop());
+      const w = figures(
+        first.io_floor_watchdog,
+        sampleProc(pids.io_floor_watchdog),
+        monitors.io_floor_watchdog.stop(),
+      );
       clearInterval(ticker);
       await Promise.all(inFlight);
       const ratio = (x: number, y: number) => Math.round((x / y) * 1000) / 1000;
@@ -188,6 +213,7 @@ export async function measureFootprint(
         bridge: b,
         bare_deno: i,
         io_floor: f,
+        io_floor_watchdog: w,
         ratio_to_bare_deno: {
           rss_start: ratio(b.rss_start_kb, i.rss_start_kb),
           rss_end: ratio(b.rss_end_kb, i.rss_end_kb),
@@ -311,6 +337,25 @@ export function footprintRows(
     fl.cpu_percent,
     "% of a core",
     3,
+  );
+  // What the one timer the floor lacks costs, told apart from the bridge's work per event.
+  const w = f.io_floor_watchdog;
+  const timerUsPerS = ((w.cpu_percent - fl.cpu_percent) / 100) * 1e6;
+  report.row(
+    section,
+    `  the I/O floor with the link's ${
+      fmt(DEFAULT_LINK_TIMINGS.watchdogMs / 1000, 0)
+    } s watchdog timer`,
+    `${fmt(w.cpu_percent, 3)} % of a core, ${fmt(w.wakeups_per_s, 1)} wakeups/s: the timer ${
+      fmt(timerUsPerS, 0)
+    } µs and ${fmt(w.wakeups_per_s - fl.wakeups_per_s, 1)} wakeups a second`,
+  );
+  report.row(
+    section,
+    "  CPU vs the I/O floor with that timer (the bridge's own work per event)",
+    `${fmt(b.cpu_percent, 3)} vs ${fmt(w.cpu_percent, 3)} % of a core = ${
+      fmt(b.cpu_percent / w.cpu_percent)
+    }×`,
   );
   const perEventUs = (p: ProcFigures) => (p.cpu_percent / 100) * 1e6 / f.events_per_s;
   report.row(

@@ -6,10 +6,19 @@
  * device frame. No parsing of frames, no status object, no timers, no
  * reconnects, no logging.
  *
- * Usage: deno run -P=bridge io_floor.ts --host HOST:PORT --socket PATH
+ * With `--watchdog`, it also keeps the one timer the bridge cannot do
+ * without: the device link's liveness watchdog, armed as lib/device_link.ts
+ * arms it (due when no frame came for the watchdog period, re-armed when it
+ * fires). The footprint bench runs it both ways, to tell what that timer
+ * costs on the machine from what the bridge's own work per event costs.
+ *
+ * Usage: deno run -P=bridge io_floor.ts --host HOST:PORT --socket PATH [--watchdog]
  * (arguments are read by hand: node:util alone adds ~1.5 MiB of RSS).
  * `--once` exits at once (cache warm-up).
  */
+
+import type { LinkTimings } from "../../lib/device_link.ts";
+
 if (Deno.args.includes("--once")) Deno.exit(0);
 
 function arg(name: string): string {
@@ -23,13 +32,28 @@ const padding = "x".repeat(600);
 const subscribers = new Set<Deno.UnixConn>();
 
 const ws = new WebSocket(`ws://${arg("--host")}/ws`);
+const watchdog = Deno.args.includes("--watchdog");
+let lastFrameAt = performance.now();
 ws.onmessage = (event) => {
+  if (watchdog) lastFrameAt = performance.now();
   // A status-sized line carrying the frame as is (the bench matches it by its text).
   const line = encoder.encode(
     `{"method":"status","params":{"frame":${event.data},"padding":"${padding}"}}\n`,
   );
   for (const conn of subscribers) conn.write(line).catch(() => subscribers.delete(conn));
 };
+
+function armWatchdog(timings: LinkTimings): void {
+  const wait = Math.max(timings.tickMs, lastFrameAt + timings.watchdogMs - performance.now() + 1);
+  setTimeout(() => {
+    if (performance.now() - lastFrameAt > timings.watchdogMs) ws.close();
+    armWatchdog(timings);
+  }, wait);
+}
+if (watchdog) {
+  // Imported only here, so that the plain floor loads no module of the bridge's.
+  armWatchdog((await import("../../lib/device_link.ts")).DEFAULT_LINK_TIMINGS);
+}
 
 async function serve(conn: Deno.UnixConn): Promise<void> {
   const buffer = new Uint8Array(16 * 1024);

@@ -137,11 +137,13 @@ export async function startIdle(runner: DenoRunner): Promise<Proc> {
 
 /**
  * Starts the I/O-floor reference (tests/bench/io_floor.ts) with the bridge's
- * permission set, and connects a controller client to it.
+ * permission set, with the device link's watchdog timer when `watchdog`, and
+ * connects a controller client to it.
  */
 export async function startIoFloor(
   runner: DenoRunner,
   devicePort: number,
+  watchdog = false,
 ): Promise<{ proc: Proc; client: BenchClient; stop(): Promise<void> }> {
   const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "pb-bench-floor-" });
   const socket = `${dir}/floor.sock`;
@@ -156,6 +158,7 @@ export async function startIoFloor(
     `127.0.0.1:${devicePort}`,
     "--socket",
     socket,
+    ...(watchdog ? ["--watchdog"] : []),
   ], runner.env);
   const cleanup = async () => {
     await proc.stop();
