@@ -74,7 +74,7 @@ Deno.test("bench options: --only must name sections; --quick counts ignore the e
   assert.equal(parseBenchArgs([]).only, undefined);
   assert.throws(
     () => parseBenchArgs(["--only=command,latency"]),
-    /^Error: unknown section 'latency'; sections: command, telemetry, reconnect, failsafe, flood, footprint, klipper, aarch64, memory, logs$/,
+    /^Error: unknown section 'latency'; sections: command, telemetry, reconnect, failsafe, flood, footprint, instructions, klipper, aarch64, memory, logs$/,
   );
   const env = (values: Record<string, string>) => (name: string) => values[name];
   assert.equal(benchConfig(false, env({})).commands, 1000);
@@ -198,6 +198,6 @@ Deno.test("deno task bench --only=nothing: exits 2 naming the sections", async (
   assert.equal(run.code, 2);
   assert.match(
     new TextDecoder().decode(run.stderr),
-    /^bench: unknown section 'nothing'; sections: command, telemetry, reconnect, failsafe, flood, footprint, klipper, aarch64, memory, logs$/m,
+    /^bench: unknown section 'nothing'; sections: command, telemetry, reconnect, failsafe, flood, footprint, instructions, klipper, aarch64, memory, logs$/m,
   );
 });

@@ -15,13 +15,14 @@
  *
  * Options:
  *   --only=LIST   comma-separated sections: command, telemetry, reconnect, failsafe,
- *                 flood, footprint, klipper, aarch64, memory, logs (default: all)
+ *                 flood, footprint, instructions, klipper, aarch64, memory, logs
+ *                 (default: all)
  *   --quick       small counts and short runs (a smoke test of the bench)
  *   --out=PATH    where to write the JSON (default tests/bench/results.json;
  *                 a run with --only or --quick writes only when --out is given)
  *
  * Environment:
- *   PB_BENCH_LONG_S     footprint run at 2 Hz telemetry, seconds (default 60)
+ *   PB_BENCH_LONG_S     footprint (and instructions) run at 2 Hz telemetry, seconds (default 60)
  *   PB_BENCH_ARM_S      the same under qemu-aarch64, seconds (default 30)
  *   PB_BENCH_ARM_DENO   arm64 deno binary (default /tmp/arm64deno/package/deno)
  *   PB_BENCH_QEMU       qemu-aarch64 (default: found on PATH)
@@ -55,6 +56,7 @@ import { benchReconnect } from "./reconnect.ts";
 import { benchFailsafe } from "./failsafe.ts";
 import { benchFlood } from "./flood.ts";
 import { benchFootprint } from "./footprint.ts";
+import { benchInstructions } from "./instructions.ts";
 import { benchKlipper } from "./klipper.ts";
 import { benchArm } from "./aarch64.ts";
 import { benchMemory } from "./memory.ts";
@@ -72,6 +74,7 @@ export const MEASURES: readonly Measure[] = [
   { section: "failsafe", title: "3b failsafe", uses: "simulator", run: benchFailsafe },
   { section: "flood", title: "4 flood", uses: "own", run: benchFlood },
   { section: "footprint", title: "5 footprint", uses: "own", run: benchFootprint },
+  { section: "instructions", title: "5b instructions", uses: "own", run: benchInstructions },
   { section: "klipper", title: "6 klipper extra", uses: "own", run: benchKlipper },
   { section: "aarch64", title: "7 aarch64", uses: "own", run: benchArm },
   { section: "memory", title: "8 memory", uses: "own", run: benchMemory },
