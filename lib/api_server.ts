@@ -1,7 +1,7 @@
 import type { Bridge, BridgeStatus } from "./bridge.ts";
 import { type LastSent, sendAt, urgentPart } from "./coalesce.ts";
 import type { ReplyEffect } from "./core.ts";
-import { LineSplitter, writeAll } from "./lines.ts";
+import { LineSplitter } from "./lines.ts";
 import type { Logger } from "./log.ts";
 
 /** Caps on what socket clients may cost the bridge. */
@@ -230,20 +230,38 @@ class ApiClientConnection {
     });
   }
 
-  async #pump(): Promise<void> {
-    this.#writing = true;
-    try {
-      while (this.#queue.length > 0 && !this.#closed) {
-        const { bytes } = this.#queue.shift()!;
-        this.#writeStartedAt = performance.now();
-        await writeAll(this.#conn, bytes);
-        this.#queuedBytes -= bytes.byteLength;
-      }
-    } catch {
-      this.close();
-    } finally {
+  /**
+   * Writes the queue's next line, then the next one when that write completes:
+   * one write in flight, chained by its own promise (no async function per
+   * line: this runs for every status notification).
+   */
+  #pump(): void {
+    const line = this.#queue.shift();
+    if (line === undefined || this.#closed) {
       this.#writing = false;
+      return;
     }
+    this.#writing = true;
+    this.#writeFrom(line.bytes);
+  }
+
+  #writeFrom(bytes: Uint8Array): void {
+    this.#writeStartedAt = performance.now();
+    const failed = () => {
+      this.#writing = false;
+      this.close();
+    };
+    let writing: Promise<number>;
+    try {
+      writing = this.#conn.write(bytes);
+    } catch {
+      return failed();
+    }
+    writing.then((written) => {
+      this.#queuedBytes -= written;
+      if (written < bytes.byteLength) this.#writeFrom(bytes.subarray(written));
+      else this.#pump();
+    }, failed);
   }
 
   /** Sends what is queued (bounded by `timeoutMs`), then closes. */

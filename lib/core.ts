@@ -447,10 +447,19 @@ const EFFECT_ORDER: Record<Effect["type"], number> = {
 
 /** Sorts effects into the order the shell performs them (stable within a kind). */
 export function orderEffects(effects: readonly Effect[]): Effect[] {
+  if (isOrdered(effects)) return [...effects];
   return effects
     .map((effect, index) => ({ effect, index }))
     .sort((a, b) => EFFECT_ORDER[a.effect.type] - EFFECT_ORDER[b.effect.type] || a.index - b.index)
     .map(({ effect }) => effect);
+}
+
+/** Whether `effects` are already in {@link EFFECT_ORDER} (the common case: one or two effects). */
+function isOrdered(effects: readonly Effect[]): boolean {
+  for (let i = 1; i < effects.length; i++) {
+    if (EFFECT_ORDER[effects[i - 1].type] > EFFECT_ORDER[effects[i].type]) return false;
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -1207,17 +1216,22 @@ function checkReadback(step: Step): void {
 }
 
 function nextWake(s: CoreState): number | null {
-  const candidates = [failsafeDeadline(s)];
-  if (s.link.open && !s.link.connectSeen) candidates.push(s.link.assertAt);
-  if (s.running && s.link.open && !s.readback.inFlight) candidates.push(s.readback.dueAt);
+  let due = failsafeDeadline(s);
+  if (s.link.open && !s.link.connectSeen) due = earlier(due, s.link.assertAt);
+  if (s.running && s.link.open && !s.readback.inFlight) due = earlier(due, s.readback.dueAt);
   if (s.running && s.link.open && s.config.heatMode === "drying-lease") {
     const lease = s.lease;
-    if (lease.phase === "stopping") candidates.push(lease.startAt);
-    if (lease.phase === "starting" && !s.readback.inFlight) candidates.push(lease.verifyAt);
-    candidates.push(leaseRenewAt(s));
+    if (lease.phase === "stopping") due = earlier(due, lease.startAt);
+    if (lease.phase === "starting" && !s.readback.inFlight) due = earlier(due, lease.verifyAt);
+    due = earlier(due, leaseRenewAt(s));
   }
-  const due = candidates.filter((t): t is number => t !== null);
-  return due.length === 0 ? null : Math.min(...due);
+  return due;
+}
+
+/** The earlier of two optional times (null: none). */
+function earlier(a: number | null, b: number | null): number | null {
+  if (a === null) return b;
+  return b === null ? a : Math.min(a, b);
 }
 
 // --- link -----------------------------------------------------------------

@@ -387,3 +387,26 @@ Deno.test("a burst of device frames does not cut off a client that reads", async
   assert.ok(!r.logs.some((l) => l.includes("cut off")));
   await client.close();
 });
+
+Deno.test("replies that fill the socket's buffer arrive whole and in order once the client reads", async () => {
+  await using r = await rig();
+  const conn = await Deno.connect({ transport: "unix", path: r.path });
+  const count = 400; // ~300 KiB of status replies: more than a Unix socket buffers
+  const requests = Array.from({ length: count }, (_, i) => `{"id":${i + 1},"method":"status"}\n`);
+  await conn.write(new TextEncoder().encode(requests.join("")));
+  await new Promise((resolve) => setTimeout(resolve, 300)); // the server's writes back up
+  const decoder = new TextDecoder();
+  const buffer = new Uint8Array(64 * 1024);
+  let text = "";
+  const ids: number[] = [];
+  while (ids.length < count) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    text += decoder.decode(buffer.subarray(0, n), { stream: true });
+    const lines = text.split("\n");
+    text = lines.pop()!;
+    for (const line of lines) ids.push(JSON.parse(line).id);
+  }
+  conn.close();
+  assert.deepEqual(ids, Array.from({ length: count }, (_, i) => i + 1));
+});

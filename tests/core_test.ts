@@ -11,6 +11,8 @@ import {
   type CoreEvent,
   decide,
   type Decision,
+  type Effect,
+  orderEffects,
   PUSH_POLICY,
   type PushKind,
 } from "../lib/core.ts";
@@ -606,4 +608,27 @@ Deno.test("status: controllers, read-back and link counters", () => {
   const stale = buildStatus(core.state, 100 + CONFIG.staleAfterMs + 1, FACTS);
   assert.equal(stale.temperature, null);
   assert.ok(!JSON.stringify(core.state).includes("core-test-secret"), "no secret in state");
+});
+
+Deno.test("orderEffects: sends, replies, notify, I/O, logs; stable within a kind; a new array", () => {
+  const log = (message: string): Effect => ({ type: "log", level: "info", message, fields: {} });
+  const send = (frame: string): Effect => ({ type: "send", frame, target: 0, reason: "test" });
+  const mixed: Effect[] = [
+    log("a"),
+    { type: "notify" },
+    send("1"),
+    { type: "readback" },
+    { type: "reply", ok: true, result: {} },
+    send("2"),
+    log("b"),
+  ];
+  const sorted = orderEffects(mixed);
+  assert.deepEqual(
+    sorted.map((e) => e.type === "send" ? e.frame : e.type === "log" ? e.message : e.type),
+    ["1", "2", "reply", "notify", "readback", "a", "b"],
+  );
+  const ordered = orderEffects(sorted);
+  assert.deepEqual(ordered, sorted, "already in order: unchanged");
+  assert.notEqual(ordered, sorted, "still a new array");
+  assert.deepEqual(orderEffects([]), []);
 });
