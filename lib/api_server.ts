@@ -247,22 +247,24 @@ class ApiClientConnection {
 
   #writeFrom(bytes: Uint8Array): void {
     this.#writeStartedAt = performance.now();
-    const failed = () => {
-      this.#writing = false;
-      this.close();
-    };
     let writing: Promise<number>;
     try {
       writing = this.#conn.write(bytes);
     } catch {
-      return failed();
+      return this.#writeFailed();
     }
     writing.then((written) => {
       this.#queuedBytes -= written;
       if (written < bytes.byteLength) this.#writeFrom(bytes.subarray(written));
       else this.#pump();
-    }, failed);
+    }, this.#writeFailed);
   }
+
+  /** One per connection, not one per write. */
+  #writeFailed = (): void => {
+    this.#writing = false;
+    this.close();
+  };
 
   /** Sends what is queued (bounded by `timeoutMs`), then closes. */
   async flushAndClose(timeoutMs = 200): Promise<void> {

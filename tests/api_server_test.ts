@@ -3,6 +3,7 @@ import { ApiClient, ApiError } from "../lib/api_client.ts";
 import { SocketClient } from "./socket_client.ts";
 import { type ApiLimits, ApiServer, SocketInUseError } from "../lib/api_server.ts";
 import { Bridge, type BridgeStatus } from "../lib/bridge.ts";
+import { LineSplitter } from "../lib/lines.ts";
 import { Logger } from "../lib/log.ts";
 import { buildOnFrame, FAULT_DESCRIPTIONS, OFF_FRAME } from "../lib/protocol.ts";
 import { FakeDevice } from "./fake_device.ts";
@@ -396,16 +397,15 @@ Deno.test("replies that fill the socket's buffer arrive whole and in order once 
   await conn.write(new TextEncoder().encode(requests.join("")));
   await new Promise((resolve) => setTimeout(resolve, 300)); // the server's writes back up
   const decoder = new TextDecoder();
+  const splitter = new LineSplitter(64 * 1024);
   const buffer = new Uint8Array(64 * 1024);
-  let text = "";
   const ids: number[] = [];
   while (ids.length < count) {
     const n = await conn.read(buffer);
     if (n === null) break;
-    text += decoder.decode(buffer.subarray(0, n), { stream: true });
-    const lines = text.split("\n");
-    text = lines.pop()!;
-    for (const line of lines) ids.push(JSON.parse(line).id);
+    const lines = splitter.push(buffer.subarray(0, n));
+    assert.ok(lines !== null, "a reply line is oversized");
+    for (const line of lines) ids.push(JSON.parse(decoder.decode(line)).id);
   }
   conn.close();
   assert.deepEqual(ids, Array.from({ length: count }, (_, i) => i + 1));
